@@ -1,0 +1,206 @@
+"""Keras embedding model -> TFLite variants (fp32, fp16, dynamic, int8) -> model bundle."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from converters.edgetpu import check_edgetpu, compile_edgetpu
+from edge_verify.bundle import (
+    BUNDLE_FORMAT,
+    MODEL_EDGETPU,
+    MODEL_FP32,
+    MODEL_INT8,
+    Preprocess,
+    Threshold,
+    compute_fingerprint,
+    sha256_file,
+)
+from edge_verify.embedder import Embedder
+from edge_verify.errors import InputError, ModelError
+from edge_verify.metrics import pair_scores, verification_report
+
+VARIANTS = ("fp32", "fp16", "dynamic", "int8")
+FILE_NAMES = {"fp32": MODEL_FP32, "fp16": "model_fp16.tflite", "dynamic": "model_dynamic.tflite", "int8": MODEL_INT8}
+
+
+@dataclass
+class ConvertOptions:
+    name: str
+    version: str = "1"
+    io_dtype: str = "int8"  # int8 or uint8 model input/output
+    variants: tuple[str, ...] = VARIANTS
+    target_far: float = 1e-3
+    max_calibration: int = 300
+
+
+def check_embedding_model(model, sample: np.ndarray) -> None:
+    """ModelError unless ``model`` maps images to unit-norm 1-D embeddings."""
+    if len(model.outputs) != 1 or len(model.output_shape) != 2:
+        raise ModelError(f"model output shape {model.output_shape} is not (batch, embedding): not an embedding model")
+    if tuple(model.input_shape[1:]) != tuple(sample.shape[1:]):
+        raise ModelError(f"model input {model.input_shape[1:]} does not match the images {sample.shape[1:]}")
+    norms = np.linalg.norm(model.predict(sample[:8].astype(np.float32), verbose=0), axis=1)
+    if not np.allclose(norms, 1.0, atol=1e-3):
+        raise ModelError("model output is not L2-normalised: end it with training.layers.L2Normalize")
+
+
+def preprocess_for_model(model) -> Preprocess:
+    """Whole-frame preprocessing for a generic (non-face) model from its input shape."""
+    h, w, c = (int(d) for d in model.input_shape[1:])
+    return Preprocess(size=(h, w), channels=c, color_order="GRAY" if c == 1 else "RGB", alignment="resize")
+
+
+def _to_tflite(saved_model: Path, variant: str, calibration: np.ndarray, io_dtype: str) -> bytes:
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    if variant == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif variant == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif variant == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+
+        def representative():
+            for x in calibration:
+                yield [x[None].astype(np.float32)]
+
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        dtype = tf.uint8 if io_dtype == "uint8" else tf.int8
+        converter.inference_input_type = dtype
+        converter.inference_output_type = dtype
+    return converter.convert()
+
+
+def _op_list(path: Path) -> dict[str, int]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    counts: dict[str, int] = {}
+    for op in Interpreter(model_path=str(path))._get_ops_details():  # noqa: SLF001
+        counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
+    return counts
+
+
+def convert(model, calibration: np.ndarray, out_dir: str | Path, options: ConvertOptions,
+            validation: tuple[np.ndarray, np.ndarray] | None = None, preprocess: Preprocess | None = None,
+            threshold: Threshold | None = None, source_hash: str = "", progress=None) -> dict:
+    """Convert ``model`` into a bundle at ``out_dir`` and return the fidelity report (also in bundle.json).
+
+    ``calibration``: real inputs (N, H, W, C) in 0..255 for int8 calibration (100-500 used).
+    ``validation``: (images, labels) for the fidelity report and the threshold at ``target_far``.
+    """
+    import keras
+    import tensorflow as tf
+
+    out_dir = Path(out_dir)
+    if len(calibration) == 0:
+        raise InputError("calibration set is empty: give 100-500 real images")
+    calibration = np.asarray(calibration)
+    check_embedding_model(model, calibration)
+    preprocess = preprocess or preprocess_for_model(model)
+    rng = np.random.default_rng(0)
+    calib = calibration[rng.permutation(len(calibration))[: options.max_calibration]]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report: dict = {"variants": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = Path(tmp) / "saved_model"
+        model.export(str(saved), verbose=False)
+        for variant in options.variants:
+            if progress:
+                progress(f"converting {variant}")
+            path = out_dir / FILE_NAMES[variant]
+            path.write_bytes(_to_tflite(saved, variant, calib, options.io_dtype))
+            report["variants"][variant] = {"file": path.name, "bytes": path.stat().st_size, "ops": _op_list(path)}
+    int8_path = out_dir / MODEL_INT8
+    if validation is not None:
+        if progress:
+            progress("fidelity on validation set")
+        _fidelity(out_dir, options, validation, report)
+        int8_eval = report["variants"]["int8"].get("verification")
+        if threshold is None and int8_eval:
+            far = options.target_far
+            key = "threshold_at_far_1e3" if far <= 1e-3 else "threshold_at_far_1e2"
+            threshold = Threshold(float(int8_eval[key]), far, "int8 model on the validation set")
+    threshold = threshold or Threshold(0.5, None, "default (not calibrated): run `edge-verify calibrate`")
+    edgetpu = check_edgetpu(int8_path)
+    compiled = compile_edgetpu(int8_path, out_dir, edgetpu)
+    report["edgetpu"] = edgetpu.as_dict()
+    files = {p: sha256_file(out_dir / p) for p in (FILE_NAMES[v] for v in options.variants)}
+    if compiled is not None:
+        compiled.rename(out_dir / MODEL_EDGETPU)
+        files[MODEL_EDGETPU] = sha256_file(out_dir / MODEL_EDGETPU)
+    embedding_size = int(model.output_shape[-1])
+    meta = {
+        "format": BUNDLE_FORMAT,
+        "name": options.name,
+        "version": options.version,
+        "embedding_size": embedding_size,
+        "metric": "cosine",
+        "input": {"shape": [int(d) for d in model.input_shape[1:]], "dtype": options.io_dtype, "range": [0, 255]},
+        "preprocess": preprocess.as_dict(),
+        "threshold": {"value": threshold.value, "far": threshold.far, "source": threshold.source},
+        "files": files,
+        "fingerprint": compute_fingerprint(files[MODEL_INT8], preprocess),
+        "source_model_sha256": source_hash,
+        "tools": {"tensorflow": tf.__version__, "keras": keras.__version__, "python": platform.python_version()},
+        "report": report,
+    }
+    (out_dir / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def _fidelity(out_dir: Path, options: ConvertOptions, validation, report: dict) -> None:
+    images, labels = validation
+    embeddings = {}
+    for variant in options.variants:
+        embedder = Embedder(out_dir / FILE_NAMES[variant], backend="litert")
+        embeddings[variant] = embedder.embed(images)
+        genuine, impostor = pair_scores(embeddings[variant], labels)
+        report["variants"][variant]["verification"] = verification_report(genuine, impostor).as_dict()
+    if "fp32" in embeddings:
+        ref = embeddings["fp32"]
+        for variant, emb in embeddings.items():
+            cos = np.sum(ref * emb, axis=1)
+            report["variants"][variant]["cosine_vs_fp32"] = {"mean": float(cos.mean()), "min": float(cos.min())}
+            report["variants"][variant]["eer_change_points"] = 100 * (
+                report["variants"][variant]["verification"]["eer"] - report["variants"]["fp32"]["verification"]["eer"]
+            )
+
+
+def format_fidelity(meta: dict) -> str:
+    """The fidelity table printed by ``edge-verify convert``."""
+    rep = meta["report"]
+    lines = [f"bundle {meta['name']} v{meta['version']}  fingerprint {meta['fingerprint']}",
+             f"  {'variant':<8} {'size':>10}  {'cos mean':>8} {'cos min':>8}  {'EER':>7} {'TAR@1e-3':>8}"]
+    for name, v in rep["variants"].items():
+        cos = v.get("cosine_vs_fp32", {})
+        ver = v.get("verification", {})
+        lines.append(
+            f"  {name:<8} {v['bytes'] / 1e6:>8.2f}MB  {cos.get('mean', float('nan')):>8.4f} {cos.get('min', float('nan')):>8.4f}"
+            f"  {100 * ver.get('eer', float('nan')):>6.2f}% {100 * ver.get('tar_at_far_1e3', float('nan')):>7.2f}%"
+        )
+    tpu = rep["edgetpu"]
+    if tpu["mappable"]:
+        lines.append("  EdgeTPU static check: every op mappable")
+    else:
+        f = tpu["first_unmapped"]
+        lines.append(f"  EdgeTPU static check: graph would split at op #{f['index']} {f['op']} ({f['reason']})")
+    lines.append(f"  edgetpu_compiler: {tpu['compiler']}" + (f" - {tpu['compiler_log']}" if tpu["compiler"] == "absent" else ""))
+    thr = meta["threshold"]
+    lines.append(f"  threshold {thr['value']:.4f} (FAR {thr['far']}, {thr['source']})")
+    return "\n".join(lines)
+
+
+def copy_bundle_files(src: Path, dst: Path, names: list[str]) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copy2(src / name, dst / name)

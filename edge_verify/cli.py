@@ -1,0 +1,603 @@
+"""``edge-verify`` command line. Device commands never import TensorFlow; host commands do, lazily.
+
+Exit codes: 0 success / accepted / same person; 1 rejected / different / unknown; 2 usage;
+3 other error; 4 bad input; 5 no face; 6 several faces; 7 quality gate; 8 bad bundle; 9 store;
+10 tampered template or wrong key; 11 unknown identity; 12 template from another model;
+13 camera/source; 14 no TFLite backend; 15 host extra missing; 16 bad Keras model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge_verify.errors import (
+    EdgeVerifyError,
+    HostDependencyError,
+    InputError,
+    MultipleFacesError,
+    NoFaceError,
+    QualityError,
+    UsageError,
+)
+
+ACCEPTED, REJECTED = 0, 1
+
+
+# ---- output -------------------------------------------------------------------------------------
+def emit(args: argparse.Namespace, data: dict, text: str) -> None:
+    print(json.dumps(data, default=_json_default) if args.json else text)
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(type(obj).__name__)
+
+
+def _progress(args: argparse.Namespace, iterable, **kw):
+    from tqdm import tqdm
+
+    return tqdm(iterable, disable=args.json or not sys.stderr.isatty(), file=sys.stderr, leave=False, **kw)
+
+
+# ---- shared setup -------------------------------------------------------------------------------
+def _verifier(args: argparse.Namespace):
+    from edge_verify.pipeline import Verifier, VerifierOptions
+
+    return Verifier(VerifierOptions(bundle=args.bundle, backend=args.backend, threads=args.threads,
+                                    use_edgetpu=not args.no_edgetpu))
+
+
+def _store(args: argparse.Namespace):
+    from edge_verify.store import TemplateStore
+
+    return TemplateStore(args.store, key_file=args.key_file)
+
+
+def _threshold(args: argparse.Namespace, verifier, store) -> tuple[float, str]:
+    if getattr(args, "threshold", None) is not None:
+        return float(args.threshold), "command line"
+    override = store.threshold(verifier.bundle.fingerprint) if store is not None else None
+    if override:
+        return float(override["value"]), f"calibrated ({override['source']})"
+    return verifier.bundle.threshold.value, "bundle"
+
+
+def _collect(args: argparse.Namespace, verifier, source_spec: str, max_frames: int, what: str):
+    """Embeddings of up to ``max_frames`` usable single-face frames; bad frames skipped and counted."""
+    from edge_verify.sources import ImageSource, open_source
+
+    embeddings, skipped = [], {}
+    with open_source(source_spec, timeout_s=args.timeout) as source:
+        single_image = isinstance(source, ImageSource) and len(source.paths) == 1
+        frames = iter(source)
+        bar = _progress(args, range(max_frames), desc=what, unit="frame")
+        for _ in bar:
+            frame = next(frames, None)
+            if frame is None:
+                break
+            try:
+                embeddings.append(verifier.observe_single(frame.image, frame.name).embedding)
+            except (NoFaceError, MultipleFacesError, QualityError) as exc:
+                if single_image:
+                    raise
+                reason = type(exc).__name__.replace("Error", "").lower()
+                skipped[reason] = skipped.get(reason, 0) + 1
+    if not embeddings:
+        detail = ", ".join(f"{n} {r}" for r, n in skipped.items()) or "no frames"
+        raise NoFaceError(f"{source_spec}: no usable face in any frame ({detail})")
+    return np.stack(embeddings), skipped
+
+
+# ---- device commands ----------------------------------------------------------------------------
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from edge_verify.matcher import mean_template
+
+    verifier = _verifier(args)
+    with _store(args) as store:
+        if not args.replace and any(t.identity == args.name for t in store.list()):
+            raise UsageError(f"{args.name!r} is already enrolled; add --replace to overwrite the template")
+        embeddings, skipped = _collect(args, verifier, args.source, args.frames, f"enroll {args.name}")
+        store.put(args.name, mean_template(embeddings), verifier.bundle.fingerprint, len(embeddings))
+    data = {"identity": args.name, "frames_used": len(embeddings), "frames_skipped": skipped,
+            "bundle": verifier.bundle.name, "fingerprint": verifier.bundle.fingerprint}
+    skipped_text = f", skipped {sum(skipped.values())} ({', '.join(f'{n} {r}' for r, n in skipped.items())})" if skipped else ""
+    emit(args, data, f"enrolled {args.name} from {len(embeddings)} frame(s){skipped_text}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from edge_verify.matcher import verify
+
+    verifier = _verifier(args)
+    with _store(args) as store:
+        template = store.get(args.name, verifier.bundle.fingerprint)
+        threshold, origin = _threshold(args, verifier, store)
+        embeddings, skipped = _collect(args, verifier, args.source, args.frames, f"check {args.name}")
+        decision = verify(embeddings, template, threshold, args.name)
+        store.audit("check", verifier.bundle.fingerprint, decision.accepted, claimed=args.name, matched=args.name,
+                    score=decision.score, threshold=threshold, source=args.source)
+    verdict = "ACCEPTED" if decision.accepted else "REJECTED"
+    data = {"identity": args.name, "accepted": decision.accepted, "score": decision.score, "threshold": threshold,
+            "threshold_source": origin, "frames_used": len(embeddings), "frames_skipped": skipped}
+    emit(args, data, f"{verdict} {args.name}: score {decision.score:.4f} (threshold {threshold:.4f})")
+    return ACCEPTED if decision.accepted else REJECTED
+
+
+def cmd_identify(args: argparse.Namespace) -> int:
+    from edge_verify.matcher import identify, rank
+    from edge_verify.sources import open_source
+
+    verifier = _verifier(args)
+    results = []
+    with _store(args) as store:
+        templates = store.all_templates(verifier.bundle.fingerprint)
+        if not templates:
+            raise UsageError("nobody is enrolled with this bundle; run `edge-verify enroll NAME --source ...` first")
+        threshold, _ = _threshold(args, verifier, store)
+        with open_source(args.source, timeout_s=args.timeout) as source:
+            for frame in _progress(args, source, desc="identify", unit="frame"):
+                if frame.index >= args.frames:
+                    break
+                for obs in verifier.observe(frame.image):
+                    entry = {"frame": frame.name, "box": obs.face.box if obs.face else None}
+                    if obs.embedding is None:
+                        entry.update(identity=None, rejected=list(obs.quality.reasons))
+                    else:
+                        decision = identify(obs.embedding, templates, threshold)
+                        entry.update(identity=decision.identity, score=decision.score,
+                                     top=[{"identity": n, "score": s} for n, s in rank(obs.embedding, templates)[: args.top]])
+                        store.audit("identify", verifier.bundle.fingerprint, decision.accepted,
+                                    matched=decision.identity, score=decision.score, threshold=threshold,
+                                    source=frame.name)
+                    results.append(entry)
+    if not results:
+        raise NoFaceError(f"{args.source}: no face found")
+    lines = []
+    for r in results:
+        box = "" if r["box"] is None else " at ({:.0f},{:.0f})".format(*r["box"][:2])
+        if r.get("rejected"):
+            lines.append(f"{r['frame']}{box}: skipped ({'; '.join(r['rejected'])})")
+        else:
+            lines.append(f"{r['frame']}{box}: {r['identity'] or 'unknown'} (score {r['score']:.4f})")
+    emit(args, {"threshold": threshold, "faces": results}, "\n".join(lines))
+    return 0 if any(r.get("identity") for r in results) else REJECTED
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from edge_verify.matcher import cosine
+
+    verifier = _verifier(args)
+    a, b = verifier.embed_image(args.image_a), verifier.embed_image(args.image_b)
+    threshold = args.threshold if args.threshold is not None else verifier.bundle.threshold.value
+    score = cosine(a, b)
+    same = score >= threshold
+    data = {"same": same, "score": score, "threshold": threshold}
+    emit(args, data, f"{'SAME' if same else 'DIFFERENT'}: score {score:.4f} (threshold {threshold:.4f})")
+    return ACCEPTED if same else REJECTED
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        items = store.list()
+    data = {"identities": [t.__dict__ for t in items]}
+    text = "\n".join(f"{t.identity}\t{t.frames} frame(s)\tmodel {t.fingerprint[:12]}\t"
+                     f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(t.updated))}" for t in items) or "(nobody enrolled)"
+    emit(args, data, text)
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        store.remove(args.name)
+    emit(args, {"removed": args.name}, f"removed {args.name}")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from edge_verify.metrics import format_report, pair_scores, threshold_at_far, verification_report
+    from edge_verify.sources import list_images
+
+    verifier = _verifier(args)
+    root = Path(args.data)
+    if args.pairs:
+        genuine, impostor = _pair_file_scores(args, verifier, Path(args.pairs))
+    else:
+        if not root.is_dir():
+            raise InputError(f"{root}: not a folder (expected one sub-folder of face images per identity)")
+        embeddings, labels, skipped = [], [], 0
+        folders = sorted(p for p in root.iterdir() if p.is_dir())
+        paths = [(i, p) for i, d in enumerate(folders) for p in list_images(d)]
+        for label, path in _progress(args, paths, desc="calibrate", unit="img"):
+            try:
+                embeddings.append(verifier.embed_image(path))
+                labels.append(label)
+            except (NoFaceError, MultipleFacesError, QualityError, InputError):
+                skipped += 1
+        if len(set(labels)) < 2:
+            raise InputError(f"{root}: need faces of at least 2 identities (found {len(set(labels))})")
+        genuine, impostor = pair_scores(np.stack(embeddings), np.array(labels))
+    if len(genuine) == 0 or len(impostor) == 0:
+        raise InputError(f"{root}: need both same-identity and different-identity pairs")
+    threshold = threshold_at_far(impostor, args.far)
+    report = verification_report(genuine, impostor)
+    resolvable = len(impostor) * args.far >= 1
+    with _store(args) as store:
+        if not args.dry_run:
+            store.set_threshold(verifier.bundle.fingerprint, threshold, args.far,
+                                f"{len(genuine)}+{len(impostor)} pairs from {root.name}")
+    data = {"threshold": threshold, "far": args.far, "far_resolvable": resolvable, "written": not args.dry_run,
+            "report": report.as_dict()}
+    note = "" if resolvable else f"\n  warning: {len(impostor)} impostor pairs cannot resolve FAR {args.far:g}; add data"
+    emit(args, data, format_report(report, f"calibration on {root}") +
+         f"\n  threshold at FAR {args.far:g}: {threshold:.4f}" + (" (written to the store)" if not args.dry_run else "") + note)
+    return 0
+
+
+def _pair_file_scores(args, verifier, pairs: Path):
+    """Lines ``IMAGE_A IMAGE_B 1|0`` (1 = same person), paths relative to the file."""
+    from edge_verify.matcher import cosine
+
+    if not pairs.is_file():
+        raise InputError(f"{pairs}: no such pairs file")
+    genuine, impostor = [], []
+    lines = [ln.split() for ln in pairs.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    for n, parts in enumerate(_progress(args, lines, desc="pairs"), 1):
+        if len(parts) != 3 or parts[2] not in ("0", "1"):
+            raise InputError(f"{pairs}:{n}: expected `IMAGE_A IMAGE_B 1|0`")
+        a, b = (verifier.embed_image(pairs.parent / p) for p in parts[:2])
+        (genuine if parts[2] == "1" else impostor).append(cosine(a, b))
+    return np.array(genuine), np.array(impostor)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from edge_verify.align import align_face
+    from edge_verify.matcher import cosine
+    from edge_verify.sources import open_source
+
+    verifier = _verifier(args)
+    stages = {"capture": [], "detect": [], "align": [], "invoke": [], "match": []}
+    template = np.ones(verifier.bundle.embedding_size, np.float32)
+    faces_seen = 0
+    start = time.perf_counter()
+    frames = 0
+    with open_source(args.source, timeout_s=args.timeout) as source:
+        it = iter(source)
+        for _ in _progress(args, range(args.frames), desc="bench", unit="frame"):
+            t0 = time.perf_counter()
+            frame = next(it, None)
+            if frame is None:
+                break
+            t1 = time.perf_counter()
+            faces = verifier.detect(frame.image) if verifier.detector else []
+            t2 = time.perf_counter()
+            chips = [align_face(frame.image, f, verifier.bundle.preprocess) for f in faces]
+            t3 = time.perf_counter()
+            embeddings = verifier.embedder.embed(np.stack(chips)) if chips else []
+            t4 = time.perf_counter()
+            for e in embeddings:
+                cosine(e, template)
+            t5 = time.perf_counter()
+            for name, dt in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+                stages[name].append(dt)
+            faces_seen += len(chips)
+            frames += 1
+    total = time.perf_counter() - start
+    if frames == 0:
+        raise InputError(f"{args.source}: no frames")
+    per_stage = {k: 1000 * float(np.mean(v)) for k, v in stages.items()}
+    invoke_per_face = 1000 * float(np.sum(stages["invoke"])) / max(faces_seen, 1)
+    data = {"frames": frames, "faces": faces_seen, "fps": frames / total, "ms_per_frame": per_stage,
+            "ms_per_embedding": invoke_per_face, "backend": verifier.embedder.backend}
+    text = [f"{frames} frames, {faces_seen} faces, {frames / total:.1f} frames/s ({verifier.embedder.backend})"]
+    text += [f"  {k:<8} {v:8.2f} ms/frame" for k, v in per_stage.items()]
+    text.append(f"  embedding {invoke_per_face:.2f} ms/face")
+    emit(args, data, "\n".join(text))
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from edge_verify.bundle import load_bundle
+    from edge_verify.interpreter import available_backends, load_delegate
+
+    checks: dict[str, dict] = {}
+
+    def record(name: str, fn):
+        try:
+            checks[name] = {"ok": True, "detail": fn()}
+        except EdgeVerifyError as exc:
+            checks[name] = {"ok": False, "detail": str(exc)}
+        except Exception as exc:  # doctor reports every failure instead of stopping at the first
+            checks[name] = {"ok": False, "detail": f"{type(exc).__name__}: {exc}"}
+
+    bundle_holder = {}
+
+    def bundle_check():
+        bundle_holder["b"] = b = load_bundle(args.bundle)
+        return f"{b.name} v{b.version} at {b.path}: hashes ok, fingerprint {b.fingerprint}"
+
+    record("bundle", bundle_check)
+    record("backends", lambda: ", ".join(available_backends()) or "none (pip install ai-edge-litert)")
+
+    def backend_check():
+        from edge_verify.embedder import Embedder
+
+        e = Embedder.for_bundle(bundle_holder["b"], backend=args.backend, use_edgetpu=not args.no_edgetpu)
+        return f"{e.backend} loads {e.loaded.model_path.name}"
+
+    record("interpreter", backend_check)
+
+    def edgetpu_check():
+        try:
+            load_delegate(args.backend or "litert")
+        except (OSError, ValueError) as exc:
+            return f"not available ({str(exc).splitlines()[0]}); CPU int8 is used"
+        return "libedgetpu.so.1 loaded: EdgeTPU delegate available"
+
+    record("edgetpu", edgetpu_check)
+
+    def store_check():
+        with _store(args) as store:
+            problems = store.integrity_check()
+            if problems:
+                raise EdgeVerifyError("; ".join(problems))
+            return f"{store.path}: {len(store.list())} template(s), all authenticate"
+
+    record("store", store_check)
+    if args.source:
+        def source_check():
+            from edge_verify.sources import open_source
+
+            with open_source(args.source, timeout_s=args.timeout) as src:
+                frame = next(iter(src), None)
+            if frame is None:
+                raise EdgeVerifyError(f"{args.source}: opened but gave no frame")
+            return f"{args.source}: frame {frame.image.shape[1]}x{frame.image.shape[0]}"
+
+        record("source", source_check)
+    ok = all(c["ok"] for c in checks.values())
+    emit(args, {"ok": ok, "checks": checks},
+         "\n".join(f"{'ok  ' if c['ok'] else 'FAIL'} {name:<12} {c['detail']}" for name, c in checks.items()))
+    return 0 if ok else 3
+
+
+# ---- host commands (TensorFlow, imported lazily) ------------------------------------------------
+def _require_host() -> None:
+    if importlib.util.find_spec("tensorflow") is None:
+        raise HostDependencyError("this command needs TensorFlow: pip install 'edge-verify[host]'")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    _require_host()
+    from training.data import load_dataset
+    from training.fit import TrainOptions, train
+
+    images, labels = load_dataset(args.data, "train", (args.size, args.size), args.channels)
+    if args.limit:
+        images, labels = images[: args.limit], labels[: args.limit]
+    options = TrainOptions(architecture=args.architecture, embedding_size=args.embedding_size, epochs=args.epochs,
+                           steps_per_epoch=args.steps, p=args.p, k=args.k, loss=args.loss, margin=args.margin,
+                           learning_rate=args.lr, seed=args.seed)
+    _, history = train(images, labels, options, args.out, progress=not args.json)
+    emit(args, {"model": args.out, "loss_per_epoch": history}, f"saved {args.out} (final loss {history[-1]:.4f})")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    _require_host()
+    import keras
+
+    from converters.convert import ConvertOptions, convert, format_fidelity
+    from edge_verify.bundle import sha256_file
+    from training.data import load_dataset
+
+    model = _load_keras(args.model, keras)
+    h, w, c = (int(d) for d in model.input_shape[1:])
+    calib, _ = load_dataset(args.calibration, "train", (h, w), c)
+    validation = load_dataset(args.validation, "t10k", (h, w), c) if args.validation else None
+    if validation is not None and args.max_validation:
+        validation = (validation[0][: args.max_validation], validation[1][: args.max_validation])
+    options = ConvertOptions(name=args.name or Path(args.model).stem, version=args.version, io_dtype=args.io,
+                             target_far=args.far, max_calibration=args.num_calibration)
+    meta = convert(model, calib, args.out, options, validation=validation, source_hash=sha256_file(Path(args.model)),
+                   progress=None if args.json else (lambda m: print(m, file=sys.stderr)))
+    emit(args, meta, format_fidelity(meta) + f"\nwrote {args.out}")
+    return 0
+
+
+def _load_keras(path: str, keras):
+    import training.layers  # noqa: F401 - registers L2Normalize
+    import training.losses  # noqa: F401 - registers TripletLoss
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: no such Keras model file")
+    try:
+        return keras.models.load_model(str(p), compile=False)
+    except Exception as exc:  # Keras raises many types for a bad file
+        raise InputError(f"{p}: not a loadable .keras model ({str(exc).splitlines()[0][:200]})") from None
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from edge_verify.metrics import format_report, pair_scores, recall_at_1, verification_report
+
+    target = Path(args.target)
+    if target.is_dir():
+        from edge_verify.bundle import load_bundle
+        from edge_verify.embedder import Embedder
+
+        bundle = load_bundle(target)
+        embedder = Embedder.for_bundle(bundle, variant=args.variant, backend=args.backend, use_edgetpu=False)
+        size, channels = bundle.preprocess.size, bundle.preprocess.channels
+        if bundle.is_face:
+            raise UsageError("for face bundles use `edge-verify calibrate DIR --dry-run` (detects and aligns faces)")
+
+        def embed(x):
+            return np.concatenate([embedder.embed(x[i : i + 256]) for i in _progress(args, range(0, len(x), 256), desc="embed")])
+    else:
+        _require_host()
+        import keras
+
+        model = _load_keras(str(target), keras)
+        size, channels = tuple(int(d) for d in model.input_shape[1:3]), int(model.input_shape[3])
+
+        def embed(x):
+            return model.predict(x.astype(np.float32), batch_size=256, verbose=0)
+
+    from training.data import load_dataset
+
+    images, labels = load_dataset(args.data, args.split, size, channels)
+    if args.limit:
+        images, labels = images[: args.limit], labels[: args.limit]
+    embeddings = embed(images)
+    genuine, impostor = pair_scores(embeddings, labels)
+    report = verification_report(genuine, impostor, recall_at_1(embeddings, labels))
+    emit(args, report.as_dict(), format_report(report, f"{target.name} on {args.data} ({len(images)} images)"))
+    return 0
+
+
+def cmd_import_dlib(args: argparse.Namespace) -> int:
+    _require_host()
+    from converters.dlib_import import find_dlib_face_model, import_dlib_face_model
+
+    src = Path(args.dat) if args.dat else find_dlib_face_model()
+    if src is None:
+        raise InputError("dlib model not found: pip install face-recognition-models, or pass the .dat path")
+    model = import_dlib_face_model(src)
+    model.save(args.out)
+    emit(args, {"model": args.out, "params": model.count_params()}, f"saved {args.out} ({model.count_params():,} parameters)")
+    return 0
+
+
+# ---- parser -------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    common.add_argument("--bundle", help="model bundle directory (default: the built-in face bundle)")
+    common.add_argument("--store", help="template store file (default: the user data directory)")
+    common.add_argument("--key-file", help="template key file (default: STORE.key, or $EDGE_VERIFY_KEY)")
+    common.add_argument("--backend", choices=["litert", "tflite_runtime", "tensorflow"], help="force an interpreter")
+    common.add_argument("--threads", type=int, help="interpreter threads (default: all cores)")
+    common.add_argument("--no-edgetpu", action="store_true", help="ignore the bundle's EdgeTPU model")
+    common.add_argument("--timeout", type=float, default=5.0, help="camera/stream timeout in seconds")
+    common.add_argument("-v", "--verbose", action="store_true")
+
+    parser = argparse.ArgumentParser(prog="edge-verify", description="On-device face (and image) verification.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name, fn, help_text):
+        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        p.set_defaults(func=fn)
+        return p
+
+    p = add("enroll", cmd_enroll, "enrol an identity from a camera, video, image or folder")
+    p.add_argument("name")
+    p.add_argument("--source", "-s", required=True, help="image, folder, video, camera index, /dev/videoN, URL, picamera2")
+    p.add_argument("--frames", "-n", type=int, default=5, help="usable frames to average (default 5)")
+    p.add_argument("--replace", action="store_true", help="overwrite an existing template")
+
+    p = add("check", cmd_check, "1:1 verify NAME; exit 0 accepted, 1 rejected")
+    p.add_argument("name")
+    p.add_argument("--source", "-s", required=True)
+    p.add_argument("--frames", "-n", type=int, default=3, help="usable frames to try; the best decides (default 3)")
+    p.add_argument("--threshold", type=float, help="override the calibrated/bundle threshold")
+
+    p = add("identify", cmd_identify, "1:N: name every enrolled face in view")
+    p.add_argument("--source", "-s", required=True)
+    p.add_argument("--frames", "-n", type=int, default=1)
+    p.add_argument("--top", type=int, default=3)
+    p.add_argument("--threshold", type=float)
+
+    p = add("compare", cmd_compare, "compare the faces in two images (nothing stored); exit 0 same, 1 different")
+    p.add_argument("image_a")
+    p.add_argument("image_b")
+    p.add_argument("--threshold", type=float)
+
+    add("list", cmd_list, "list enrolled identities")
+    p = add("remove", cmd_remove, "delete an identity's template")
+    p.add_argument("name")
+
+    p = add("calibrate", cmd_calibrate, "set the threshold at a target FAR from labelled faces")
+    p.add_argument("data", help="folder with one sub-folder of images per identity")
+    p.add_argument("--pairs", help="pairs file: `IMAGE_A IMAGE_B 1|0` per line, instead of the folder")
+    p.add_argument("--far", type=float, default=1e-3, help="target false-accept rate (default 1e-3)")
+    p.add_argument("--dry-run", action="store_true", help="report only; do not write the threshold")
+
+    p = add("bench", cmd_bench, "per-stage latency and frames/s on a source")
+    p.add_argument("--source", "-s", required=True)
+    p.add_argument("--frames", "-n", type=int, default=100)
+
+    p = add("doctor", cmd_doctor, "check backend, EdgeTPU, bundle hashes, store integrity, camera")
+    p.add_argument("--source", "-s", help="also try to read a frame from this source")
+
+    p = add("train", cmd_train, "[host] train an embedding model with a triplet loss")
+    p.add_argument("--data", required=True, help="fashion-mnist, or a folder per identity")
+    p.add_argument("--out", required=True, help="output .keras file")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--steps", type=int, help="batches per epoch (default: one pass)")
+    p.add_argument("--architecture", choices=["small_cnn", "mobile"], default="small_cnn")
+    p.add_argument("--embedding-size", type=int, default=64)
+    p.add_argument("--loss", choices=["semi_hard", "batch_hard"], default="semi_hard")
+    p.add_argument("--margin", type=float, default=1.0)
+    p.add_argument("--p", type=int, default=8, help="identities per batch")
+    p.add_argument("--k", type=int, default=4, help="images per identity per batch")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--size", type=int, default=28, help="image size for folder data")
+    p.add_argument("--channels", type=int, default=1, choices=[1, 3])
+    p.add_argument("--limit", type=int, help="use only the first N training images")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = add("convert", cmd_convert, "[host] Keras model -> TFLite fp32/fp16/dynamic/int8 bundle")
+    p.add_argument("model", help=".keras embedding model (ending in L2Normalize)")
+    p.add_argument("--calibration", required=True, help="fashion-mnist, or a folder of images (sub-folders ok)")
+    p.add_argument("--validation", help="labelled data for the fidelity report and threshold")
+    p.add_argument("--out", required=True, help="bundle directory to write")
+    p.add_argument("--name")
+    p.add_argument("--version", default="1")
+    p.add_argument("--io", choices=["int8", "uint8"], default="int8", help="int8 model input/output type")
+    p.add_argument("--far", type=float, default=1e-3, help="FAR for the bundle threshold")
+    p.add_argument("--num-calibration", type=int, default=300)
+    p.add_argument("--max-validation", type=int, default=2000)
+
+    p = add("evaluate", cmd_evaluate, "ROC AUC, EER, TAR@FAR, recall@1 of a bundle or .keras model")
+    p.add_argument("target", help="bundle directory or .keras model")
+    p.add_argument("--data", required=True, help="fashion-mnist, or a folder per identity")
+    p.add_argument("--split", default="t10k")
+    p.add_argument("--variant", choices=["int8", "fp32"], default="int8")
+    p.add_argument("--limit", type=int, default=2000, help="first N images (pairs grow as N^2)")
+
+    p = add("import-dlib", cmd_import_dlib, "[host] dlib face ResNet .dat -> Keras model")
+    p.add_argument("--dat", help="path to dlib_face_recognition_resnet_model_v1.dat")
+    p.add_argument("--out", required=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="edge-verify: %(message)s")
+    try:
+        return args.func(args)
+    except EdgeVerifyError as exc:
+        if args.json:
+            print(json.dumps({"error": str(exc), "type": type(exc).__name__, "exit_code": exc.exit_code}))
+        print(f"edge-verify: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""Rebuild the default face bundle (edge_verify/models/face-resnet29-v1) from scratch.
+
+    pip install -e '.[host,dlib]'
+    python scripts/build_default_bundle.py [--data ../shared/data] [--derive-template]
+
+Steps, all recorded in bundle.json:
+1. Landmark template (--derive-template): dlib's own pipeline (HOG detector, 5-point shape
+   predictor, get_face_chip size 150 padding 0.25) makes the chips the ResNet was trained on;
+   YuNet runs on each chip (zero-padded by 75 px so the face is not at the border) and its 5
+   landmarks are averaged, then made left-right symmetric (mirror each point, swap the pairs,
+   average). Written to converters/face_template.json; without the flag that file is reused.
+2. The dlib ResNet (face_recognition_models, CC0) is imported into Keras (converters.dlib_import).
+3. Calibration chips: every face that YuNet finds in the photos, scenes and every 2nd video frame
+   of --data, aligned with the template exactly as the device does, plus their mirror images.
+4. Conversion to fp32 and int8 (int8 I/O) with the fidelity report on the labelled --data/faces.
+5. Threshold: dlib's published operating point (Euclidean distance 0.6 between raw descriptors,
+   99.38% on LFW), mapped to cosine between our L2-normalised vectors with the median raw
+   descriptor norm measured on the calibration chips: cos = 1 - 0.6^2 / (2 * norm^2).
+   No identity-labelled face set installs from the package registries, so the FAR cannot be
+   measured here at 1e-3; users calibrate their own with `edge-verify calibrate`.
+Only model_int8.tflite and bundle.json are shipped in the package (the fp32 model is 22 MB and is
+rebuilt by this script into --work for fidelity checks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from converters.convert import ConvertOptions, convert, format_fidelity  # noqa: E402
+from converters.dlib_import import find_dlib_face_model, import_dlib_face_model  # noqa: E402
+from edge_verify.bundle import MODEL_INT8, Preprocess, Threshold, compute_fingerprint, sha256_file  # noqa: E402
+
+TEMPLATE_FILE = ROOT / "converters" / "face_template.json"
+BUNDLE_DIR = ROOT / "edge_verify" / "models" / "face-resnet29-v1"
+CHIP = 150
+DLIB_THRESHOLD = 0.6
+
+
+def derive_template(data: Path) -> dict:
+    import cv2
+    import dlib
+    import face_recognition_models
+
+    from edge_verify.detect import FaceDetector
+
+    models = Path(face_recognition_models.__file__).parent / "models"
+    hog = dlib.get_frontal_face_detector()
+    shape = dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat"))
+    yunet = FaceDetector(score_threshold=0.5)
+    pad = 75
+    points = []
+    for path in sorted((data / "faces").glob("*/*")) + sorted((data / "scenes").glob("*")):
+        rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        for rect in hog(rgb, 1):
+            chip = dlib.get_face_chip(rgb, shape(rgb, rect), size=CHIP, padding=0.25)
+            big = cv2.copyMakeBorder(cv2.cvtColor(chip, cv2.COLOR_RGB2BGR), pad, pad, pad, pad, cv2.BORDER_CONSTANT)
+            faces = yunet.detect(big)
+            if faces:
+                points.append(faces[0].landmarks - pad)
+    mean = np.mean(np.asarray(points, np.float64), axis=0)
+    mirrored = mean[[1, 0, 2, 4, 3]].copy()
+    mirrored[:, 0] = (CHIP - 1) - mirrored[:, 0]  # pixel centres: the chip's axis is x = 74.5
+    template = (mean + mirrored) / 2
+    return {
+        "template": np.round(template, 3).tolist(),
+        "faces": len(points),
+        "how": "YuNet landmarks on dlib get_face_chip(size=150, padding=0.25) chips, averaged, left-right symmetrised",
+        "order": ["right eye", "left eye", "nose tip", "right mouth corner", "left mouth corner"],
+    }
+
+
+def calibration_chips(data: Path, pre: Preprocess) -> np.ndarray:
+    import cv2
+
+    from edge_verify.align import align_face
+    from edge_verify.detect import FaceDetector
+    from edge_verify.sources import list_images, open_source, read_image
+
+    detector = FaceDetector()
+    frames = [read_image(p) for d in sorted((data / "faces").iterdir()) for p in list_images(d)]
+    frames += [read_image(p) for p in list_images(data / "scenes")]
+    with open_source(str(data / "video" / "short_hamilton_clip.mp4")) as video:
+        frames += [f.image for f in video if f.index % 2 == 0]
+    chips = [align_face(frame, face, pre) for frame in frames for face in detector.detect(frame) if face.size >= 40]
+    chips += [c[:, ::-1] for c in chips]
+    return np.stack(chips)
+
+
+def labelled_faces(data: Path, pre: Preprocess) -> tuple[np.ndarray, np.ndarray]:
+    from edge_verify.align import align_face
+    from edge_verify.detect import FaceDetector
+    from edge_verify.sources import list_images, read_image
+
+    detector = FaceDetector()
+    chips, labels = [], []
+    for label, folder in enumerate(sorted(p for p in (data / "faces").iterdir() if p.is_dir())):
+        for path in list_images(folder):
+            faces = detector.detect(read_image(path))
+            if faces:
+                chips.append(align_face(read_image(path), faces[0], pre))
+                labels.append(label)
+    return np.stack(chips), np.array(labels)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--work", type=Path, default=ROOT / "build" / "face-bundle")
+    parser.add_argument("--derive-template", action="store_true")
+    args = parser.parse_args()
+    if not (args.data / "faces").is_dir():
+        sys.exit(f"{args.data}: sample face data not found (needs faces/, scenes/, video/)")
+    dat = find_dlib_face_model()
+    if dat is None:
+        sys.exit("face_recognition_models is not installed: pip install -e '.[dlib]'")
+
+    if args.derive_template:
+        TEMPLATE_FILE.write_text(json.dumps(derive_template(args.data), indent=2) + "\n")
+    template = json.loads(TEMPLATE_FILE.read_text())
+    pre = Preprocess(size=(CHIP, CHIP), channels=3, color_order="RGB", alignment="face5",
+                     template=tuple(tuple(p) for p in template["template"]))
+
+    model = import_dlib_face_model(dat)
+    calib = calibration_chips(args.data, pre)
+    print(f"calibration chips: {len(calib)}")
+    import keras
+
+    raw = keras.Model(model.input, model.get_layer("descriptor").output).predict(calib.astype(np.float32), verbose=0)
+    norm = float(np.median(np.linalg.norm(raw, axis=1)))
+    threshold = Threshold(
+        value=round(1 - DLIB_THRESHOLD**2 / (2 * norm**2), 4),
+        far=None,
+        source=f"dlib LFW operating point (raw Euclidean {DLIB_THRESHOLD}) mapped to cosine with median raw norm {norm:.4f}",
+    )
+    options = ConvertOptions(name="face-resnet29-v1", version="1.0.0", io_dtype="int8", variants=("fp32", "int8"))
+    meta = convert(model, calib, args.work, options, validation=labelled_faces(args.data, pre), preprocess=pre,
+                   threshold=threshold, source_hash=sha256_file(dat), progress=print)
+    meta["source"] = {
+        "model": "dlib_face_recognition_resnet_model_v1.dat (face_recognition_models 0.3.0, by Davis King)",
+        "licence": "CC0 1.0 / public domain",
+        "template": template,
+        "calibration": f"{len(calib)} YuNet-aligned chips from {args.data.name}/ (photos, scenes, video) and mirrors",
+    }
+    print(format_fidelity(meta))
+
+    # Ship the int8 model and the metadata; the fp32 model stays in --work.
+    if BUNDLE_DIR.exists():
+        shutil.rmtree(BUNDLE_DIR)
+    BUNDLE_DIR.mkdir(parents=True)
+    shutil.copy2(args.work / MODEL_INT8, BUNDLE_DIR / MODEL_INT8)
+    meta["fingerprint"] = compute_fingerprint(meta["files"][MODEL_INT8], pre)
+    (BUNDLE_DIR / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (args.work / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"wrote {BUNDLE_DIR}")
+
+
+if __name__ == "__main__":
+    main()
