@@ -90,9 +90,17 @@ def _op_list(path: Path) -> dict[str, int]:
     return counts
 
 
-def convert(model, calibration: np.ndarray, out_dir: str | Path, options: ConvertOptions,
-            validation: tuple[np.ndarray, np.ndarray] | None = None, preprocess: Preprocess | None = None,
-            threshold: Threshold | None = None, source_hash: str = "", progress=None) -> dict:
+def convert(
+    model,
+    calibration: np.ndarray,
+    out_dir: str | Path,
+    options: ConvertOptions,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+    preprocess: Preprocess | None = None,
+    threshold: Threshold | None = None,
+    source_hash: str = "",
+    progress=None,
+) -> dict:
     """Convert ``model`` into a bundle at ``out_dir`` and return the fidelity report (also in bundle.json).
 
     ``calibration``: real inputs (N, H, W, C) in 0..255 for int8 calibration (100-500 used).
@@ -113,7 +121,10 @@ def convert(model, calibration: np.ndarray, out_dir: str | Path, options: Conver
     report: dict = {"variants": {}}
     with tempfile.TemporaryDirectory() as tmp:
         saved = Path(tmp) / "saved_model"
-        model.export(str(saved), verbose=False)
+        # A static batch of 1: the EdgeTPU needs static shapes, and a dynamic batch turns Flatten
+        # into SHAPE/STRIDED_SLICE/PACK ops that split the EdgeTPU graph.
+        signature = [tf.TensorSpec((1, *model.input_shape[1:]), tf.float32)]
+        model.export(str(saved), verbose=False, input_signature=signature)
         for variant in options.variants:
             if progress:
                 progress(f"converting {variant}")
@@ -179,13 +190,16 @@ def _fidelity(out_dir: Path, options: ConvertOptions, validation, report: dict) 
 def format_fidelity(meta: dict) -> str:
     """The fidelity table printed by ``edge-verify convert``."""
     rep = meta["report"]
-    lines = [f"bundle {meta['name']} v{meta['version']}  fingerprint {meta['fingerprint']}",
-             f"  {'variant':<8} {'size':>10}  {'cos mean':>8} {'cos min':>8}  {'EER':>7} {'TAR@1e-3':>8}"]
+    lines = [
+        f"bundle {meta['name']} v{meta['version']}  fingerprint {meta['fingerprint']}",
+        f"  {'variant':<8} {'size':>10}  {'cos mean':>8} {'cos min':>8}  {'EER':>7} {'TAR@1e-3':>8}",
+    ]
     for name, v in rep["variants"].items():
         cos = v.get("cosine_vs_fp32", {})
         ver = v.get("verification", {})
         lines.append(
-            f"  {name:<8} {v['bytes'] / 1e6:>8.2f}MB  {cos.get('mean', float('nan')):>8.4f} {cos.get('min', float('nan')):>8.4f}"
+            f"  {name:<8} {v['bytes'] / 1e6:>8.2f}MB"
+            f"  {cos.get('mean', float('nan')):>8.4f} {cos.get('min', float('nan')):>8.4f}"
             f"  {100 * ver.get('eer', float('nan')):>6.2f}% {100 * ver.get('tar_at_far_1e3', float('nan')):>7.2f}%"
         )
     tpu = rep["edgetpu"]
@@ -194,7 +208,9 @@ def format_fidelity(meta: dict) -> str:
     else:
         f = tpu["first_unmapped"]
         lines.append(f"  EdgeTPU static check: graph would split at op #{f['index']} {f['op']} ({f['reason']})")
-    lines.append(f"  edgetpu_compiler: {tpu['compiler']}" + (f" - {tpu['compiler_log']}" if tpu["compiler"] == "absent" else ""))
+    lines.append(
+        f"  edgetpu_compiler: {tpu['compiler']}" + (f" - {tpu['compiler_log']}" if tpu["compiler"] == "absent" else "")
+    )
     thr = meta["threshold"]
     lines.append(f"  threshold {thr['value']:.4f} (FAR {thr['far']}, {thr['source']})")
     return "\n".join(lines)

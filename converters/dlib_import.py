@@ -177,7 +177,10 @@ def _read_affine(s: DlibStream) -> dict[str, np.ndarray]:
     s.alias_tensor()
     s.int()  # mode (conv / fc): per-channel either way for this network
     if version == "affine_2" and s.bool():
-        return {"gamma": np.ones(int(np.prod(g_shape)), np.float32), "beta": np.zeros(int(np.prod(g_shape)), np.float32)}
+        return {
+            "gamma": np.ones(int(np.prod(g_shape)), np.float32),
+            "beta": np.zeros(int(np.prod(g_shape)), np.float32),
+        }
     n = int(np.prod(g_shape))
     return {"gamma": params[:n], "beta": params[n : 2 * n]}
 
@@ -266,7 +269,7 @@ def read_dlib_network(path: str | Path, architecture: list[tuple] = RESNET_V1) -
     layers = [DlibLayer(first[0], first, _read_details(s, first))]
     _read_layer_trailer(s, input_version, is_input_layer=True)
 
-    for spec, version in zip(reversed(outer_to_inner[:-1]), reversed(versions)):
+    for spec, version in zip(reversed(outer_to_inner[:-1]), reversed(versions), strict=True):
         if spec[0] in ("tag", "skip"):
             layers.append(DlibLayer(spec[0], spec))
             continue

@@ -14,5 +14,14 @@ from edge_verify.matcher import Decision, cosine
 from edge_verify.pipeline import Verifier, VerifierOptions
 from edge_verify.store import TemplateStore
 
-__all__ = ["Bundle", "Decision", "EdgeVerifyError", "TemplateStore", "Verifier", "VerifierOptions", "cosine", "load_bundle"]
+__all__ = [
+    "Bundle",
+    "Decision",
+    "EdgeVerifyError",
+    "TemplateStore",
+    "Verifier",
+    "VerifierOptions",
+    "cosine",
+    "load_bundle",
+]
 __version__ = "0.1.0"

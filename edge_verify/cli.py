@@ -56,8 +56,9 @@ def _progress(args: argparse.Namespace, iterable, **kw):
 def _verifier(args: argparse.Namespace):
     from edge_verify.pipeline import Verifier, VerifierOptions
 
-    return Verifier(VerifierOptions(bundle=args.bundle, backend=args.backend, threads=args.threads,
-                                    use_edgetpu=not args.no_edgetpu))
+    return Verifier(
+        VerifierOptions(bundle=args.bundle, backend=args.backend, threads=args.threads, use_edgetpu=not args.no_edgetpu)
+    )
 
 
 def _store(args: argparse.Namespace):
@@ -111,9 +112,16 @@ def cmd_enroll(args: argparse.Namespace) -> int:
             raise UsageError(f"{args.name!r} is already enrolled; add --replace to overwrite the template")
         embeddings, skipped = _collect(args, verifier, args.source, args.frames, f"enroll {args.name}")
         store.put(args.name, mean_template(embeddings), verifier.bundle.fingerprint, len(embeddings))
-    data = {"identity": args.name, "frames_used": len(embeddings), "frames_skipped": skipped,
-            "bundle": verifier.bundle.name, "fingerprint": verifier.bundle.fingerprint}
-    skipped_text = f", skipped {sum(skipped.values())} ({', '.join(f'{n} {r}' for r, n in skipped.items())})" if skipped else ""
+    data = {
+        "identity": args.name,
+        "frames_used": len(embeddings),
+        "frames_skipped": skipped,
+        "bundle": verifier.bundle.name,
+        "fingerprint": verifier.bundle.fingerprint,
+    }
+    skipped_text = (
+        f", skipped {sum(skipped.values())} ({', '.join(f'{n} {r}' for r, n in skipped.items())})" if skipped else ""
+    )
     emit(args, data, f"enrolled {args.name} from {len(embeddings)} frame(s){skipped_text}")
     return 0
 
@@ -127,11 +135,26 @@ def cmd_check(args: argparse.Namespace) -> int:
         threshold, origin = _threshold(args, verifier, store)
         embeddings, skipped = _collect(args, verifier, args.source, args.frames, f"check {args.name}")
         decision = verify(embeddings, template, threshold, args.name)
-        store.audit("check", verifier.bundle.fingerprint, decision.accepted, claimed=args.name, matched=args.name,
-                    score=decision.score, threshold=threshold, source=args.source)
+        store.audit(
+            "check",
+            verifier.bundle.fingerprint,
+            decision.accepted,
+            claimed=args.name,
+            matched=args.name,
+            score=decision.score,
+            threshold=threshold,
+            source=args.source,
+        )
     verdict = "ACCEPTED" if decision.accepted else "REJECTED"
-    data = {"identity": args.name, "accepted": decision.accepted, "score": decision.score, "threshold": threshold,
-            "threshold_source": origin, "frames_used": len(embeddings), "frames_skipped": skipped}
+    data = {
+        "identity": args.name,
+        "accepted": decision.accepted,
+        "score": decision.score,
+        "threshold": threshold,
+        "threshold_source": origin,
+        "frames_used": len(embeddings),
+        "frames_skipped": skipped,
+    }
     emit(args, data, f"{verdict} {args.name}: score {decision.score:.4f} (threshold {threshold:.4f})")
     return ACCEPTED if decision.accepted else REJECTED
 
@@ -157,11 +180,20 @@ def cmd_identify(args: argparse.Namespace) -> int:
                         entry.update(identity=None, rejected=list(obs.quality.reasons))
                     else:
                         decision = identify(obs.embedding, templates, threshold)
-                        entry.update(identity=decision.identity, score=decision.score,
-                                     top=[{"identity": n, "score": s} for n, s in rank(obs.embedding, templates)[: args.top]])
-                        store.audit("identify", verifier.bundle.fingerprint, decision.accepted,
-                                    matched=decision.identity, score=decision.score, threshold=threshold,
-                                    source=frame.name)
+                        entry.update(
+                            identity=decision.identity,
+                            score=decision.score,
+                            top=[{"identity": n, "score": s} for n, s in rank(obs.embedding, templates)[: args.top]],
+                        )
+                        store.audit(
+                            "identify",
+                            verifier.bundle.fingerprint,
+                            decision.accepted,
+                            matched=decision.identity,
+                            score=decision.score,
+                            threshold=threshold,
+                            source=frame.name,
+                        )
                     results.append(entry)
     if not results:
         raise NoFaceError(f"{args.source}: no face found")
@@ -193,8 +225,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     with _store(args) as store:
         items = store.list()
     data = {"identities": [t.__dict__ for t in items]}
-    text = "\n".join(f"{t.identity}\t{t.frames} frame(s)\tmodel {t.fingerprint[:12]}\t"
-                     f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(t.updated))}" for t in items) or "(nobody enrolled)"
+    text = (
+        "\n".join(
+            f"{t.identity}\t{t.frames} frame(s)\tmodel {t.fingerprint[:12]}\t"
+            f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(t.updated))}"
+            for t in items
+        )
+        or "(nobody enrolled)"
+    )
     emit(args, data, text)
     return 0
 
@@ -236,13 +274,30 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     resolvable = len(impostor) * args.far >= 1
     with _store(args) as store:
         if not args.dry_run:
-            store.set_threshold(verifier.bundle.fingerprint, threshold, args.far,
-                                f"{len(genuine)}+{len(impostor)} pairs from {root.name}")
-    data = {"threshold": threshold, "far": args.far, "far_resolvable": resolvable, "written": not args.dry_run,
-            "report": report.as_dict()}
-    note = "" if resolvable else f"\n  warning: {len(impostor)} impostor pairs cannot resolve FAR {args.far:g}; add data"
-    emit(args, data, format_report(report, f"calibration on {root}") +
-         f"\n  threshold at FAR {args.far:g}: {threshold:.4f}" + (" (written to the store)" if not args.dry_run else "") + note)
+            store.set_threshold(
+                verifier.bundle.fingerprint,
+                threshold,
+                args.far,
+                f"{len(genuine)}+{len(impostor)} pairs from {root.name}",
+            )
+    data = {
+        "threshold": threshold,
+        "far": args.far,
+        "far_resolvable": resolvable,
+        "written": not args.dry_run,
+        "report": report.as_dict(),
+    }
+    note = (
+        "" if resolvable else f"\n  warning: {len(impostor)} impostor pairs cannot resolve FAR {args.far:g}; add data"
+    )
+    emit(
+        args,
+        data,
+        format_report(report, f"calibration on {root}")
+        + f"\n  threshold at FAR {args.far:g}: {threshold:.4f}"
+        + (" (written to the store)" if not args.dry_run else "")
+        + note,
+    )
     return 0
 
 
@@ -290,7 +345,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             for e in embeddings:
                 cosine(e, template)
             t5 = time.perf_counter()
-            for name, dt in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+            for name, dt in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
                 stages[name].append(dt)
             faces_seen += len(chips)
             frames += 1
@@ -299,8 +354,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise InputError(f"{args.source}: no frames")
     per_stage = {k: 1000 * float(np.mean(v)) for k, v in stages.items()}
     invoke_per_face = 1000 * float(np.sum(stages["invoke"])) / max(faces_seen, 1)
-    data = {"frames": frames, "faces": faces_seen, "fps": frames / total, "ms_per_frame": per_stage,
-            "ms_per_embedding": invoke_per_face, "backend": verifier.embedder.backend}
+    data = {
+        "frames": frames,
+        "faces": faces_seen,
+        "fps": frames / total,
+        "ms_per_frame": per_stage,
+        "ms_per_embedding": invoke_per_face,
+        "backend": verifier.embedder.backend,
+    }
     text = [f"{frames} frames, {faces_seen} faces, {frames / total:.1f} frames/s ({verifier.embedder.backend})"]
     text += [f"  {k:<8} {v:8.2f} ms/frame" for k, v in per_stage.items()]
     text.append(f"  embedding {invoke_per_face:.2f} ms/face")
@@ -357,6 +418,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     record("store", store_check)
     if args.source:
+
         def source_check():
             from edge_verify.sources import open_source
 
@@ -368,9 +430,44 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
         record("source", source_check)
     ok = all(c["ok"] for c in checks.values())
-    emit(args, {"ok": ok, "checks": checks},
-         "\n".join(f"{'ok  ' if c['ok'] else 'FAIL'} {name:<12} {c['detail']}" for name, c in checks.items()))
+    emit(
+        args,
+        {"ok": ok, "checks": checks},
+        "\n".join(f"{'ok  ' if c['ok'] else 'FAIL'} {name:<12} {c['detail']}" for name, c in checks.items()),
+    )
     return 0 if ok else 3
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Enrol the packaged sample identity, then check a second photo of her and one of someone else."""
+    import os
+    import tempfile
+    from importlib import resources
+
+    from edge_verify.matcher import cosine, mean_template
+    from edge_verify.store import TemplateStore
+
+    samples = Path(str(resources.files("edge_verify") / "samples"))
+    verifier = _verifier(args)
+    threshold = verifier.bundle.threshold.value
+    results = []
+    with tempfile.TemporaryDirectory() as tmp, TemplateStore(Path(tmp) / "demo.db", key=os.urandom(32)) as store:
+        enrolled = verifier.embed_image(samples / "astronaut_enroll.jpg")
+        store.put("astronaut", mean_template(enrolled[None]), verifier.bundle.fingerprint, 1)
+        template = store.get("astronaut", verifier.bundle.fingerprint)
+        for name, expected in (("astronaut_check.jpg", True), ("cameraman.jpg", False)):
+            score = cosine(verifier.embed_image(samples / name), template)
+            results.append({"image": name, "score": score, "accepted": score >= threshold, "expected": expected})
+    lines = [
+        f"bundle {verifier.bundle.name} ({verifier.embedder.backend}), threshold {threshold:.4f}",
+        "enrolled 'astronaut' from astronaut_enroll.jpg",
+    ]
+    lines += [
+        f"check astronaut <- {r['image']:<20} {'ACCEPTED' if r['accepted'] else 'REJECTED'} (score {r['score']:.4f})"
+        for r in results
+    ]
+    emit(args, {"threshold": threshold, "checks": results}, "\n".join(lines))
+    return 0 if all(r["accepted"] == r["expected"] for r in results) else 1
 
 
 # ---- host commands (TensorFlow, imported lazily) ------------------------------------------------
@@ -387,9 +484,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     images, labels = load_dataset(args.data, "train", (args.size, args.size), args.channels)
     if args.limit:
         images, labels = images[: args.limit], labels[: args.limit]
-    options = TrainOptions(architecture=args.architecture, embedding_size=args.embedding_size, epochs=args.epochs,
-                           steps_per_epoch=args.steps, p=args.p, k=args.k, loss=args.loss, margin=args.margin,
-                           learning_rate=args.lr, seed=args.seed)
+    options = TrainOptions(
+        architecture=args.architecture,
+        embedding_size=args.embedding_size,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps,
+        p=args.p,
+        k=args.k,
+        loss=args.loss,
+        margin=args.margin,
+        learning_rate=args.lr,
+        seed=args.seed,
+    )
     _, history = train(images, labels, options, args.out, progress=not args.json)
     emit(args, {"model": args.out, "loss_per_epoch": history}, f"saved {args.out} (final loss {history[-1]:.4f})")
     return 0
@@ -409,10 +515,22 @@ def cmd_convert(args: argparse.Namespace) -> int:
     validation = load_dataset(args.validation, "t10k", (h, w), c) if args.validation else None
     if validation is not None and args.max_validation:
         validation = (validation[0][: args.max_validation], validation[1][: args.max_validation])
-    options = ConvertOptions(name=args.name or Path(args.model).stem, version=args.version, io_dtype=args.io,
-                             target_far=args.far, max_calibration=args.num_calibration)
-    meta = convert(model, calib, args.out, options, validation=validation, source_hash=sha256_file(Path(args.model)),
-                   progress=None if args.json else (lambda m: print(m, file=sys.stderr)))
+    options = ConvertOptions(
+        name=args.name or Path(args.model).stem,
+        version=args.version,
+        io_dtype=args.io,
+        target_far=args.far,
+        max_calibration=args.num_calibration,
+    )
+    meta = convert(
+        model,
+        calib,
+        args.out,
+        options,
+        validation=validation,
+        source_hash=sha256_file(Path(args.model)),
+        progress=None if args.json else (lambda m: print(m, file=sys.stderr)),
+    )
     emit(args, meta, format_fidelity(meta) + f"\nwrote {args.out}")
     return 0
 
@@ -445,7 +563,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise UsageError("for face bundles use `edge-verify calibrate DIR --dry-run` (detects and aligns faces)")
 
         def embed(x):
-            return np.concatenate([embedder.embed(x[i : i + 256]) for i in _progress(args, range(0, len(x), 256), desc="embed")])
+            return np.concatenate(
+                [embedder.embed(x[i : i + 256]) for i in _progress(args, range(0, len(x), 256), desc="embed")]
+            )
     else:
         _require_host()
         import keras
@@ -477,7 +597,11 @@ def cmd_import_dlib(args: argparse.Namespace) -> int:
         raise InputError("dlib model not found: pip install face-recognition-models, or pass the .dat path")
     model = import_dlib_face_model(src)
     model.save(args.out)
-    emit(args, {"model": args.out, "params": model.count_params()}, f"saved {args.out} ({model.count_params():,} parameters)")
+    emit(
+        args,
+        {"model": args.out, "params": model.count_params()},
+        f"saved {args.out} ({model.count_params():,} parameters)",
+    )
     return 0
 
 
@@ -504,7 +628,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("enroll", cmd_enroll, "enrol an identity from a camera, video, image or folder")
     p.add_argument("name")
-    p.add_argument("--source", "-s", required=True, help="image, folder, video, camera index, /dev/videoN, URL, picamera2")
+    p.add_argument(
+        "--source", "-s", required=True, help="image, folder, video, camera index, /dev/videoN, URL, picamera2"
+    )
     p.add_argument("--frames", "-n", type=int, default=5, help="usable frames to average (default 5)")
     p.add_argument("--replace", action="store_true", help="overwrite an existing template")
 
@@ -525,6 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image_b")
     p.add_argument("--threshold", type=float)
 
+    add("demo", cmd_demo, "enrol the bundled sample face and check two photos (no store is touched)")
     add("list", cmd_list, "list enrolled identities")
     p = add("remove", cmd_remove, "delete an identity's template")
     p.add_argument("name")

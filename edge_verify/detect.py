@@ -35,8 +35,9 @@ def yunet_path() -> Path:
 class FaceDetector:
     """YuNet face detector; ``detect`` returns faces largest first."""
 
-    def __init__(self, score_threshold: float = 0.7, nms_threshold: float = 0.3, top_k: int = 50,
-                 model: Path | None = None):
+    def __init__(
+        self, score_threshold: float = 0.7, nms_threshold: float = 0.3, top_k: int = 50, model: Path | None = None
+    ):
         model = model or yunet_path()
         if not model.exists():
             raise BundleError(f"{model}: face detector model missing; reinstall edge-verify")
@@ -53,7 +54,11 @@ class FaceDetector:
         if rows is None:
             return []
         faces = [
-            Face(box=tuple(float(v) for v in r[:4]), landmarks=r[4:14].reshape(5, 2).astype(np.float32), score=float(r[14]))
+            Face(
+                box=tuple(float(v) for v in r[:4]),
+                landmarks=r[4:14].reshape(5, 2).astype(np.float32),
+                score=float(r[14]),
+            )
             for r in rows
         ]
         return sorted(faces, key=lambda f: f.box[2] * f.box[3], reverse=True)

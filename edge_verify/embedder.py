@@ -35,8 +35,13 @@ def l2_normalize(v: np.ndarray) -> np.ndarray:
 class Embedder:
     """One TFLite model, fed one chip at a time (static shapes, as the EdgeTPU needs)."""
 
-    def __init__(self, model_path: Path, backend: str | None = None, threads: int | None = None,
-                 edgetpu_model: Path | None = None):
+    def __init__(
+        self,
+        model_path: Path,
+        backend: str | None = None,
+        threads: int | None = None,
+        edgetpu_model: Path | None = None,
+    ):
         self.loaded: LoadedInterpreter = make_interpreter(model_path, backend, threads, edgetpu_model)
         interp = self.loaded.interpreter
         self._input = interp.get_input_details()[0]
@@ -44,8 +49,14 @@ class Embedder:
         self.input_shape = tuple(int(d) for d in self._input["shape"][1:])
 
     @classmethod
-    def for_bundle(cls, bundle: Bundle, variant: str = "int8", backend: str | None = None,
-                   threads: int | None = None, use_edgetpu: bool = True) -> Embedder:
+    def for_bundle(
+        cls,
+        bundle: Bundle,
+        variant: str = "int8",
+        backend: str | None = None,
+        threads: int | None = None,
+        use_edgetpu: bool = True,
+    ) -> Embedder:
         """The bundle's model; its EdgeTPU variant first when present and ``use_edgetpu``."""
         edgetpu = None
         if use_edgetpu and variant == "int8" and bundle.has_model("edgetpu"):

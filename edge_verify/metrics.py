@@ -92,11 +92,18 @@ def verification_report(genuine: np.ndarray, impostor: np.ndarray, recall: float
     t2 = threshold_at_far(impostor, 1e-2)
     t3 = threshold_at_far(impostor, 1e-3)
     return VerificationReport(
-        pairs_genuine=len(genuine), pairs_impostor=len(impostor), roc_auc=roc_auc(genuine, impostor),
-        eer=e, eer_threshold=e_thr,
-        tar_at_far_1e2=rates(genuine, impostor, t2)[0], threshold_at_far_1e2=t2,
-        tar_at_far_1e3=rates(genuine, impostor, t3)[0], threshold_at_far_1e3=t3,
-        recall_at_1=recall, genuine_min=float(np.min(genuine)), impostor_max=float(np.max(impostor)),
+        pairs_genuine=len(genuine),
+        pairs_impostor=len(impostor),
+        roc_auc=roc_auc(genuine, impostor),
+        eer=e,
+        eer_threshold=e_thr,
+        tar_at_far_1e2=rates(genuine, impostor, t2)[0],
+        threshold_at_far_1e2=t2,
+        tar_at_far_1e3=rates(genuine, impostor, t3)[0],
+        threshold_at_far_1e3=t3,
+        recall_at_1=recall,
+        genuine_min=float(np.min(genuine)),
+        impostor_max=float(np.max(impostor)),
     )
 
 

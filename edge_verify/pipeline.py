@@ -39,8 +39,12 @@ class Verifier:
     def __init__(self, options: VerifierOptions | None = None, bundle: Bundle | None = None):
         self.options = options or VerifierOptions()
         self.bundle = bundle or load_bundle(self.options.bundle)
-        self.embedder = Embedder.for_bundle(self.bundle, backend=self.options.backend, threads=self.options.threads,
-                                 use_edgetpu=self.options.use_edgetpu)
+        self.embedder = Embedder.for_bundle(
+            self.bundle,
+            backend=self.options.backend,
+            threads=self.options.threads,
+            use_edgetpu=self.options.use_edgetpu,
+        )
         self.detector = FaceDetector(self.options.detector_score) if self.bundle.is_face else None
 
     def detect(self, frame: np.ndarray) -> list[Face]:
@@ -63,7 +67,7 @@ class Verifier:
         observations = [Observation(f, c, q) for f, c, q in items]
         good = [o for o in observations if o.quality.ok]
         if good:
-            for obs, emb in zip(good, self.embedder.embed(np.stack([o.chip for o in good]))):
+            for obs, emb in zip(good, self.embedder.embed(np.stack([o.chip for o in good])), strict=True):
                 obs.embedding = emb
         return observations
 
@@ -72,8 +76,9 @@ class Verifier:
         if self.detector is not None:
             faces = self.detect(frame)
             if not faces:
-                raise NoFaceError(f"{where}: no face found (need a frontal face of at least "
-                                  f"{self.options.quality.min_face_px:.0f}px)")
+                raise NoFaceError(
+                    f"{where}: no face found (need a frontal face of at least {self.options.quality.min_face_px:.0f}px)"
+                )
             if len(faces) > 1:
                 raise MultipleFacesError(f"{where}: {len(faces)} faces found; exactly one person must be in view")
             obs = self.observe(frame, faces)[0]

@@ -124,7 +124,9 @@ class TemplateStore:
                         self._db.execute(statement)
             self._check_key(new_store)
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path}: not a valid edge-verify store ({exc}); restore a backup or use another --store") from None
+            raise StoreError(
+                f"{self.path}: not a valid edge-verify store ({exc}); restore a backup or use another --store"
+            ) from None
 
     # -- plumbing -------------------------------------------------------------------------------
     def _transaction(self):
@@ -154,9 +156,8 @@ class TemplateStore:
         try:
             self._aead.decrypt(blob[:12], blob[12:], _KEY_CHECK[1])
         except InvalidTag:
-            raise TemplateIntegrityError(
-                f"{self.path}: wrong key (from {'$' + KEY_ENV if os.environ.get(KEY_ENV) else self.key_file}) for this store"
-            ) from None
+            origin = "$" + KEY_ENV if os.environ.get(KEY_ENV) else self.key_file
+            raise TemplateIntegrityError(f"{self.path}: wrong key (from {origin}) for this store") from None
 
     def close(self) -> None:
         self._db.close()
@@ -241,9 +242,17 @@ class TemplateStore:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (f"threshold:{fingerprint}",)).fetchone()
         return json.loads(row[0]) if row else None
 
-    def audit(self, command: str, fingerprint: str, accepted: bool, claimed: str | None = None,
-              matched: str | None = None, score: float | None = None, threshold: float | None = None,
-              source: str | None = None) -> None:
+    def audit(
+        self,
+        command: str,
+        fingerprint: str,
+        accepted: bool,
+        claimed: str | None = None,
+        matched: str | None = None,
+        score: float | None = None,
+        threshold: float | None = None,
+        source: str | None = None,
+    ) -> None:
         with self._transaction():
             self._db.execute(
                 "INSERT INTO audit (ts, command, claimed, matched, score, threshold, accepted, fingerprint, source)"
@@ -253,7 +262,8 @@ class TemplateStore:
 
     def audit_log(self, limit: int = 100) -> list[AuditEntry]:
         rows = self._db.execute(
-            "SELECT ts, command, claimed, matched, score, threshold, accepted, source FROM audit ORDER BY id DESC LIMIT ?",
+            "SELECT ts, command, claimed, matched, score, threshold, accepted, source"
+            " FROM audit ORDER BY id DESC LIMIT ?",
             (limit,),
         ).fetchall()
         return [AuditEntry(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7]) for r in rows]
@@ -261,7 +271,9 @@ class TemplateStore:
     def integrity_check(self) -> list[str]:
         """SQLite's own check plus authentication of every template; returns the problems found."""
         problems = [r[0] for r in self._db.execute("PRAGMA integrity_check").fetchall() if r[0] != "ok"]
-        for identity, fp, nonce, ct in self._db.execute("SELECT identity, fingerprint, nonce, ciphertext FROM templates"):
+        for identity, fp, nonce, ct in self._db.execute(
+            "SELECT identity, fingerprint, nonce, ciphertext FROM templates"
+        ):
             try:
                 self._decrypt(identity, fp, fp, nonce, ct)
             except TemplateIntegrityError as exc:

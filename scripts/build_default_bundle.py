@@ -79,7 +79,6 @@ def derive_template(data: Path) -> dict:
 
 
 def calibration_chips(data: Path, pre: Preprocess) -> np.ndarray:
-    import cv2
 
     from edge_verify.align import align_face
     from edge_verify.detect import FaceDetector
@@ -126,8 +125,13 @@ def main() -> None:
     if args.derive_template:
         TEMPLATE_FILE.write_text(json.dumps(derive_template(args.data), indent=2) + "\n")
     template = json.loads(TEMPLATE_FILE.read_text())
-    pre = Preprocess(size=(CHIP, CHIP), channels=3, color_order="RGB", alignment="face5",
-                     template=tuple(tuple(p) for p in template["template"]))
+    pre = Preprocess(
+        size=(CHIP, CHIP),
+        channels=3,
+        color_order="RGB",
+        alignment="face5",
+        template=tuple(tuple(p) for p in template["template"]),
+    )
 
     model = import_dlib_face_model(dat)
     calib = calibration_chips(args.data, pre)
@@ -139,11 +143,21 @@ def main() -> None:
     threshold = Threshold(
         value=round(1 - DLIB_THRESHOLD**2 / (2 * norm**2), 4),
         far=None,
-        source=f"dlib LFW operating point (raw Euclidean {DLIB_THRESHOLD}) mapped to cosine with median raw norm {norm:.4f}",
+        source=f"dlib LFW operating point (raw Euclidean {DLIB_THRESHOLD}) mapped to cosine"
+        f" with median raw norm {norm:.4f}",
     )
     options = ConvertOptions(name="face-resnet29-v1", version="1.0.0", io_dtype="int8", variants=("fp32", "int8"))
-    meta = convert(model, calib, args.work, options, validation=labelled_faces(args.data, pre), preprocess=pre,
-                   threshold=threshold, source_hash=sha256_file(dat), progress=print)
+    meta = convert(
+        model,
+        calib,
+        args.work,
+        options,
+        validation=labelled_faces(args.data, pre),
+        preprocess=pre,
+        threshold=threshold,
+        source_hash=sha256_file(dat),
+        progress=print,
+    )
     meta["source"] = {
         "model": "dlib_face_recognition_resnet_model_v1.dat (face_recognition_models 0.3.0, by Davis King)",
         "licence": "CC0 1.0 / public domain",

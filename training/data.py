@@ -30,7 +30,9 @@ def load_fashion_mnist(split: str = "train", root: Path = FASHION_MNIST_DIR) -> 
     return _read_idx(images)[..., None], _read_idx(labels).astype(np.int64)
 
 
-def load_image_folder(root: str | Path, size: tuple[int, int], channels: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def load_image_folder(
+    root: str | Path, size: tuple[int, int], channels: int
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """A folder per identity -> (images (N, H, W, C) uint8 resized, labels (N,), class names)."""
     import cv2
 
@@ -45,7 +47,11 @@ def load_image_folder(root: str | Path, size: tuple[int, int], channels: int) ->
         for path in list_images(root / name):
             img = read_image(path)
             img = cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-            img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)[..., None] if channels == 1 else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+            img = (
+                cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)[..., None]
+                if channels == 1
+                else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+            )
             images.append(img)
             labels.append(label)
     if not images:

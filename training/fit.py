@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +25,9 @@ class TrainOptions:
     seed: int = 0
 
 
-def train(images: np.ndarray, labels: np.ndarray, options: TrainOptions, out: str | Path | None = None,
-          progress: bool = True):
+def train(
+    images: np.ndarray, labels: np.ndarray, options: TrainOptions, out: str | Path | None = None, progress: bool = True
+):
     """Fit a new model on uint8 images (N, H, W, C) and labels; save to ``out`` (.keras) if given."""
     import keras
     import tensorflow as tf
@@ -46,14 +48,19 @@ def train(images: np.ndarray, labels: np.ndarray, options: TrainOptions, out: st
         with tf.GradientTape() as tape:
             loss = loss_fn(y, model(x, training=True))
         grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return loss
 
     history = []
     for epoch in range(options.epochs):
         losses = []
-        bar = tqdm(sampler.batches(steps), total=steps, desc=f"epoch {epoch + 1}/{options.epochs}",
-                   disable=not progress, leave=False)
+        bar = tqdm(
+            sampler.batches(steps),
+            total=steps,
+            desc=f"epoch {epoch + 1}/{options.epochs}",
+            disable=not progress or not sys.stderr.isatty(),
+            leave=False,
+        )
         for idx in bar:
             losses.append(float(step(tf.constant(images[idx], tf.float32), tf.constant(labels[idx]))))
             if len(losses) % 20 == 0:

@@ -27,8 +27,9 @@ def pairwise_distances(embeddings: tf.Tensor, squared: bool) -> tf.Tensor:
     return tf.sqrt(d + zero * 1e-16) * (1.0 - zero)
 
 
-def semi_hard_triplet_loss(labels: tf.Tensor, embeddings: tf.Tensor, margin: float = 1.0,
-                           squared: bool = False) -> tf.Tensor:
+def semi_hard_triplet_loss(
+    labels: tf.Tensor, embeddings: tf.Tensor, margin: float = 1.0, squared: bool = False
+) -> tf.Tensor:
     """FaceNet semi-hard triplet loss (the definition of TF Addons' TripletSemiHardLoss).
 
     For each anchor-positive pair (a, p), the negative is the closest n with d(a,n) > d(a,p);
@@ -60,8 +61,9 @@ def semi_hard_triplet_loss(labels: tf.Tensor, embeddings: tf.Tensor, margin: flo
     return tf.math.divide_no_nan(tf.reduce_sum(loss * pos), tf.reduce_sum(pos))
 
 
-def batch_hard_triplet_loss(labels: tf.Tensor, embeddings: tf.Tensor, margin: float = 1.0,
-                            squared: bool = False) -> tf.Tensor:
+def batch_hard_triplet_loss(
+    labels: tf.Tensor, embeddings: tf.Tensor, margin: float = 1.0, squared: bool = False
+) -> tf.Tensor:
     """Batch-hard triplet loss (Hermans et al.): per anchor, hardest positive vs hardest negative.
 
     Anchors without a positive or without a negative in the batch are left out of the mean.
@@ -84,8 +86,9 @@ def batch_hard_triplet_loss(labels: tf.Tensor, embeddings: tf.Tensor, margin: fl
 class TripletLoss(keras.losses.Loss):
     """Keras loss wrapper: ``TripletLoss("semi_hard" | "batch_hard", margin)``."""
 
-    def __init__(self, strategy: str = "semi_hard", margin: float = 1.0, squared: bool = False,
-                 name: str | None = None, **kwargs):
+    def __init__(
+        self, strategy: str = "semi_hard", margin: float = 1.0, squared: bool = False, name: str | None = None, **kwargs
+    ):
         if strategy not in ("semi_hard", "batch_hard"):
             raise ValueError(f"unknown triplet strategy {strategy!r}")
         super().__init__(name=name or f"triplet_{strategy}", **kwargs)

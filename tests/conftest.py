@@ -1,0 +1,70 @@
+"""Shared fixtures: sample images, the shared data set (skipped when absent), stores."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+SAMPLES = Path(str(resources.files("edge_verify") / "samples"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED / "faces").is_dir():
+        pytest.skip(f"{SHARED} absent: the shared face photos are not part of a user's clone")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def verifier():
+    from edge_verify import Verifier
+
+    return Verifier()
+
+
+@pytest.fixture
+def store_path(tmp_path) -> Path:
+    return tmp_path / "store" / "templates.db"
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist():
+    from training.data import FASHION_MNIST_DIR
+
+    if not FASHION_MNIST_DIR.is_dir():
+        pytest.skip("Fashion-MNIST missing: apt-get install dataset-fashion-mnist (CI installs it)")
+    from training.data import load_fashion_mnist
+
+    return load_fashion_mnist("train"), load_fashion_mnist("t10k")
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``edge-verify`` in a fresh interpreter, as a user would."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "edge_verify.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        cwd=ROOT,
+    )
+
+
+def face_images(root: Path) -> dict[str, list[Path]]:
+    from edge_verify.sources import list_images
+
+    return {d.name: list_images(d) for d in sorted(root.iterdir()) if d.is_dir()}
+
+
+def random_unit(n: int, d: int, seed: int = 0) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=(n, d))
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)

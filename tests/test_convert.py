@@ -1,0 +1,129 @@
+"""Host pipeline: a real (short) training run, conversion to every variant, the bundle, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+from converters.convert import ConvertOptions, convert  # noqa: E402
+from converters.edgetpu import check_edgetpu  # noqa: E402
+from edge_verify.bundle import load_bundle  # noqa: E402
+from edge_verify.embedder import Embedder  # noqa: E402
+from edge_verify.errors import InputError, ModelError  # noqa: E402
+from training.fit import TrainOptions, train  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(fashion_mnist):
+    (x, y), (xt, yt) = fashion_mnist
+    model, history = train(x[:6000], y[:6000], TrainOptions(epochs=2, steps_per_epoch=150), progress=False)
+    return model, history, (x, y), (xt[:600], yt[:600])
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(trained, tmp_path_factory):
+    model, _, (x, _), validation = trained
+    out = tmp_path_factory.mktemp("bundle")
+    convert(model, x[:400], out, ConvertOptions(name="fm-test"), validation=validation)
+    return out
+
+
+def test_training_reduces_triplet_loss(trained):
+    _, history, _, _ = trained
+    assert history[-1] < history[0]
+
+
+def test_bundle_has_every_variant_and_loads(bundle_dir):
+    meta = json.loads((bundle_dir / "bundle.json").read_text())
+    assert set(meta["report"]["variants"]) == {"fp32", "fp16", "dynamic", "int8"}
+    bundle = load_bundle(bundle_dir)
+    assert bundle.embedding_size == 64 and bundle.preprocess.color_order == "GRAY"
+    assert bundle.threshold.far == 1e-3
+    sizes = {v: d["bytes"] for v, d in meta["report"]["variants"].items()}
+    assert sizes["int8"] < sizes["fp16"] < sizes["fp32"]
+
+
+def test_int8_is_faithful_to_fp32(bundle_dir, trained):
+    meta = json.loads((bundle_dir / "bundle.json").read_text())
+    int8 = meta["report"]["variants"]["int8"]
+    assert int8["cosine_vs_fp32"]["mean"] >= 0.995
+    assert abs(int8["eer_change_points"]) <= 0.5  # 600 images; the full-size figure is in the benchmark
+
+
+def test_int8_model_matches_keras_model(bundle_dir, trained):
+    model, _, _, (xt, _) = trained
+    keras_emb = model.predict(xt[:50].astype(np.float32), verbose=0)
+    tflite_emb = Embedder(bundle_dir / "model_int8.tflite").embed(xt[:50])
+    assert np.mean(np.sum(keras_emb * tflite_emb, axis=1)) >= 0.995
+
+
+def test_int8_model_is_edgetpu_mappable(bundle_dir):
+    report = check_edgetpu(bundle_dir / "model_int8.tflite")
+    assert report.mappable, report.problems
+    assert report.compiler in ("absent", "ok", "failed")
+
+
+def test_float_model_is_flagged_for_edgetpu(bundle_dir):
+    report = check_edgetpu(bundle_dir / "model_fp32.tflite")
+    assert not report.mappable
+    assert "not quantised" in report.first_unmapped["reason"]
+
+
+def test_uint8_io(trained, tmp_path):
+    model, _, (x, _), _ = trained
+    convert(model, x[:200], tmp_path, ConvertOptions(name="u8", io_dtype="uint8", variants=("int8",)))
+    emb = Embedder(tmp_path / "model_int8.tflite")
+    assert emb._input["dtype"] == np.uint8
+    assert np.allclose(np.linalg.norm(emb.embed(x[:3]), axis=1), 1.0, atol=1e-5)
+
+
+def test_rejects_model_that_is_not_an_embedding(tmp_path, fashion_mnist):
+    (x, _), _ = fashion_mnist
+    inputs = keras.Input((28, 28, 1))
+    classifier = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(inputs)))
+    with pytest.raises(ModelError, match="not L2-normalised"):
+        convert(classifier, x[:20], tmp_path, ConvertOptions(name="bad"))
+    conv_out = keras.Model(inputs, keras.layers.Conv2D(4, 3)(inputs))
+    with pytest.raises(ModelError, match="not an embedding model"):
+        convert(conv_out, x[:20], tmp_path, ConvertOptions(name="bad"))
+
+
+def test_rejects_empty_calibration(trained, tmp_path):
+    with pytest.raises(InputError, match="calibration set is empty"):
+        convert(trained[0], np.zeros((0, 28, 28, 1), np.uint8), tmp_path, ConvertOptions(name="x"))
+
+
+def test_cli_convert_bad_inputs(tmp_path):
+    from tests.conftest import run_cli
+
+    bad = tmp_path / "model.keras"
+    bad.write_text("not a zip")
+    r = run_cli("convert", str(bad), "--calibration", "fashion-mnist", "--out", str(tmp_path / "b"))
+    assert r.returncode == 4 and "not a loadable .keras model" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "empty").mkdir()
+    r = run_cli("evaluate", str(tmp_path / "nothing.keras"), "--data", str(tmp_path / "empty"))
+    assert r.returncode == 4
+
+
+def test_unreadable_calibration_images(tmp_path):
+    from training.data import load_image_folder
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(InputError, match="not a readable image"):
+        load_image_folder(tmp_path, (28, 28), 1)
+
+
+def test_saved_model_reloads_with_custom_layer(trained, tmp_path):
+    from edge_verify.cli import _load_keras
+
+    path = tmp_path / "m.keras"
+    trained[0].save(path)
+    assert _load_keras(str(path), keras).layers[-1].__class__.__name__ == "L2Normalize"

@@ -1,0 +1,197 @@
+"""The SQLite template store: encryption, authentication, atomicity, concurrency."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from edge_verify.errors import (
+    FingerprintMismatchError,
+    StoreError,
+    TemplateIntegrityError,
+    UnknownIdentityError,
+    UsageError,
+)
+from edge_verify.store import KEY_ENV, TemplateStore
+from tests.conftest import ROOT, random_unit
+
+FP = "f" * 32
+
+
+def test_round_trip_and_key_file_is_private(store_path):
+    vec = random_unit(1, 128)[0]
+    with TemplateStore(store_path) as store:
+        store.put("alice", vec, FP, 3)
+        assert np.array_equal(store.get("alice", FP), vec)
+        assert [t.identity for t in store.list()] == ["alice"]
+        assert store.list()[0].frames == 3
+    key_file = store_path.with_name(store_path.name + ".key")
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    # nothing in the database file is the plain vector
+    assert vec.tobytes() not in store_path.read_bytes()
+
+
+def test_flipped_bit_in_template_is_detected(store_path):
+    with TemplateStore(store_path) as store:
+        store.put("alice", random_unit(1, 128)[0], FP, 1)
+    db = sqlite3.connect(store_path)
+    ct = bytearray(db.execute("SELECT ciphertext FROM templates").fetchone()[0])
+    ct[17] ^= 0x04
+    db.execute("UPDATE templates SET ciphertext = ?", (bytes(ct),))
+    db.commit()
+    db.close()
+    with TemplateStore(store_path) as store, pytest.raises(TemplateIntegrityError, match="failed authentication"):
+        store.get("alice", FP)
+    with TemplateStore(store_path) as store:
+        assert store.integrity_check()  # doctor reports it
+
+
+def test_template_moved_to_another_identity_is_detected(store_path):
+    with TemplateStore(store_path) as store:
+        store.put("alice", random_unit(1, 128, 1)[0], FP, 1)
+        store.put("mallory", random_unit(1, 128, 2)[0], FP, 1)
+    db = sqlite3.connect(store_path)
+    nonce, ct = db.execute("SELECT nonce, ciphertext FROM templates WHERE identity='mallory'").fetchone()
+    db.execute("UPDATE templates SET nonce = ?, ciphertext = ? WHERE identity = 'alice'", (nonce, ct))
+    db.commit()
+    db.close()
+    with TemplateStore(store_path) as store, pytest.raises(TemplateIntegrityError):
+        store.get("alice", FP)
+
+
+def test_template_of_other_bundle_asks_for_re_enrolment(store_path):
+    with TemplateStore(store_path) as store:
+        store.put("alice", random_unit(1, 128)[0], "a" * 32, 1)
+        with pytest.raises(FingerprintMismatchError, match="re-enroll"):
+            store.get("alice", FP)
+        assert store.all_templates(FP) == {}
+
+
+def test_relabelled_fingerprint_column_fails_authentication(store_path):
+    with TemplateStore(store_path) as store:
+        store.put("alice", random_unit(1, 128)[0], "a" * 32, 1)
+    db = sqlite3.connect(store_path)
+    db.execute("UPDATE templates SET fingerprint = ?", (FP,))
+    db.commit()
+    db.close()
+    with TemplateStore(store_path) as store, pytest.raises(TemplateIntegrityError):
+        store.get("alice", FP)
+
+
+def test_wrong_key_is_refused(store_path, monkeypatch):
+    with TemplateStore(store_path) as store:
+        store.put("alice", random_unit(1, 128)[0], FP, 1)
+    monkeypatch.setenv(KEY_ENV, os.urandom(32).hex())
+    with pytest.raises(TemplateIntegrityError, match="wrong key"):
+        TemplateStore(store_path)
+
+
+def test_malformed_env_key(store_path, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, "not-a-key")
+    with pytest.raises(StoreError, match="32 bytes"):
+        TemplateStore(store_path)
+
+
+def test_corrupt_store_file_gives_store_error(store_path):
+    store_path.parent.mkdir(parents=True)
+    store_path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="not a valid edge-verify store"):
+        TemplateStore(store_path)
+
+
+def test_unknown_identity_and_remove(store_path):
+    with TemplateStore(store_path) as store:
+        with pytest.raises(UnknownIdentityError):
+            store.get("nobody", FP)
+        with pytest.raises(UnknownIdentityError):
+            store.remove("nobody")
+        store.put("alice", random_unit(1, 8)[0], FP, 1)
+        store.remove("alice")
+        assert store.list() == []
+        with pytest.raises(UsageError):
+            store.put("", random_unit(1, 8)[0], FP, 1)
+
+
+def test_threshold_override_and_audit(store_path):
+    with TemplateStore(store_path) as store:
+        assert store.threshold(FP) is None
+        store.set_threshold(FP, 0.7, 1e-3, "test")
+        assert store.threshold(FP)["value"] == 0.7
+        store.audit("check", FP, True, claimed="alice", score=0.9, threshold=0.7)
+        entry = store.audit_log()[0]
+        assert entry.accepted and entry.claimed == "alice" and entry.score == 0.9
+
+
+WRITER = """
+import sys, numpy as np
+from edge_verify.store import TemplateStore
+store = TemplateStore(sys.argv[1])
+i = 0
+while True:
+    v = np.random.default_rng(i).normal(size=128).astype(np.float32)
+    store.put(f"id{i % 50}", v / np.linalg.norm(v), "f" * 32, 1)
+    if i == 20:
+        print("ready", flush=True)
+    i += 1
+"""
+
+
+def test_kill_9_during_enrolment_leaves_store_consistent(store_path):
+    with TemplateStore(store_path) as store:
+        store.put("alice", random_unit(1, 128)[0], FP, 1)
+    for attempt in range(3):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(store_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        )
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(0.05 * attempt)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        with TemplateStore(store_path) as store:
+            assert store.integrity_check() == []
+            assert len(store.all_templates(FP)) >= 2  # alice plus the writer's committed ones
+            assert "alice" in store.all_templates(FP)
+
+
+CHECKER = """
+import sys, numpy as np
+from edge_verify.store import TemplateStore
+store = TemplateStore(sys.argv[1])
+for i in range(150):
+    if sys.argv[2] == "write":
+        v = np.random.default_rng(i).normal(size=128).astype(np.float32)
+        store.put(f"w{i % 10}", v / np.linalg.norm(v), "f" * 32, 1)
+    else:
+        store.get("alice", "f" * 32)
+        store.audit("check", "f" * 32, True, claimed="alice")
+print("ok")
+"""
+
+
+def test_concurrent_enrol_and_check(store_path):
+    with TemplateStore(store_path) as store:
+        store.put("alice", random_unit(1, 128)[0], FP, 1)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHECKER, str(store_path), mode],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for mode in ("write", "read", "write", "read")
+    ]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        assert out.strip() == "ok"
+    with TemplateStore(store_path) as store:
+        assert len(store.audit_log(1000)) == 300
+        assert store.integrity_check() == []
