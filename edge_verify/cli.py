@@ -470,6 +470,88 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if all(r["accepted"] == r["expected"] for r in results) else 1
 
 
+def cmd_kiosk(args: argparse.Namespace) -> int:
+    """Long-running door/attendance loop; SIGTERM or Ctrl-C stops it cleanly."""
+    import signal
+    import threading
+
+    from edge_verify.kiosk import Kiosk, KioskConfig, build_actions
+
+    overrides = {
+        "source": args.source,
+        "identity": args.identity,
+        "debounce": args.debounce,
+        "cooldown_s": args.cooldown,
+        "threshold": args.threshold,
+        "relay_pin": args.relay_pin,
+        "led_pin": args.led_pin,
+        "webhook": args.webhook,
+        "command": args.run,
+        "status_port": args.status_port,
+        "max_frames": args.max_frames,
+        "timeout_s": args.timeout,
+    }
+    if args.config:
+        config = KioskConfig.from_toml(args.config, **overrides)
+    else:
+        config = KioskConfig(**{k: v for k, v in overrides.items() if v is not None})
+    verifier = _verifier(args)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with _store(args) as store:
+        kiosk = Kiosk(config, verifier, store, build_actions(config))
+        kiosk.run(stop)
+    accepted = sum(e.accepted for e in kiosk.events)
+    emit(
+        args,
+        {"frames": kiosk.frames, "events": len(kiosk.events), "accepted": accepted, "reconnects": kiosk.reconnects},
+        f"kiosk stopped: {kiosk.frames} frames, {len(kiosk.events)} decisions ({accepted} accepted), "
+        f"{kiosk.reconnects} reconnects",
+    )
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Show or export (CSV) the audit log: time, command, claimed, matched, score, decision."""
+    import csv
+    import io
+
+    with _store(args) as store:
+        entries = store.audit_log(args.limit)
+    if args.command_filter:
+        entries = [e for e in entries if e.command == args.command_filter]
+    if args.since:
+        since = time.mktime(time.strptime(args.since, "%Y-%m-%d"))
+        entries = [e for e in entries if e.ts >= since]
+    entries.reverse()  # oldest first
+    columns = ["time", "command", "claimed", "matched", "score", "threshold", "accepted", "source"]
+    rows = [
+        [
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.ts)),
+            e.command,
+            e.claimed or "",
+            e.matched or "",
+            "" if e.score is None else f"{e.score:.4f}",
+            "" if e.threshold is None else f"{e.threshold:.4f}",
+            int(e.accepted),
+            e.source or "",
+        ]
+        for e in entries
+    ]
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            csv.writer(f).writerows([columns, *rows])
+    buffer = io.StringIO()
+    csv.writer(buffer, delimiter="\t", lineterminator="\n").writerows([columns, *rows])
+    emit(
+        args,
+        {"entries": [dict(zip(columns, r, strict=True)) for r in rows], "csv": args.csv},
+        f"wrote {len(rows)} entries to {args.csv}" if args.csv else buffer.getvalue().rstrip(),
+    )
+    return 0
+
+
 # ---- host commands (TensorFlow, imported lazily) ------------------------------------------------
 def _require_host() -> None:
     if importlib.util.find_spec("tensorflow") is None:
@@ -668,6 +750,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("doctor", cmd_doctor, "check backend, EdgeTPU, bundle hashes, store integrity, camera")
     p.add_argument("--source", "-s", help="also try to read a frame from this source")
+
+    p = add("kiosk", cmd_kiosk, "run the kiosk loop: debounce, cooldown, relay / webhook / command, audit")
+    p.add_argument("--config", help="TOML file with [kiosk] settings (flags override it)")
+    p.add_argument("--source", "-s", help="camera (default 0), /dev/videoN, URL, video, picamera2")
+    p.add_argument("--identity", help="1:1 against this identity (default: identify 1:N)")
+    p.add_argument("--debounce", type=int, help="consecutive agreeing frames before acting (default 3)")
+    p.add_argument("--cooldown", type=float, help="seconds between two firings of one outcome (default 10)")
+    p.add_argument("--threshold", type=float)
+    p.add_argument("--relay-pin", type=int, help="BCM pin of the door relay (gpiozero)")
+    p.add_argument("--led-pin", type=int, help="BCM pin of a status LED")
+    p.add_argument("--webhook", help="POST each decision as JSON to this local URL")
+    p.add_argument("--run", help="command to run on each decision (EDGE_VERIFY_* env vars)")
+    p.add_argument("--status-port", type=int, help="serve a live status page on 127.0.0.1:PORT")
+    p.add_argument("--max-frames", type=int, help=argparse.SUPPRESS)
+
+    p = add("audit", cmd_audit, "show or export the audit log (attendance: --csv)")
+    p.add_argument("--csv", help="write CSV to this file")
+    p.add_argument("--limit", type=int, default=100000)
+    p.add_argument("--since", help="YYYY-MM-DD")
+    p.add_argument("--command", dest="command_filter", help="only entries of this command (check, identify, kiosk)")
 
     p = add("train", cmd_train, "[host] train an embedding model with a triplet loss")
     p.add_argument("--data", required=True, help="fashion-mnist, or a folder per identity")

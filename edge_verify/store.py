@@ -7,6 +7,7 @@ import binascii
 import json
 import os
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,7 +115,9 @@ class TemplateStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._aead = AESGCM(key if key is not None else load_or_create_key(self.key_file))
         try:
-            self._db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+            # One connection, usable from the thread that runs the kiosk loop; writes are serialised.
+            self._db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
+            self._lock = threading.RLock()
             self._db.execute("PRAGMA busy_timeout = 10000")
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = FULL")
@@ -130,14 +133,18 @@ class TemplateStore:
 
     # -- plumbing -------------------------------------------------------------------------------
     def _transaction(self):
-        db = self._db
+        db, lock = self._db, self._lock
 
         class _Tx:
             def __enter__(self_inner):
+                lock.acquire()
                 db.execute("BEGIN IMMEDIATE")
 
             def __exit__(self_inner, exc_type, *_):
-                db.execute("ROLLBACK" if exc_type else "COMMIT")
+                try:
+                    db.execute("ROLLBACK" if exc_type else "COMMIT")
+                finally:
+                    lock.release()
 
         return _Tx()
 

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Export today's (or the given day's) check-ins to attendance-YYYY-MM-DD.csv.
+#   ./export_day.sh [YYYY-MM-DD] [extra edge-verify options, e.g. --store FILE]
+set -euo pipefail
+day="${1:-$(date +%F)}"
+shift || true
+edge-verify audit --command kiosk --since "$day" --csv "attendance-$day.csv" "$@"

@@ -1,0 +1,236 @@
+"""The kiosk loop for real: a generated video as the camera, gpiozero's MockFactory as the pins,
+a local HTTP receiver as the webhook, SIGTERM for shutdown."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_verify.kiosk import Kiosk, KioskConfig, build_actions
+from edge_verify.store import TemplateStore
+from tests.conftest import ROOT, SAMPLES
+
+gpiozero = pytest.importorskip("gpiozero")
+from gpiozero.pins.mock import MockFactory  # noqa: E402
+
+
+def _frame(name: str) -> np.ndarray:
+    img = cv2.imread(str(SAMPLES / name))
+    canvas = np.full((480, 640, 3), 60, np.uint8)
+    img = cv2.resize(img, (400, int(400 * img.shape[0] / img.shape[1])))[:480]
+    canvas[: img.shape[0], 120 : 120 + img.shape[1]] = img
+    return canvas
+
+
+def make_video(path, sequence: list[tuple[str | None, int]]) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 480))
+    for name, count in sequence:
+        frame = _frame(name) if name else np.full((480, 640, 3), 60, np.uint8)
+        for _ in range(count):
+            writer.write(frame)
+    writer.release()
+
+
+class Receiver:
+    """A local webhook receiver on 127.0.0.1 collecting JSON bodies."""
+
+    def __init__(self):
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/door"
+
+    def close(self):
+        self.server.shutdown()
+
+
+@pytest.fixture
+def enrolled_store(store_path, verifier):
+    store = TemplateStore(store_path)
+    store.put("astronaut", verifier.embed_image(SAMPLES / "astronaut_enroll.jpg"), verifier.bundle.fingerprint, 1)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def pins():
+    factory = MockFactory()
+    gpiozero.Device.pin_factory = factory
+    yield factory
+    factory.reset()
+    gpiozero.Device.pin_factory = None
+
+
+def test_enrolled_face_pulses_relay_and_webhook_once_per_cooldown(tmp_path, verifier, enrolled_store, pins):
+    video = tmp_path / "door.avi"
+    make_video(video, [(None, 3), ("astronaut_check.jpg", 30), (None, 3), ("cameraman.jpg", 12)])
+    receiver = Receiver()
+    config = KioskConfig(
+        source=str(video),
+        identity="astronaut",
+        debounce=3,
+        cooldown_s=10,
+        relay_pin=17,
+        relay_pulse_s=0.01,
+        webhook=receiver.url,
+        max_frames=48,
+    )
+    kiosk = Kiosk(config, verifier, enrolled_store, build_actions(config))
+    kiosk.clock = lambda: float(kiosk.frames)  # the video as a 1 frame/s camera: deterministic cooldown
+    kiosk.run(threading.Event())
+    time.sleep(0.2)  # let the last background relay pulse finish
+    receiver.close()
+
+    accepted = [e for e in kiosk.events if e.accepted]
+    rejected = [e for e in kiosk.events if not e.accepted]
+    # 30 s of the enrolled face, debounce 3, cooldown 10 s: fires at 6, 16, 26 s -> 3 times
+    assert len(accepted) == 3 and all(e.identity == "astronaut" for e in accepted)
+    assert len(rejected) == 1  # the stranger: one rejection within the cooldown, no pulse
+    states = [s.state for s in pins.pin(17).states]
+    assert states == [False] + [True, False] * 3
+    assert [b["accepted"] for b in receiver.received] == [True, True, True, False]
+    audit = enrolled_store.audit_log()
+    assert [a.accepted for a in reversed(audit)] == [True, True, True, False]
+
+
+def test_stranger_never_opens_the_door(tmp_path, verifier, enrolled_store, pins):
+    video = tmp_path / "stranger.avi"
+    make_video(video, [("cameraman.jpg", 20)])
+    config = KioskConfig(source=str(video), debounce=2, cooldown_s=5, relay_pin=17, max_frames=20)
+    kiosk = Kiosk(config, verifier, enrolled_store, build_actions(config))
+    kiosk.run(threading.Event())
+    assert kiosk.events and not any(e.accepted for e in kiosk.events)
+    assert [s.state for s in pins.pin(17).states] == [False]
+
+
+def test_camera_that_disappears_and_comes_back(tmp_path, verifier, enrolled_store):
+    video = tmp_path / "cam.avi"
+    make_video(video, [("astronaut_check.jpg", 5)])
+    saved = video.read_bytes()
+    config = KioskConfig(
+        source=str(video), identity="astronaut", debounce=1, cooldown_s=0, reconnect_s=0.05, max_frames=15
+    )
+    kiosk = Kiosk(config, verifier, enrolled_store, [])
+    worker = threading.Thread(target=kiosk.run, args=(threading.Event(),))
+    worker.start()
+    deadline = time.time() + 30
+    while kiosk.frames < 5 and time.time() < deadline:
+        time.sleep(0.01)
+    video.unlink()  # the camera goes away
+    while kiosk.reconnects < 4 and time.time() < deadline:
+        time.sleep(0.01)
+    assert kiosk.status["state"] in ("camera lost", "waiting for a face")
+    video.write_bytes(saved)  # and comes back
+    worker.join(timeout=60)
+    assert not worker.is_alive()
+    assert kiosk.frames == 15 and kiosk.reconnects >= 4
+    assert sum(e.accepted for e in kiosk.events) >= 10
+
+
+def test_status_page(tmp_path, verifier, enrolled_store):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    video = tmp_path / "v.avi"
+    make_video(video, [("astronaut_check.jpg", 5)])
+    stop = threading.Event()
+    config = KioskConfig(source=str(video), identity="astronaut", debounce=1, status_port=port, reconnect_s=0.05)
+    kiosk = Kiosk(config, verifier, enrolled_store, [])
+    worker = threading.Thread(target=kiosk.run, args=(stop,))
+    worker.start()
+    try:
+        deadline = time.time() + 30
+        while not kiosk.events and time.time() < deadline:
+            time.sleep(0.05)
+        status = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5).read())
+        page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read().decode()
+    finally:
+        stop.set()
+        worker.join(timeout=30)
+    assert status["state"] in ("ACCEPTED", "deciding") and "edge-verify kiosk" in page
+
+
+def test_sigterm_stops_cleanly_and_store_stays_intact(tmp_path, store_path, verifier):
+    video = tmp_path / "loop.avi"
+    make_video(video, [("astronaut_check.jpg", 20)])
+    with TemplateStore(store_path) as store:
+        store.put("astronaut", verifier.embed_image(SAMPLES / "astronaut_enroll.jpg"), verifier.bundle.fingerprint, 1)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edge_verify.cli",
+            "kiosk",
+            "--source",
+            str(video),
+            "--store",
+            str(store_path),
+            "--debounce",
+            "1",
+            "--cooldown",
+            "0",
+            "-v",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for line in proc.stderr:
+            if "ACCEPTED" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    assert out.startswith("kiosk stopped:")
+    with TemplateStore(store_path) as store:
+        assert store.integrity_check() == []
+        assert any(e.command == "kiosk" and e.accepted for e in store.audit_log())
+
+
+def test_unknown_identity_and_bad_config_fail_fast(tmp_path, store_path):
+    from tests.conftest import run_cli
+
+    r = run_cli("kiosk", "--identity", "nobody", "--source", "0", "--store", str(store_path))
+    assert r.returncode == 11 and "not enrolled" in r.stderr
+    bad = tmp_path / "k.toml"
+    bad.write_text("[kiosk]\nsource = '0'\ncolour = 'red'\n")
+    r = run_cli("kiosk", "--config", str(bad), "--store", str(store_path))
+    assert r.returncode == 2 and "unknown kiosk settings ['colour']" in r.stderr
+
+
+def test_audit_csv_export(tmp_path, enrolled_store, verifier):
+    from tests.conftest import run_cli
+
+    enrolled_store.audit("kiosk", verifier.bundle.fingerprint, True, matched="astronaut", score=0.97, threshold=0.9)
+    out = tmp_path / "attendance.csv"
+    r = run_cli("audit", "--csv", str(out), "--command", "kiosk", "--store", str(enrolled_store.path))
+    assert r.returncode == 0, r.stderr
+    rows = out.read_text().splitlines()
+    assert rows[0].startswith("time,command,claimed,matched,score")
+    assert ",kiosk,,astronaut,0.9700,0.9000,1," in rows[1]
