@@ -90,7 +90,8 @@ def _collect(args: argparse.Namespace, verifier, source_spec: str, max_frames: i
             if frame is None:
                 break
             try:
-                embeddings.append(verifier.observe_single(frame.image, frame.name).embedding)
+                obs = verifier.observe_single(frame.image, frame.name, largest=args.largest_face)
+                embeddings.append(obs.embedding)
             except (NoFaceError, MultipleFacesError, QualityError) as exc:
                 if single_image:
                     raise
@@ -244,60 +245,68 @@ def cmd_remove(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_calibrate(args: argparse.Namespace) -> int:
-    from edge_verify.metrics import format_report, pair_scores, threshold_at_far, verification_report
+def _labelled_scores(args: argparse.Namespace, verifier, data: str | None, pairs: str | None):
+    """Genuine and impostor scores from a folder per identity, or from a pairs file, through the
+    device pipeline (detect, align, quality, embed). Returns (genuine, impostor, recall or None, skipped)."""
+    from edge_verify.metrics import pair_scores, recall_at_1
     from edge_verify.sources import list_images
 
+    if pairs:
+        genuine, impostor = _pair_file_scores(args, verifier, Path(pairs))
+        return genuine, impostor, None, 0
+    root = Path(data or "")
+    if not data or not root.is_dir():
+        raise InputError(f"{root}: not a folder (expected one sub-folder of images per identity), or give --pairs")
+    embeddings, labels, skipped = [], [], 0
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    paths = [(i, p) for i, d in enumerate(folders) for p in list_images(d)]
+    for label, path in _progress(args, paths, desc="embed", unit="img"):
+        try:
+            embeddings.append(verifier.embed_image(path))
+            labels.append(label)
+        except (NoFaceError, MultipleFacesError, QualityError, InputError):
+            skipped += 1
+    if len(set(labels)) < 2:
+        raise InputError(f"{root}: need usable images of at least 2 identities (found {len(set(labels))})")
+    genuine, impostor = pair_scores(np.stack(embeddings), np.array(labels))
+    if len(genuine) == 0:
+        raise InputError(f"{root}: need at least 2 usable images of one identity")
+    return genuine, impostor, recall_at_1(np.stack(embeddings), np.array(labels)), skipped
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from edge_verify.metrics import format_report, threshold_at_far, verification_report
+
+    if not args.data and not args.pairs:
+        raise UsageError("give a folder per identity, or --pairs FILE")
     verifier = _verifier(args)
-    root = Path(args.data)
-    if args.pairs:
-        genuine, impostor = _pair_file_scores(args, verifier, Path(args.pairs))
-    else:
-        if not root.is_dir():
-            raise InputError(f"{root}: not a folder (expected one sub-folder of face images per identity)")
-        embeddings, labels, skipped = [], [], 0
-        folders = sorted(p for p in root.iterdir() if p.is_dir())
-        paths = [(i, p) for i, d in enumerate(folders) for p in list_images(d)]
-        for label, path in _progress(args, paths, desc="calibrate", unit="img"):
-            try:
-                embeddings.append(verifier.embed_image(path))
-                labels.append(label)
-            except (NoFaceError, MultipleFacesError, QualityError, InputError):
-                skipped += 1
-        if len(set(labels)) < 2:
-            raise InputError(f"{root}: need faces of at least 2 identities (found {len(set(labels))})")
-        genuine, impostor = pair_scores(np.stack(embeddings), np.array(labels))
+    genuine, impostor, _, skipped = _labelled_scores(args, verifier, args.data, args.pairs)
+    origin = Path(args.pairs or args.data).name
     if len(genuine) == 0 or len(impostor) == 0:
-        raise InputError(f"{root}: need both same-identity and different-identity pairs")
+        raise InputError(f"{origin}: need both same-identity and different-identity pairs")
     threshold = threshold_at_far(impostor, args.far)
     report = verification_report(genuine, impostor)
     resolvable = len(impostor) * args.far >= 1
-    with _store(args) as store:
-        if not args.dry_run:
-            store.set_threshold(
-                verifier.bundle.fingerprint,
-                threshold,
-                args.far,
-                f"{len(genuine)}+{len(impostor)} pairs from {root.name}",
-            )
+    if not args.dry_run:
+        with _store(args) as store:
+            source = f"{len(genuine)}+{len(impostor)} pairs from {origin}"
+            store.set_threshold(verifier.bundle.fingerprint, threshold, args.far, source)
     data = {
         "threshold": threshold,
         "far": args.far,
         "far_resolvable": resolvable,
         "written": not args.dry_run,
+        "images_skipped": skipped,
         "report": report.as_dict(),
     }
-    note = (
-        "" if resolvable else f"\n  warning: {len(impostor)} impostor pairs cannot resolve FAR {args.far:g}; add data"
-    )
-    emit(
-        args,
-        data,
-        format_report(report, f"calibration on {root}")
-        + f"\n  threshold at FAR {args.far:g}: {threshold:.4f}"
-        + (" (written to the store)" if not args.dry_run else "")
-        + note,
-    )
+    lines = [format_report(report, f"calibration on {origin}"), f"  threshold at FAR {args.far:g}: {threshold:.4f}"]
+    if not args.dry_run:
+        lines[-1] += " (written to the store; check uses it for this bundle)"
+    if skipped:
+        lines.append(f"  {skipped} image(s) skipped (no usable face)")
+    if not resolvable:
+        lines.append(f"  warning: {len(impostor)} impostor pairs cannot resolve FAR {args.far:g}; add data")
+    emit(args, data, "\n".join(lines))
     return 0
 
 
@@ -309,11 +318,14 @@ def _pair_file_scores(args, verifier, pairs: Path):
         raise InputError(f"{pairs}: no such pairs file")
     genuine, impostor = [], []
     lines = [ln.split() for ln in pairs.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    cache: dict[str, np.ndarray] = {}
     for n, parts in enumerate(_progress(args, lines, desc="pairs"), 1):
         if len(parts) != 3 or parts[2] not in ("0", "1"):
             raise InputError(f"{pairs}:{n}: expected `IMAGE_A IMAGE_B 1|0`")
-        a, b = (verifier.embed_image(pairs.parent / p) for p in parts[:2])
-        (genuine if parts[2] == "1" else impostor).append(cosine(a, b))
+        for p in parts[:2]:
+            if p not in cache:
+                cache[p] = verifier.embed_image(pairs.parent / p)
+        (genuine if parts[2] == "1" else impostor).append(cosine(cache[parts[0]], cache[parts[1]]))
     return np.array(genuine), np.array(impostor)
 
 
@@ -631,42 +643,55 @@ def _load_keras(path: str, keras):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Bundle on a folder/pairs (device pipeline) or on Fashion-MNIST; .keras models on arrays (host)."""
     from edge_verify.metrics import format_report, pair_scores, recall_at_1, verification_report
+    from training.data import FASHION_MNIST
 
+    if not args.data and not args.pairs:
+        raise UsageError("give --data (fashion-mnist or a folder per identity) or --pairs FILE")
     target = Path(args.target)
-    if target.is_dir():
-        from edge_verify.bundle import load_bundle
-        from edge_verify.embedder import Embedder
+    title = f"{target.name} on {Path(args.pairs or args.data).name}"
+    if target.is_dir() and args.data != FASHION_MNIST:
+        verifier = _verifier(argparse.Namespace(**{**vars(args), "bundle": str(target), "no_edgetpu": True}))
+        if args.variant != "int8":
+            from edge_verify.embedder import Embedder
 
-        bundle = load_bundle(target)
-        embedder = Embedder.for_bundle(bundle, variant=args.variant, backend=args.backend, use_edgetpu=False)
-        size, channels = bundle.preprocess.size, bundle.preprocess.channels
-        if bundle.is_face:
-            raise UsageError("for face bundles use `edge-verify calibrate DIR --dry-run` (detects and aligns faces)")
-
-        def embed(x):
-            return np.concatenate(
-                [embedder.embed(x[i : i + 256]) for i in _progress(args, range(0, len(x), 256), desc="embed")]
-            )
+            verifier.embedder = Embedder.for_bundle(verifier.bundle, args.variant, args.backend, use_edgetpu=False)
+        genuine, impostor, recall, _ = _labelled_scores(args, verifier, args.data, args.pairs)
     else:
-        _require_host()
-        import keras
+        from training.data import load_dataset
 
-        model = _load_keras(str(target), keras)
-        size, channels = tuple(int(d) for d in model.input_shape[1:3]), int(model.input_shape[3])
+        if target.is_dir():
+            from edge_verify.bundle import load_bundle
+            from edge_verify.embedder import Embedder
 
-        def embed(x):
-            return model.predict(x.astype(np.float32), batch_size=256, verbose=0)
+            bundle = load_bundle(target)
+            embedder = Embedder.for_bundle(bundle, variant=args.variant, backend=args.backend, use_edgetpu=False)
+            size, channels = bundle.preprocess.size, bundle.preprocess.channels
 
-    from training.data import load_dataset
+            def embed(x):
+                return np.concatenate(
+                    [embedder.embed(x[i : i + 256]) for i in _progress(args, range(0, len(x), 256), desc="embed")]
+                )
+        else:
+            _require_host()
+            import keras
 
-    images, labels = load_dataset(args.data, args.split, size, channels)
-    if args.limit:
-        images, labels = images[: args.limit], labels[: args.limit]
-    embeddings = embed(images)
-    genuine, impostor = pair_scores(embeddings, labels)
-    report = verification_report(genuine, impostor, recall_at_1(embeddings, labels))
-    emit(args, report.as_dict(), format_report(report, f"{target.name} on {args.data} ({len(images)} images)"))
+            model = _load_keras(str(target), keras)
+            size, channels = tuple(int(d) for d in model.input_shape[1:3]), int(model.input_shape[3])
+
+            def embed(x):
+                return model.predict(x.astype(np.float32), batch_size=256, verbose=0)
+
+        images, labels = load_dataset(args.data, args.split, size, channels)
+        if args.limit:
+            images, labels = images[: args.limit], labels[: args.limit]
+        embeddings = embed(images)
+        genuine, impostor = pair_scores(embeddings, labels)
+        recall = recall_at_1(embeddings, labels)
+        title += f" ({len(images)} images)"
+    report = verification_report(genuine, impostor, recall)
+    emit(args, report.as_dict(), format_report(report, title))
     return 0
 
 
@@ -715,12 +740,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--frames", "-n", type=int, default=5, help="usable frames to average (default 5)")
     p.add_argument("--replace", action="store_true", help="overwrite an existing template")
+    p.add_argument("--largest-face", action="store_true", help="use the largest face instead of refusing several")
 
     p = add("check", cmd_check, "1:1 verify NAME; exit 0 accepted, 1 rejected")
     p.add_argument("name")
     p.add_argument("--source", "-s", required=True)
     p.add_argument("--frames", "-n", type=int, default=3, help="usable frames to try; the best decides (default 3)")
     p.add_argument("--threshold", type=float, help="override the calibrated/bundle threshold")
+    p.add_argument("--largest-face", action="store_true", help="use the largest face instead of refusing several")
 
     p = add("identify", cmd_identify, "1:N: name every enrolled face in view")
     p.add_argument("--source", "-s", required=True)
@@ -739,7 +766,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
 
     p = add("calibrate", cmd_calibrate, "set the threshold at a target FAR from labelled faces")
-    p.add_argument("data", help="folder with one sub-folder of images per identity")
+    p.add_argument("data", nargs="?", help="folder with one sub-folder of images per identity")
     p.add_argument("--pairs", help="pairs file: `IMAGE_A IMAGE_B 1|0` per line, instead of the folder")
     p.add_argument("--far", type=float, default=1e-3, help="target false-accept rate (default 1e-3)")
     p.add_argument("--dry-run", action="store_true", help="report only; do not write the threshold")
@@ -802,7 +829,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("evaluate", cmd_evaluate, "ROC AUC, EER, TAR@FAR, recall@1 of a bundle or .keras model")
     p.add_argument("target", help="bundle directory or .keras model")
-    p.add_argument("--data", required=True, help="fashion-mnist, or a folder per identity")
+    p.add_argument("--data", help="fashion-mnist, or a folder per identity")
+    p.add_argument("--pairs", help="pairs file `IMAGE_A IMAGE_B 1|0` (bundles only)")
     p.add_argument("--split", default="t10k")
     p.add_argument("--variant", choices=["int8", "fp32"], default="int8")
     p.add_argument("--limit", type=int, default=2000, help="first N images (pairs grow as N^2)")

@@ -17,7 +17,7 @@ BACKENDS = ("litert", "tflite_runtime", "tensorflow")
 _MODULES = {
     "litert": "ai_edge_litert.interpreter",
     "tflite_runtime": "tflite_runtime.interpreter",
-    "tensorflow": "tensorflow.lite",
+    "tensorflow": "tensorflow",
 }
 EDGETPU_LIBRARY = "libedgetpu.so.1"
 log = logging.getLogger(__name__)
@@ -51,8 +51,12 @@ def _quiet_stderr():
 
 
 def _backend_module(name: str):
-    module = importlib.import_module(_MODULES[name])
-    return module.Interpreter if name == "tensorflow" else module
+    """A module with ``Interpreter`` (and a delegate loader) for backend ``name``."""
+    if name == "tensorflow":
+        import tensorflow as tf  # only when forced, or when no lighter backend is installed
+
+        return tf.lite
+    return importlib.import_module(_MODULES[name])
 
 
 def available_backends() -> list[str]:
@@ -67,11 +71,9 @@ def available_backends() -> list[str]:
 
 def load_delegate(backend: str, library: str = EDGETPU_LIBRARY):
     """Load the EdgeTPU delegate; raise OSError/ValueError if the library or device is missing."""
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.lite.experimental.load_delegate(library)
-    return _backend_module(backend).load_delegate(library)
+    module = _backend_module(backend)
+    loader = module.experimental.load_delegate if backend == "tensorflow" else module.load_delegate
+    return loader(library)
 
 
 def make_interpreter(
@@ -96,7 +98,7 @@ def make_interpreter(
         except ImportError as exc:
             errors.append(f"{name}: {exc}")
             continue
-        Interpreter = module if name == "tensorflow" else module.Interpreter
+        Interpreter = module.Interpreter
         if edgetpu_model is not None:
             try:
                 delegate = load_delegate(name)

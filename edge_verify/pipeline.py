@@ -71,17 +71,18 @@ class Verifier:
                 obs.embedding = emb
         return observations
 
-    def observe_single(self, frame: np.ndarray, where: str) -> Observation:
-        """Exactly one usable face (enroll, check, compare); a clear error otherwise."""
+    def observe_single(self, frame: np.ndarray, where: str, largest: bool = False) -> Observation:
+        """Exactly one usable face (enroll, check, compare), or with ``largest`` the largest of
+        several; a clear error otherwise."""
         if self.detector is not None:
             faces = self.detect(frame)
             if not faces:
                 raise NoFaceError(
                     f"{where}: no face found (need a frontal face of at least {self.options.quality.min_face_px:.0f}px)"
                 )
-            if len(faces) > 1:
+            if len(faces) > 1 and not largest:
                 raise MultipleFacesError(f"{where}: {len(faces)} faces found; exactly one person must be in view")
-            obs = self.observe(frame, faces)[0]
+            obs = self.observe(frame, faces[:1])[0]
         else:
             obs = self.observe(frame)[0]
         if obs.embedding is None:

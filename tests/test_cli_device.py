@@ -200,3 +200,78 @@ def test_doctor_reports_backend_bundle_and_store(store_path):
     assert report["checks"]["bundle"]["ok"] and "hashes ok" in report["checks"]["bundle"]["detail"]
     assert "litert" in report["checks"]["interpreter"]["detail"]
     assert "CPU int8 is used" in report["checks"]["edgetpu"]["detail"]  # no EdgeTPU on this machine
+
+
+def test_largest_face_option_picks_the_biggest(tmp_path, store_path):
+    a = cv2.imread(str(SAMPLES / "astronaut_check.jpg"))
+    b = cv2.resize(cv2.imread(str(SAMPLES / "cameraman.jpg")), (int(a.shape[1] * 0.8), int(a.shape[0] * 0.8)))
+    canvas = np.zeros((a.shape[0], a.shape[1] + b.shape[1], 3), np.uint8)
+    canvas[:, : a.shape[1]] = a
+    canvas[: b.shape[0], a.shape[1] :] = b
+    pair = tmp_path / "two.jpg"
+    cv2.imwrite(str(pair), canvas)
+    s = _store_args(store_path)
+    assert run_cli("enroll", "astronaut", "--source", str(SAMPLES / "astronaut_enroll.jpg"), *s).returncode == 0
+    assert run_cli("check", "astronaut", "--source", str(pair), *s).returncode == 6
+    r = run_cli("check", "astronaut", "--source", str(pair), "--largest-face", *s)
+    assert r.returncode == 0, r.stderr
+
+
+def _pairs_file(tmp_path):
+    for name in ("astronaut_enroll.jpg", "astronaut_check.jpg", "cameraman.jpg"):
+        shutil.copy(SAMPLES / name, tmp_path / name)
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text(
+        "# a b same\nastronaut_enroll.jpg astronaut_check.jpg 1\n"
+        "astronaut_enroll.jpg cameraman.jpg 0\nastronaut_check.jpg cameraman.jpg 0\n"
+    )
+    return pairs
+
+
+def test_calibrate_and_evaluate_from_pairs_file(tmp_path, store_path):
+    pairs = _pairs_file(tmp_path)
+    r = run_cli("calibrate", "--pairs", str(pairs), "--far", "0.5", "--json", *_store_args(store_path))
+    data = json.loads(r.stdout)
+    assert r.returncode == 0, r.stderr
+    assert data["report"]["pairs_genuine"] == 1 and data["report"]["pairs_impostor"] == 2
+    assert data["report"]["eer"] == 0.0 and data["written"]
+    r = run_cli("evaluate", str(SAMPLES.parent / "models" / "face-resnet29-v1"), "--pairs", str(pairs), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["roc_auc"] == 1.0
+    bad = tmp_path / "bad.txt"
+    bad.write_text("a.jpg b.jpg maybe\n")
+    _one_line_error(run_cli("calibrate", "--pairs", str(bad), *_store_args(store_path)), 4, "bad.txt:1")
+
+
+def test_forced_backends():
+    import importlib.util
+
+    a, b = str(SAMPLES / "astronaut_enroll.jpg"), str(SAMPLES / "astronaut_check.jpg")
+    if importlib.util.find_spec("tensorflow") is not None:
+        r = run_cli("compare", a, b, "--backend", "tensorflow", "--json")
+        assert r.returncode == 0 and json.loads(r.stdout)["score"] > 0.95
+    if importlib.util.find_spec("tflite_runtime") is None:
+        _one_line_error(run_cli("compare", a, b, "--backend", "tflite_runtime"), 14, "no TFLite backend")
+    r = run_cli("compare", a, b, "--threads", "1", "--json")
+    assert r.returncode == 0
+
+
+def test_edgetpu_model_falls_back_to_cpu_once(tmp_path, caplog):
+    """A bundle with an EdgeTPU model on a machine without libedgetpu: CPU int8, one warning."""
+    import logging
+
+    from edge_verify.bundle import load_bundle, sha256_file
+    from edge_verify.pipeline import Verifier
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(SAMPLES.parent / "models" / "face-resnet29-v1", bundle)
+    shutil.copy(bundle / "model_int8.tflite", bundle / "model_int8_edgetpu.tflite")
+    meta = json.loads((bundle / "bundle.json").read_text())
+    meta["files"]["model_int8_edgetpu.tflite"] = sha256_file(bundle / "model_int8_edgetpu.tflite")
+    (bundle / "bundle.json").write_text(json.dumps(meta))
+    with caplog.at_level(logging.WARNING, logger="edge_verify.interpreter"):
+        verifier = Verifier(bundle=load_bundle(bundle))
+    assert verifier.embedder.backend == "litert" and not verifier.embedder.loaded.edgetpu
+    assert verifier.embedder.loaded.model_path.name == "model_int8.tflite"
+    warnings = [r for r in caplog.records if "EdgeTPU unavailable" in r.getMessage()]
+    assert len(warnings) == 1

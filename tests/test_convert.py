@@ -127,3 +127,35 @@ def test_saved_model_reloads_with_custom_layer(trained, tmp_path):
     path = tmp_path / "m.keras"
     trained[0].save(path)
     assert _load_keras(str(path), keras).layers[-1].__class__.__name__ == "L2Normalize"
+
+
+def test_train_from_a_folder_per_identity(tmp_path, fashion_mnist):
+    import cv2
+
+    from tests.conftest import run_cli
+
+    (x, y), _ = fashion_mnist
+    for label in range(3):
+        folder = tmp_path / "data" / f"id{label}"
+        folder.mkdir(parents=True)
+        for i, idx in enumerate(np.flatnonzero(y == label)[:12]):
+            cv2.imwrite(str(folder / f"{i}.png"), x[idx, :, :, 0])
+    out = tmp_path / "m.keras"
+    r = run_cli(
+        "train",
+        "--data",
+        str(tmp_path / "data"),
+        "--epochs",
+        "1",
+        "--steps",
+        "5",
+        "--p",
+        "3",
+        "--k",
+        "4",
+        "--out",
+        str(out),
+        "--json",
+    )
+    assert r.returncode == 0, r.stderr
+    assert out.exists() and len(json.loads(r.stdout)["loss_per_epoch"]) == 1
