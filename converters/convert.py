@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import platform
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,9 +213,3 @@ def format_fidelity(meta: dict) -> str:
     thr = meta["threshold"]
     lines.append(f"  threshold {thr['value']:.4f} (FAR {thr['far']}, {thr['source']})")
     return "\n".join(lines)
-
-
-def copy_bundle_files(src: Path, dst: Path, names: list[str]) -> None:
-    dst.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        shutil.copy2(src / name, dst / name)

@@ -67,15 +67,6 @@ def _store(args: argparse.Namespace):
     return TemplateStore(args.store, key_file=args.key_file)
 
 
-def _threshold(args: argparse.Namespace, verifier, store) -> tuple[float, str]:
-    if getattr(args, "threshold", None) is not None:
-        return float(args.threshold), "command line"
-    override = store.threshold(verifier.bundle.fingerprint) if store is not None else None
-    if override:
-        return float(override["value"]), f"calibrated ({override['source']})"
-    return verifier.bundle.threshold.value, "bundle"
-
-
 def _collect(args: argparse.Namespace, verifier, source_spec: str, max_frames: int, what: str):
     """Embeddings of up to ``max_frames`` usable single-face frames; bad frames skipped and counted."""
     from edge_verify.sources import ImageSource, open_source
@@ -129,23 +120,15 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from edge_verify.matcher import verify
+    from edge_verify.pipeline import effective_threshold
 
     verifier = _verifier(args)
     with _store(args) as store:
         template = store.get(args.name, verifier.bundle.fingerprint)
-        threshold, origin = _threshold(args, verifier, store)
+        threshold, origin = effective_threshold(verifier.bundle, store, args.threshold)
         embeddings, skipped = _collect(args, verifier, args.source, args.frames, f"check {args.name}")
         decision = verify(embeddings, template, threshold, args.name)
-        store.audit(
-            "check",
-            verifier.bundle.fingerprint,
-            decision.accepted,
-            claimed=args.name,
-            matched=args.name,
-            score=decision.score,
-            threshold=threshold,
-            source=args.source,
-        )
+        store.record("check", verifier.bundle.fingerprint, decision, claimed=args.name, source=args.source)
     verdict = "ACCEPTED" if decision.accepted else "REJECTED"
     data = {
         "identity": args.name,
@@ -162,6 +145,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_identify(args: argparse.Namespace) -> int:
     from edge_verify.matcher import identify, rank
+    from edge_verify.pipeline import effective_threshold
     from edge_verify.sources import open_source
 
     verifier = _verifier(args)
@@ -170,7 +154,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
         templates = store.all_templates(verifier.bundle.fingerprint)
         if not templates:
             raise UsageError("nobody is enrolled with this bundle; run `edge-verify enroll NAME --source ...` first")
-        threshold, _ = _threshold(args, verifier, store)
+        threshold, _ = effective_threshold(verifier.bundle, store, args.threshold)
         with open_source(args.source, timeout_s=args.timeout) as source:
             for frame in _progress(args, source, desc="identify", unit="frame"):
                 if frame.index >= args.frames:
@@ -186,15 +170,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
                             score=decision.score,
                             top=[{"identity": n, "score": s} for n, s in rank(obs.embedding, templates)[: args.top]],
                         )
-                        store.audit(
-                            "identify",
-                            verifier.bundle.fingerprint,
-                            decision.accepted,
-                            matched=decision.identity,
-                            score=decision.score,
-                            threshold=threshold,
-                            source=frame.name,
-                        )
+                        store.record("identify", verifier.bundle.fingerprint, decision, source=frame.name)
                     results.append(entry)
     if not results:
         raise NoFaceError(f"{args.source}: no face found")

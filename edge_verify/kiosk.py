@@ -25,7 +25,7 @@ import numpy as np
 
 from edge_verify.errors import EdgeVerifyError, SourceError, UsageError
 from edge_verify.matcher import Decision, identify, verify
-from edge_verify.pipeline import Verifier
+from edge_verify.pipeline import Verifier, effective_threshold
 from edge_verify.sources import open_source
 from edge_verify.store import TemplateStore
 
@@ -82,7 +82,8 @@ class Event:
 class Action:
     name = "action"
 
-    def fire(self, event: Event) -> None:
+    def fire(self, event: Event) -> bool:
+        """Act on a decision; False when this action ignores it (a relay ignores rejections)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -103,12 +104,13 @@ class RelayAction(Action):
         self.led = DigitalOutputDevice(led_pin, initial_value=False) if led_pin is not None else None
         self.pulse_s = pulse_s
 
-    def fire(self, event: Event) -> None:
+    def fire(self, event: Event) -> bool:
         if not event.accepted:
-            return
+            return False
         self.relay.blink(on_time=self.pulse_s, off_time=0, n=1, background=True)
         if self.led is not None:
             self.led.blink(on_time=self.pulse_s, off_time=0, n=1, background=True)
+        return True
 
     def close(self) -> None:
         for dev in (self.relay, self.led):
@@ -126,7 +128,7 @@ class WebhookAction(Action):
         self.url = url
         self.timeout_s = timeout_s
 
-    def fire(self, event: Event) -> None:
+    def fire(self, event: Event) -> bool:
         body = json.dumps(asdict(event)).encode()
         request = urllib.request.Request(self.url, body, {"Content-Type": "application/json"}, method="POST")
         try:
@@ -134,6 +136,7 @@ class WebhookAction(Action):
                 response.read()
         except OSError as exc:
             log.warning("webhook %s failed: %s", self.url, exc)
+        return True
 
 
 class CommandAction(Action):
@@ -145,7 +148,7 @@ class CommandAction(Action):
         self.argv = shlex.split(command)
         self._running: list[subprocess.Popen] = []
 
-    def fire(self, event: Event) -> None:
+    def fire(self, event: Event) -> bool:
         env = {
             **os.environ,
             "EDGE_VERIFY_ACCEPTED": "1" if event.accepted else "0",
@@ -157,6 +160,7 @@ class CommandAction(Action):
             self._running.append(subprocess.Popen(self.argv, env=env))
         except OSError as exc:
             log.warning("command %s failed: %s", self.argv[0], exc)
+        return True
 
     def close(self) -> None:
         for p in self._running:
@@ -195,14 +199,7 @@ class Kiosk:
             self.templates = store.all_templates(fp)
             if not self.templates:
                 raise UsageError("nobody is enrolled with this bundle; enrol someone before starting the kiosk")
-        override = store.threshold(fp)
-        self.threshold = (
-            config.threshold
-            if config.threshold is not None
-            else override["value"]
-            if override
-            else verifier.bundle.threshold.value
-        )
+        self.threshold, _ = effective_threshold(verifier.bundle, store, config.threshold)
         self.events: list[Event] = []
         self.frames = 0
         self.reconnects = 0
@@ -247,19 +244,9 @@ class Kiosk:
             return None
         self._last_fired[key] = now
         event = Event(time.time(), decision.accepted, decision.identity, decision.score, self.threshold, name)
-        for action in self.actions:
-            if decision.accepted or action.name != "relay":
-                action.fire(event)
-                event.actions.append(action.name)
-        self.store.audit(
-            "kiosk",
-            self.verifier.bundle.fingerprint,
-            decision.accepted,
-            claimed=self.config.identity,
-            matched=decision.identity,
-            score=decision.score,
-            threshold=self.threshold,
-            source=name,
+        event.actions = [action.name for action in self.actions if action.fire(event)]
+        self.store.record(
+            "kiosk", self.verifier.bundle.fingerprint, decision, claimed=self.config.identity, source=name
         )
         self.events.append(event)
         self.status = {"state": "ACCEPTED" if decision.accepted else "REJECTED", **asdict(event)}

@@ -33,6 +33,17 @@ class Observation:
     embedding: np.ndarray | None = None  # set when the quality gate passed
 
 
+def effective_threshold(bundle: Bundle, store, override: float | None = None) -> tuple[float, str]:
+    """The threshold in force and where it comes from: an explicit value, else the one
+    `edge-verify calibrate` stored for this bundle, else the bundle's own."""
+    if override is not None:
+        return float(override), "command line"
+    calibrated = store.threshold(bundle.fingerprint) if store is not None else None
+    if calibrated:
+        return float(calibrated["value"]), f"calibrated ({calibrated['source']})"
+    return bundle.threshold.value, "bundle"
+
+
 class Verifier:
     """Loads a bundle once and turns frames into observations with embeddings."""
 

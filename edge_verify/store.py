@@ -23,6 +23,7 @@ from edge_verify.errors import (
     UnknownIdentityError,
     UsageError,
 )
+from edge_verify.matcher import Decision
 
 KEY_ENV = "EDGE_VERIFY_KEY"
 SCHEMA_VERSION = 1
@@ -266,6 +267,21 @@ class TemplateStore:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (time.time(), command, claimed, matched, score, threshold, int(accepted), fingerprint, source),
             )
+
+    def record(
+        self, command: str, fingerprint: str, decision: Decision, claimed: str | None = None, source: str | None = None
+    ) -> None:
+        """Audit one decision."""
+        self.audit(
+            command,
+            fingerprint,
+            decision.accepted,
+            claimed=claimed,
+            matched=decision.identity,
+            score=decision.score,
+            threshold=decision.threshold,
+            source=source,
+        )
 
     def audit_log(self, limit: int = 100) -> list[AuditEntry]:
         rows = self._db.execute(

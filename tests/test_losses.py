@@ -55,26 +55,18 @@ batches = st.integers(min_value=0, max_value=2**31 - 1).flatmap(
 )
 
 
+@pytest.mark.parametrize(
+    ("ours", "reference"), [(semi_hard_triplet_loss, numpy_semi_hard), (batch_hard_triplet_loss, numpy_batch_hard)]
+)
 @settings(max_examples=40, deadline=None)
-@given(batches, st.sampled_from([0.2, 1.0]), st.booleans())
-def test_semi_hard_matches_numpy(batch, margin, squared):
+@given(batch=batches, margin=st.sampled_from([0.2, 1.0]), squared=st.booleans())
+def test_loss_matches_numpy(ours, reference, batch, margin, squared):
     seed, n, classes, dim = batch
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, classes, n)
     emb = _unit(rng.normal(size=(n, dim))).astype(np.float32)
-    ours = float(semi_hard_triplet_loss(tf.constant(labels), tf.constant(emb), margin, squared))
-    assert abs(ours - numpy_semi_hard(labels, emb.astype(np.float64), margin, squared)) <= 1e-5
-
-
-@settings(max_examples=40, deadline=None)
-@given(batches, st.sampled_from([0.2, 1.0]), st.booleans())
-def test_batch_hard_matches_numpy(batch, margin, squared):
-    seed, n, classes, dim = batch
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, classes, n)
-    emb = _unit(rng.normal(size=(n, dim))).astype(np.float32)
-    ours = float(batch_hard_triplet_loss(tf.constant(labels), tf.constant(emb), margin, squared))
-    assert abs(ours - numpy_batch_hard(labels, emb.astype(np.float64), margin, squared)) <= 1e-5
+    value = float(ours(tf.constant(labels), tf.constant(emb), margin, squared))
+    assert abs(value - reference(labels, emb.astype(np.float64), margin, squared)) <= 1e-5
 
 
 def test_anchor_without_semi_hard_negative_uses_farthest_negative():
