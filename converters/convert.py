@@ -47,6 +47,11 @@ def check_embedding_model(model, sample: np.ndarray) -> None:
         raise ModelError(f"model input {model.input_shape[1:]} does not match the images {sample.shape[1:]}")
     norms = np.linalg.norm(model.predict(sample[:8].astype(np.float32), verbose=0), axis=1)
     if not np.allclose(norms, 1.0, atol=1e-3):
+        if type(model.layers[-1]).__name__ == "L2Normalize":
+            raise ModelError(
+                f"model activations before L2Normalize are ~0 (output norms {norms.min():.2g}): "
+                "untrained, or vanishing activations"
+            )
         raise ModelError("model output is not L2-normalised: end it with training.layers.L2Normalize")
 
 
@@ -54,6 +59,20 @@ def preprocess_for_model(model) -> Preprocess:
     """Whole-frame preprocessing for a generic (non-face) model from its input shape."""
     h, w, c = (int(d) for d in model.input_shape[1:])
     return Preprocess(size=(h, w), channels=c, color_order="GRAY" if c == 1 else "RGB", alignment="resize")
+
+
+def face_preprocess(model) -> Preprocess:
+    """5-landmark alignment for a face model: the default template (dlib's chip geometry, derived by
+    scripts/build_default_bundle.py) scaled to the model's input size."""
+    import json
+    from importlib import resources
+
+    h, w, c = (int(d) for d in model.input_shape[1:])
+    template = json.loads((resources.files("converters") / "face_template.json").read_text())["template"]
+    scaled = tuple((round(x * w / 150, 3), round(y * h / 150, 3)) for x, y in template)
+    return Preprocess(
+        size=(h, w), channels=c, color_order="GRAY" if c == 1 else "RGB", alignment="face5", template=scaled
+    )
 
 
 def _to_tflite(saved_model: Path, variant: str, calibration: np.ndarray, io_dtype: str) -> bytes:

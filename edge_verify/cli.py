@@ -575,14 +575,22 @@ def cmd_convert(args: argparse.Namespace) -> int:
     _require_host()
     import keras
 
-    from converters.convert import ConvertOptions, convert, format_fidelity
+    from converters.convert import ConvertOptions, convert, face_preprocess, format_fidelity, preprocess_for_model
     from edge_verify.bundle import sha256_file
-    from training.data import load_dataset
+    from training.data import FASHION_MNIST, load_dataset, load_face_chips
 
     model = _load_keras(args.model, keras)
-    h, w, c = (int(d) for d in model.input_shape[1:])
-    calib, _ = load_dataset(args.calibration, "train", (h, w), c)
-    validation = load_dataset(args.validation, "t10k", (h, w), c) if args.validation else None
+    pre = face_preprocess(model) if args.align == "face5" else preprocess_for_model(model)
+
+    def load(spec: str, split: str):
+        if pre.alignment == "face5":
+            if spec == FASHION_MNIST:
+                raise UsageError("--align face5 needs folders of face photos, not fashion-mnist")
+            return load_face_chips(spec, pre)
+        return load_dataset(spec, split, pre.size, pre.channels)
+
+    calib, _ = load(args.calibration, "train")
+    validation = load(args.validation, "t10k") if args.validation else None
     if validation is not None and args.max_validation:
         validation = (validation[0][: args.max_validation], validation[1][: args.max_validation])
     options = ConvertOptions(
@@ -598,6 +606,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         args.out,
         options,
         validation=validation,
+        preprocess=pre,
         source_hash=sha256_file(Path(args.model)),
         progress=None if args.json else (lambda m: print(m, file=sys.stderr)),
     )
@@ -799,6 +808,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name")
     p.add_argument("--version", default="1")
     p.add_argument("--io", choices=["int8", "uint8"], default="int8", help="int8 model input/output type")
+    p.add_argument(
+        "--align",
+        choices=["resize", "face5"],
+        default="resize",
+        help="face5: a face model; images are detected and aligned like on the device",
+    )
     p.add_argument("--far", type=float, default=1e-3, help="FAR for the bundle threshold")
     p.add_argument("--num-calibration", type=int, default=300)
     p.add_argument("--max-validation", type=int, default=2000)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -159,3 +160,54 @@ def test_train_from_a_folder_per_identity(tmp_path, fashion_mnist):
     )
     assert r.returncode == 0, r.stderr
     assert out.exists() and len(json.loads(r.stdout)["loss_per_epoch"]) == 1
+
+
+def test_own_face_model_with_face_alignment(tmp_path):
+    """A (untrained) mobile_embedder as someone's own face model: converted with --align face5
+    from folders of photos, EdgeTPU-mappable, and usable by the device commands."""
+    from tests.conftest import SAMPLES, run_cli
+    from training.models import mobile_embedder
+
+    model_path = tmp_path / "face.keras"
+    mobile_embedder(input_shape=(112, 112, 3), embedding_size=64).save(model_path)
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for name in ("astronaut_enroll.jpg", "astronaut_check.jpg", "cameraman.jpg"):
+        shutil.copy(SAMPLES / name, calib / name)  # a flat folder: calibration needs no labels
+    (calib / "notes.txt").write_text("not an image")
+    out = tmp_path / "bundle"
+    r = run_cli(
+        "convert", str(model_path), "--calibration", str(calib), "--align", "face5", "--out", str(out), "--json"
+    )
+    assert r.returncode == 0, r.stderr
+    meta = json.loads(r.stdout)
+    assert meta["preprocess"]["alignment"] == "face5" and meta["preprocess"]["size"] == [112, 112]
+    assert meta["preprocess"]["template"][2][0] == pytest.approx(74.5 * 112 / 150, abs=0.01)  # nose on the axis
+    assert meta["report"]["edgetpu"]["mappable"], meta["report"]["edgetpu"]["problems"]
+    r = run_cli(
+        "compare", str(SAMPLES / "astronaut_enroll.jpg"), str(SAMPLES / "cameraman.jpg"), "--bundle", str(out), "--json"
+    )
+    assert r.returncode in (0, 1) and 0 < abs(json.loads(r.stdout)["score"]) <= 1.0
+    r = run_cli("convert", str(model_path), "--calibration", "fashion-mnist", "--align", "face5", "--out", str(out))
+    assert r.returncode == 2 and "needs folders of face photos" in r.stderr
+
+
+def test_convert_empty_calibration_folder(tmp_path, trained):
+    from tests.conftest import run_cli
+
+    model_path = tmp_path / "m.keras"
+    trained[0].save(model_path)
+    (tmp_path / "empty").mkdir()
+    r = run_cli("convert", str(model_path), "--calibration", str(tmp_path / "empty"), "--out", str(tmp_path / "b"))
+    assert r.returncode == 4 and "no images found" in r.stderr
+
+
+def test_dead_activations_before_l2normalize_are_named(tmp_path, fashion_mnist):
+    from training.layers import L2Normalize
+
+    (x, _), _ = fashion_mnist
+    inputs = keras.Input((28, 28, 1))
+    dead = keras.layers.Dense(8, kernel_initializer="zeros")(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, L2Normalize()(dead))
+    with pytest.raises(ModelError, match="activations before L2Normalize are ~0"):
+        convert(model, x[:20], tmp_path, ConvertOptions(name="dead"))

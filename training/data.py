@@ -38,13 +38,10 @@ def load_image_folder(
 
     from edge_verify.sources import list_images, read_image
 
-    root = Path(root)
-    if not root.is_dir():
-        raise InputError(f"{root}: not a folder (expected one sub-folder of images per identity)")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     images, labels = [], []
-    for label, name in enumerate(classes):
-        for path in list_images(root / name):
+    classes, folders = _identity_folders(root)
+    for label, folder in enumerate(folders):
+        for path in list_images(folder):
             img = read_image(path)
             img = cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_AREA)
             img = (
@@ -57,6 +54,38 @@ def load_image_folder(
     if not images:
         raise InputError(f"{root}: no images found in identity sub-folders")
     return np.stack(images), np.array(labels), classes
+
+
+def _identity_folders(root: str | Path) -> tuple[list[str], list[Path]]:
+    """Sub-folders as identities; a folder of images without sub-folders is one unlabelled class."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root}: not a folder (expected images, or one sub-folder of images per identity)")
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    return ([p.name for p in folders], folders) if folders else ([root.name], [root])
+
+
+def load_face_chips(root: str | Path, preprocess) -> tuple[np.ndarray, np.ndarray]:
+    """Detect and align the largest face of every image, exactly as the device does.
+
+    Images without a usable face are skipped; InputError if none is left."""
+    from edge_verify.align import align_face
+    from edge_verify.detect import FaceDetector
+    from edge_verify.sources import list_images, read_image
+
+    detector = FaceDetector()
+    chips, labels = [], []
+    _, folders = _identity_folders(root)
+    for label, folder in enumerate(folders):
+        for path in list_images(folder):
+            image = read_image(path)
+            faces = [f for f in detector.detect(image) if f.size >= 40]
+            if faces:
+                chips.append(align_face(image, faces[0], preprocess))
+                labels.append(label)
+    if not chips:
+        raise InputError(f"{root}: no face found in any image")
+    return np.stack(chips), np.array(labels)
 
 
 def load_dataset(spec: str, split: str, size: tuple[int, int] = (28, 28), channels: int = 1):

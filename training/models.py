@@ -18,7 +18,12 @@ def _conv_bn_relu(x, filters: int, kernel: int = 3, strides: int = 1, name: str 
 
 
 def _separable(x, filters: int, strides: int, name: str):
-    x = keras.layers.DepthwiseConv2D(3, strides=strides, padding="same", use_bias=False, name=f"{name}_dw")(x)
+    # He init with the true fan-in of a depthwise 3x3 (9): Keras's default counts the channels as
+    # fan-in, which shrinks activations ~20x per block until they vanish.
+    init = keras.initializers.RandomNormal(stddev=(2.0 / 9.0) ** 0.5)
+    x = keras.layers.DepthwiseConv2D(
+        3, strides=strides, padding="same", use_bias=False, depthwise_initializer=init, name=f"{name}_dw"
+    )(x)
     x = keras.layers.BatchNormalization(name=f"{name}_dw_bn")(x)
     x = keras.layers.ReLU(6.0, name=f"{name}_dw_relu6")(x)
     return _conv_bn_relu(x, filters, 1, name=f"{name}_pw")
