@@ -68,26 +68,38 @@ def _store(args: argparse.Namespace):
 
 
 def _collect(args: argparse.Namespace, verifier, source_spec: str, max_frames: int, what: str):
-    """Embeddings of up to ``max_frames`` usable single-face frames; bad frames skipped and counted."""
-    from edge_verify.sources import ImageSource, open_source
+    """Embeddings of up to ``max_frames`` usable single-face frames; bad frames are skipped and
+    counted. Files and folders are read to the end if need be; a live source gets ``--timeout``
+    seconds to yield them."""
+    from tqdm import tqdm
+
+    from edge_verify.sources import CaptureSource, ImageSource, open_source
 
     embeddings, skipped = [], {}
     with open_source(source_spec, timeout_s=args.timeout) as source:
         single_image = isinstance(source, ImageSource) and len(source.paths) == 1
-        frames = iter(source)
-        bar = _progress(args, range(max_frames), desc=what, unit="frame")
-        for _ in bar:
-            frame = next(frames, None)
-            if frame is None:
-                break
-            try:
-                obs = verifier.observe_single(frame.image, frame.name, largest=args.largest_face)
-                embeddings.append(obs.embedding)
-            except (NoFaceError, MultipleFacesError, QualityError) as exc:
-                if single_image:
-                    raise
-                reason = type(exc).__name__.replace("Error", "").lower()
-                skipped[reason] = skipped.get(reason, 0) + 1
+        live = getattr(source, "live", False) or not isinstance(source, (ImageSource, CaptureSource))
+        deadline = time.monotonic() + args.timeout
+        with tqdm(
+            total=max_frames,
+            desc=what,
+            unit="frame",
+            leave=False,
+            file=sys.stderr,
+            disable=args.json or not sys.stderr.isatty(),
+        ) as bar:
+            for frame in source:
+                try:
+                    obs = verifier.observe_single(frame.image, frame.name, largest=args.largest_face)
+                    embeddings.append(obs.embedding)
+                    bar.update()
+                except (NoFaceError, MultipleFacesError, QualityError) as exc:
+                    if single_image:
+                        raise
+                    reason = type(exc).__name__.replace("Error", "").lower()
+                    skipped[reason] = skipped.get(reason, 0) + 1
+                if len(embeddings) >= max_frames or (live and time.monotonic() > deadline):
+                    break
     if not embeddings:
         detail = ", ".join(f"{n} {r}" for r, n in skipped.items()) or "no frames"
         raise NoFaceError(f"{source_spec}: no usable face in any frame ({detail})")

@@ -8,6 +8,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -68,3 +69,20 @@ def face_images(root: Path) -> dict[str, list[Path]]:
 def random_unit(n: int, d: int, seed: int = 0) -> np.ndarray:
     v = np.random.default_rng(seed).normal(size=(n, d))
     return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _frame(name: str) -> np.ndarray:
+    img = cv2.imread(str(SAMPLES / name))
+    canvas = np.full((480, 640, 3), 60, np.uint8)
+    img = cv2.resize(img, (400, int(400 * img.shape[0] / img.shape[1])))[:480]
+    canvas[: img.shape[0], 120 : 120 + img.shape[1]] = img
+    return canvas
+
+
+def make_video(path, sequence: list[tuple[str | None, int]]) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 480))
+    for name, count in sequence:
+        frame = _frame(name) if name else np.full((480, 640, 3), 60, np.uint8)
+        for _ in range(count):
+            writer.write(frame)
+    writer.release()

@@ -256,6 +256,8 @@ def test_forced_backends():
     assert r.returncode == 0
 
 
+# ai-edge-litert's Delegate.__del__ raises on a delegate whose library failed to load (harmless)
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_edgetpu_model_falls_back_to_cpu_once(tmp_path, caplog):
     """A bundle with an EdgeTPU model on a machine without libedgetpu: CPU int8, one warning."""
     import logging
@@ -275,3 +277,14 @@ def test_edgetpu_model_falls_back_to_cpu_once(tmp_path, caplog):
     assert verifier.embedder.loaded.model_path.name == "model_int8.tflite"
     warnings = [r for r in caplog.records if "EdgeTPU unavailable" in r.getMessage()]
     assert len(warnings) == 1
+
+
+def test_enroll_from_video_skips_and_counts_bad_frames(tmp_path, store_path):
+    from tests.conftest import make_video
+
+    video = tmp_path / "hello.avi"
+    make_video(video, [(None, 5), ("astronaut_check.jpg", 6)])
+    r = run_cli("enroll", "astronaut", "--source", str(video), "--frames", "3", "--json", *_store_args(store_path))
+    data = json.loads(r.stdout)
+    assert r.returncode == 0, r.stderr
+    assert data["frames_used"] == 3 and data["frames_skipped"] == {"noface": 5}

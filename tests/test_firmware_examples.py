@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from edge_verify.kiosk import KioskConfig
-from tests.conftest import ROOT, SAMPLES, run_cli
+from tests.conftest import ROOT, SAMPLES, make_video, run_cli
 
 EXAMPLES = ROOT / "firmware_examples"
 SCRIPTS = sorted(EXAMPLES.glob("*/*.sh"))
@@ -47,8 +47,6 @@ def test_example_configs_load(config):
 
 
 def test_attendance_flow(tmp_path, store_path):
-    from tests.test_kiosk import make_video
-
     s = ["--store", str(store_path)]
     assert run_cli("enroll", "astronaut", "--source", str(SAMPLES / "astronaut_enroll.jpg"), *s).returncode == 0
     camera = tmp_path / "desk.avi"

@@ -12,33 +12,14 @@ import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import cv2
-import numpy as np
 import pytest
 
 from edge_verify.kiosk import Kiosk, KioskConfig, build_actions
 from edge_verify.store import TemplateStore
-from tests.conftest import ROOT, SAMPLES
+from tests.conftest import ROOT, SAMPLES, make_video
 
 gpiozero = pytest.importorskip("gpiozero")
 from gpiozero.pins.mock import MockFactory  # noqa: E402
-
-
-def _frame(name: str) -> np.ndarray:
-    img = cv2.imread(str(SAMPLES / name))
-    canvas = np.full((480, 640, 3), 60, np.uint8)
-    img = cv2.resize(img, (400, int(400 * img.shape[0] / img.shape[1])))[:480]
-    canvas[: img.shape[0], 120 : 120 + img.shape[1]] = img
-    return canvas
-
-
-def make_video(path, sequence: list[tuple[str | None, int]]) -> None:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 480))
-    for name, count in sequence:
-        frame = _frame(name) if name else np.full((480, 640, 3), 60, np.uint8)
-        for _ in range(count):
-            writer.write(frame)
-    writer.release()
 
 
 class Receiver:
