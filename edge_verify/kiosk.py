@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_verify.errors import EdgeVerifyError, SourceError, UsageError
+from edge_verify.errors import InputError, SourceError, UsageError
 from edge_verify.matcher import Decision, identify, verify
 from edge_verify.pipeline import Verifier, effective_threshold
 from edge_verify.sources import open_source
@@ -268,9 +268,9 @@ class Kiosk:
                                 return
                             self.process(frame.image, frame.name)
                     log.warning("%s ended; reopening", self.config.source)
-                except (SourceError, EdgeVerifyError) as exc:
-                    if isinstance(exc, EdgeVerifyError) and not isinstance(exc, SourceError) and self.frames == 0:
-                        raise  # bad configuration, not a flaky camera
+                except (SourceError, InputError) as exc:
+                    if isinstance(exc, InputError) and self.frames == 0:
+                        raise  # a wrong path at start is a configuration error, not a flaky camera
                     log.warning("camera problem: %s; retrying in %.0fs", exc, self.config.reconnect_s)
                     self.status = {"state": "camera lost", "error": str(exc)}
                 self.reconnects += 1
