@@ -44,6 +44,8 @@ def main() -> None:
         for variant in ("fp32", "int8"):
             emb = Embedder(Path(out) / meta["report"]["variants"][variant]["file"]).embed(xt[: args.eval])
             print(f"  recall@1 {variant}: {100 * recall_at_1(emb, yt[: args.eval]):.2f}%")
+        variants = meta["report"]["variants"]
+        print("  ROC AUC " + ", ".join(f"{v} {d['verification']['roc_auc']:.4f}" for v, d in variants.items()))
         int8 = meta["report"]["variants"]["int8"]
         print(
             f"int8 vs fp32: mean cosine {int8['cosine_vs_fp32']['mean']:.4f}, "

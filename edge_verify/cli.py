@@ -801,7 +801,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--steps", type=int, help="batches per epoch (default: one pass)")
     p.add_argument("--architecture", choices=["small_cnn", "mobile"], default="small_cnn")
-    p.add_argument("--embedding-size", type=int, default=64)
+    p.add_argument("--embedding-size", type=int, default=256)
     p.add_argument("--loss", choices=["semi_hard", "batch_hard"], default="semi_hard")
     p.add_argument("--margin", type=float, default=1.0)
     p.add_argument("--p", type=int, default=8, help="identities per batch")

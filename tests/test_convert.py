@@ -45,7 +45,7 @@ def test_bundle_has_every_variant_and_loads(bundle_dir):
     meta = json.loads((bundle_dir / "bundle.json").read_text())
     assert set(meta["report"]["variants"]) == {"fp32", "fp16", "dynamic", "int8"}
     bundle = load_bundle(bundle_dir)
-    assert bundle.embedding_size == 64 and bundle.preprocess.color_order == "GRAY"
+    assert bundle.embedding_size == 256 and bundle.preprocess.color_order == "GRAY"
     assert bundle.threshold.far == 1e-3
     sizes = {v: d["bytes"] for v, d in meta["report"]["variants"].items()}
     assert sizes["int8"] < sizes["fp16"] < sizes["fp32"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -89,3 +91,27 @@ def test_keras_port_equals_dlib_compute_face_descriptor():
     assert np.abs(ours - expected).max() <= 1e-4
     unit = model.predict(chips.astype(np.float32), verbose=0)
     assert np.allclose(unit, expected / np.linalg.norm(expected, axis=1, keepdims=True), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_import_dlib_command_writes_a_loadable_model(tmp_path):
+    pytest.importorskip("keras")
+    from converters.dlib_import import find_dlib_face_model
+    from tests.conftest import run_cli
+
+    if find_dlib_face_model() is None:
+        pytest.skip("face_recognition_models not installed (pip install -e '.[dlib]')")
+    out = tmp_path / "dlib.keras"
+    r = run_cli("import-dlib", "--out", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["params"] > 5_000_000
+    import keras
+
+    from edge_verify.cli import _load_keras
+
+    model = _load_keras(str(out), keras)
+    assert model.output_shape == (None, 128) and model.get_layer("descriptor") is not None
+    bad = tmp_path / "bad.dat"
+    bad.write_bytes(b"\x01\x01" + b"\x00" * 50)
+    r = run_cli("import-dlib", "--dat", str(bad), "--out", str(tmp_path / "x.keras"))
+    assert r.returncode == 16 and "not a dlib network file" in r.stderr and "Traceback" not in r.stderr

@@ -85,3 +85,12 @@ def test_calibrate_writes_threshold_used_by_check(shared_data, store_path):
     r = run_cli("check", "obama", "--source", str(photo[1]), "--json", *s)
     out = json.loads(r.stdout)
     assert out["threshold"] == pytest.approx(data["threshold"]) and out["threshold_source"].startswith("calibrated")
+
+
+def test_evaluate_default_bundle_on_the_faces(shared_data):
+    from edge_verify.bundle import default_bundle_path
+
+    r = run_cli("evaluate", str(default_bundle_path()), "--data", str(shared_data / "faces"), "--json")
+    report = json.loads(r.stdout)
+    assert r.returncode == 0, r.stderr
+    assert report["roc_auc"] == 1.0 and report["eer"] == 0.0 and report["recall_at_1"] == 1.0

@@ -14,7 +14,7 @@ from training.sampling import PKSampler
 @dataclass
 class TrainOptions:
     architecture: str = "small_cnn"
-    embedding_size: int = 64
+    embedding_size: int = 256  # the TF Addons tutorial's Dense(256)
     epochs: int = 5
     steps_per_epoch: int | None = None  # default: one pass over the data
     p: int = 8  # identities per batch

@@ -29,7 +29,7 @@ def _separable(x, filters: int, strides: int, name: str):
     return _conv_bn_relu(x, filters, 1, name=f"{name}_pw")
 
 
-def small_cnn(input_shape=(28, 28, 1), embedding_size: int = 64, dropout: float = 0.3) -> keras.Model:
+def small_cnn(input_shape=(28, 28, 1), embedding_size: int = 256, dropout: float = 0.3) -> keras.Model:
     """The TF Addons triplet-loss tutorial network, EdgeTPU-friendly (conv-ReLU, L2Normalize)."""
     inputs = keras.Input(input_shape, name="pixels_0_255")
     x = keras.layers.Rescaling(1.0 / 255.0)(inputs)
