@@ -723,6 +723,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-v", "--verbose", action="store_true")
 
     parser = argparse.ArgumentParser(prog="edge-verify", description="On-device face (and image) verification.")
+    from edge_verify import __version__
+
+    parser.add_argument("--version", action="version", version=f"edge-verify {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name, fn, help_text):

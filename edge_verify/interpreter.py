@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib
 import importlib.util
 import logging
@@ -71,6 +72,9 @@ def available_backends() -> list[str]:
 
 def load_delegate(backend: str, library: str = EDGETPU_LIBRARY):
     """Load the EdgeTPU delegate; raise OSError/ValueError if the library or device is missing."""
+    # Probe first: when the library is absent the backends raise from inside Delegate.__init__,
+    # and the half-built Delegate's finalizer then prints a traceback on every run.
+    ctypes.CDLL(library)
     module = _backend_module(backend)
     loader = module.experimental.load_delegate if backend == "tensorflow" else module.load_delegate
     return loader(library)
