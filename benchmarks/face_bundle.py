@@ -30,10 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def ranges(embeddings: np.ndarray, labels: np.ndarray) -> dict:
-    from edge_verify.metrics import pair_scores, verification_report
+def summary(g: np.ndarray, i: np.ndarray) -> dict:
+    """Score ranges, separation, EER and TAR@FAR 1e-2 of genuine and impostor scores."""
+    from edge_verify.metrics import verification_report
 
-    g, i = pair_scores(embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True), labels)
     r = verification_report(g, i)
     return {
         "genuine": (g.min(), g.max()),
@@ -43,6 +43,13 @@ def ranges(embeddings: np.ndarray, labels: np.ndarray) -> dict:
         "separated": g.min() > i.max(),
         "pairs": (len(g), len(i)),
     }
+
+
+def ranges(embeddings: np.ndarray, labels: np.ndarray) -> dict:
+    from edge_verify.metrics import pair_scores
+
+    g, i = pair_scores(embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True), labels)
+    return summary(g, i)
 
 
 def _iou(a, b) -> float:
@@ -90,21 +97,11 @@ def video_pairs(frames: np.ndarray, tracks: np.ndarray, min_gap: int = 15):
 
 def pair_report(video: np.ndarray, genuine, strangers: np.ndarray) -> dict:
     """Genuine: same-track video pairs; impostor: every video face against every stranger photo."""
-    from edge_verify.metrics import verification_report
-
     e = video / np.linalg.norm(video, axis=1, keepdims=True)
     st = strangers / np.linalg.norm(strangers, axis=1, keepdims=True)
     g = np.sum(e[genuine[0]] * e[genuine[1]], axis=1)
     i = (e @ st.T).ravel()
-    r = verification_report(g, i)
-    return {
-        "genuine": (g.min(), g.max()),
-        "impostor": (i.min(), i.max()),
-        "eer": r.eer,
-        "tar@1e-2": r.tar_at_far_1e2,
-        "separated": g.min() > i.max(),
-        "pairs": (len(g), len(i)),
-    }
+    return summary(g, i)
 
 
 def print_table(rows: dict) -> None:
