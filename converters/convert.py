@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.edgetpu import check_edgetpu, compile_edgetpu
+from converters.edgetpu import check_edgetpu, compile_edgetpu, op_counts
 from edge_verify.bundle import (
     BUNDLE_FORMAT,
     MODEL_EDGETPU,
@@ -99,15 +99,6 @@ def _to_tflite(saved_model: Path, variant: str, calibration: np.ndarray, io_dtyp
     return converter.convert()
 
 
-def _op_list(path: Path) -> dict[str, int]:
-    from ai_edge_litert.interpreter import Interpreter
-
-    counts: dict[str, int] = {}
-    for op in Interpreter(model_path=str(path))._get_ops_details():  # noqa: SLF001
-        counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
-    return counts
-
-
 def convert(
     model,
     calibration: np.ndarray,
@@ -148,7 +139,7 @@ def convert(
                 progress(f"converting {variant}")
             path = out_dir / FILE_NAMES[variant]
             path.write_bytes(_to_tflite(saved, variant, calib, options.io_dtype))
-            report["variants"][variant] = {"file": path.name, "bytes": path.stat().st_size, "ops": _op_list(path)}
+            report["variants"][variant] = {"file": path.name, "bytes": path.stat().st_size, "ops": op_counts(path)}
     int8_path = out_dir / MODEL_INT8
     if validation is not None:
         if progress:

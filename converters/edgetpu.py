@@ -38,6 +38,16 @@ class EdgeTpuReport:
         return asdict(self)
 
 
+def op_counts(model_path: Path) -> dict[str, int]:
+    """How many times each TFLite op occurs in a model."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    counts: dict[str, int] = {}
+    for op in Interpreter(model_path=str(model_path))._get_ops_details():  # noqa: SLF001
+        counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
+    return counts
+
+
 def check_edgetpu(model_path: Path) -> EdgeTpuReport:
     """Statically check an int8 TFLite model against the EdgeTPU's op and type rules."""
     from ai_edge_litert.interpreter import Interpreter
@@ -45,12 +55,10 @@ def check_edgetpu(model_path: Path) -> EdgeTpuReport:
     interp = Interpreter(model_path=str(model_path))
     tensors = {t["index"]: t for t in interp.get_tensor_details()}
     ops = interp._get_ops_details()  # noqa: SLF001 - the only public route to the op list
-    counts: dict[str, int] = {}
     problems: list[str] = []
     first = None
     for op in ops:
         name = op["op_name"]
-        counts[name] = counts.get(name, 0) + 1
         reason = None
         if name not in EDGETPU_OPS:
             reason = "op not supported by the EdgeTPU"
@@ -71,7 +79,9 @@ def check_edgetpu(model_path: Path) -> EdgeTpuReport:
             problems.append(f"op #{op['index']} {name}: {reason}")
             if first is None:
                 first = {"index": int(op["index"]), "op": name, "reason": reason}
-    return EdgeTpuReport(mappable=first is None, op_counts=counts, first_unmapped=first, problems=problems)
+    return EdgeTpuReport(
+        mappable=first is None, op_counts=op_counts(model_path), first_unmapped=first, problems=problems
+    )
 
 
 def _mean_rule(op: dict, tensors: dict) -> str | None:

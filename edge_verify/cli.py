@@ -53,12 +53,13 @@ def _progress(args: argparse.Namespace, iterable, **kw):
 
 
 # ---- shared setup -------------------------------------------------------------------------------
-def _verifier(args: argparse.Namespace):
+def _verifier(args: argparse.Namespace, bundle: str | None = None):
     from edge_verify.pipeline import Verifier, VerifierOptions
 
-    return Verifier(
-        VerifierOptions(bundle=args.bundle, backend=args.backend, threads=args.threads, use_edgetpu=not args.no_edgetpu)
+    options = VerifierOptions(
+        bundle=bundle or args.bundle, backend=args.backend, threads=args.threads, use_edgetpu=not args.no_edgetpu
     )
+    return Verifier(options)
 
 
 def _store(args: argparse.Namespace):
@@ -73,12 +74,11 @@ def _collect(args: argparse.Namespace, verifier, source_spec: str, max_frames: i
     seconds to yield them."""
     from tqdm import tqdm
 
-    from edge_verify.sources import CaptureSource, ImageSource, open_source
+    from edge_verify.sources import ImageSource, open_source
 
     embeddings, skipped = [], {}
     with open_source(source_spec, timeout_s=args.timeout) as source:
         single_image = isinstance(source, ImageSource) and len(source.paths) == 1
-        live = getattr(source, "live", False) or not isinstance(source, (ImageSource, CaptureSource))
         deadline = time.monotonic() + args.timeout
         with tqdm(
             total=max_frames,
@@ -98,7 +98,7 @@ def _collect(args: argparse.Namespace, verifier, source_spec: str, max_frames: i
                         raise
                     reason = type(exc).__name__.replace("Error", "").lower()
                     skipped[reason] = skipped.get(reason, 0) + 1
-                if len(embeddings) >= max_frames or (live and time.monotonic() > deadline):
+                if len(embeddings) >= max_frames or (source.live and time.monotonic() > deadline):
                     break
     if not embeddings:
         detail = ", ".join(f"{n} {r}" for r, n in skipped.items()) or "no frames"
@@ -649,7 +649,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     target = Path(args.target)
     title = f"{target.name} on {Path(args.pairs or args.data).name}"
     if target.is_dir() and args.data != FASHION_MNIST:
-        verifier = _verifier(argparse.Namespace(**{**vars(args), "bundle": str(target), "no_edgetpu": True}))
+        verifier = _verifier(args, bundle=str(target))
         if args.variant != "int8":
             from edge_verify.embedder import Embedder
 

@@ -43,6 +43,7 @@ class FrameSource:
     """Iterate frames; ``close`` releases the device. Use as a context manager."""
 
     name = "source"
+    live = False  # a camera or stream (frames keep coming, reads can time out), not a file
 
     def frames(self) -> Iterator[Frame]:
         raise NotImplementedError
@@ -117,6 +118,8 @@ class CaptureSource(FrameSource):
 
 class PiCameraSource(FrameSource):
     """Raspberry Pi camera through picamera2 (from Raspberry Pi OS apt, not pip)."""
+
+    live = True
 
     def __init__(self, camera: int = 0, size: tuple[int, int] = (640, 480)):
         self.name = f"picamera2:{camera}"

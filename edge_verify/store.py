@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import os
 import sqlite3
@@ -133,21 +134,17 @@ class TemplateStore:
             ) from None
 
     # -- plumbing -------------------------------------------------------------------------------
+    @contextlib.contextmanager
     def _transaction(self):
-        db, lock = self._db, self._lock
-
-        class _Tx:
-            def __enter__(self_inner):
-                lock.acquire()
-                db.execute("BEGIN IMMEDIATE")
-
-            def __exit__(self_inner, exc_type, *_):
-                try:
-                    db.execute("ROLLBACK" if exc_type else "COMMIT")
-                finally:
-                    lock.release()
-
-        return _Tx()
+        """One write transaction; rolled back if the block raises."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def _check_key(self, new_store: bool) -> None:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'key_check'").fetchone()

@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from converters.convert import ConvertOptions, convert, format_fidelity  # noqa: E402
 from converters.dlib_import import find_dlib_face_model, import_dlib_face_model  # noqa: E402
 from edge_verify.bundle import MODEL_INT8, Preprocess, Threshold, compute_fingerprint, sha256_file  # noqa: E402
+from training.data import load_face_chips  # noqa: E402
 
 TEMPLATE_FILE = ROOT / "converters" / "face_template.json"
 BUNDLE_DIR = ROOT / "edge_verify" / "models" / "face-resnet29-v1"
@@ -94,22 +95,6 @@ def calibration_chips(data: Path, pre: Preprocess) -> np.ndarray:
     return np.stack(chips)
 
 
-def labelled_faces(data: Path, pre: Preprocess) -> tuple[np.ndarray, np.ndarray]:
-    from edge_verify.align import align_face
-    from edge_verify.detect import FaceDetector
-    from edge_verify.sources import list_images, read_image
-
-    detector = FaceDetector()
-    chips, labels = [], []
-    for label, folder in enumerate(sorted(p for p in (data / "faces").iterdir() if p.is_dir())):
-        for path in list_images(folder):
-            faces = detector.detect(read_image(path))
-            if faces:
-                chips.append(align_face(read_image(path), faces[0], pre))
-                labels.append(label)
-    return np.stack(chips), np.array(labels)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
@@ -152,7 +137,7 @@ def main() -> None:
         calib,
         args.work,
         options,
-        validation=labelled_faces(args.data, pre),
+        validation=load_face_chips(args.data / "faces", pre),
         preprocess=pre,
         threshold=threshold,
         source_hash=sha256_file(dat),
