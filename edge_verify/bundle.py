@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from edge_verify.errors import BundleError
+from edge_verify.errors import BundleError, UsageError
+from edge_verify.operating import DEFAULT_MARGIN, OperatingPoint, check_far, check_threshold
 
 BUNDLE_FORMAT = 1
 DEFAULT_BUNDLE_NAME = "face-resnet29-v1"
@@ -56,6 +57,10 @@ class Threshold:
     source: str = ""
 
 
+# bundle.json fields a decision depends on besides the model: pinned in the store (see store.pin_bundle).
+DECISION_FIELDS = ("operating_points", "default_operating_point", "far_curve", "margin_1n", "threshold")
+
+
 @dataclass(frozen=True)
 class Bundle:
     path: Path
@@ -63,14 +68,37 @@ class Bundle:
     version: str
     embedding_size: int
     preprocess: Preprocess
-    threshold: Threshold
+    operating_points: dict[str, OperatingPoint]
+    default_point: str
     files: dict[str, str]  # file name -> sha256
     fingerprint: str
+    far_curve: tuple[tuple[float, float], ...] = ()  # (FAR, threshold) for 1:N
+    margin_1n: float = DEFAULT_MARGIN
     metadata: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def is_face(self) -> bool:
         return self.preprocess.alignment == "face5"
+
+    @property
+    def threshold(self) -> Threshold:
+        """The default operating point's threshold."""
+        point = self.operating_points[self.default_point]
+        return Threshold(point.threshold, point.far, point.source)
+
+    def operating_point(self, name: str | None = None) -> OperatingPoint:
+        """A named operating point (the default one when ``name`` is None)."""
+        name = name or self.default_point
+        if name not in self.operating_points:
+            raise UsageError(
+                f"bundle {self.name} has no operating point {name!r} (has: {', '.join(self.operating_points)})"
+            )
+        return self.operating_points[name]
+
+    def decision_digest(self) -> str:
+        """Hash of every bundle.json field a decision depends on (thresholds, 1:N rules)."""
+        fields = {k: self.metadata.get(k) for k in DECISION_FIELDS}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
     def model_path(self, variant: str = "int8") -> Path:
         """Path of the ``int8``, ``fp32`` or ``edgetpu`` model; BundleError if the bundle lacks it."""
@@ -126,18 +154,25 @@ def load_bundle(path: str | Path | None = None, verify: bool = True) -> Bundle:
         if meta.get("format") != BUNDLE_FORMAT:
             raise BundleError(f"{meta_path}: bundle format {meta.get('format')!r}, this runtime reads {BUNDLE_FORMAT}")
         preprocess = Preprocess.from_dict(meta["preprocess"])
-        thr = meta["threshold"]
+        points, default_point = _operating_points(meta)
         bundle = Bundle(
             path=root,
             name=str(meta["name"]),
             version=str(meta["version"]),
             embedding_size=int(meta["embedding_size"]),
             preprocess=preprocess,
-            threshold=Threshold(float(thr["value"]), thr.get("far"), str(thr.get("source", ""))),
+            operating_points=points,
+            default_point=default_point,
             files={str(k): str(v) for k, v in meta["files"].items()},
             fingerprint=str(meta["fingerprint"]),
+            far_curve=tuple(
+                (check_far(f, "far_curve"), check_threshold(t, "far_curve")) for f, t in meta.get("far_curve", [])
+            ),
+            margin_1n=float(meta.get("margin_1n", DEFAULT_MARGIN)),
             metadata=meta,
         )
+    except UsageError as exc:
+        raise BundleError(f"{meta_path}: {exc}") from None
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"{meta_path}: malformed bundle metadata ({exc!r})") from None
     if MODEL_INT8 not in bundle.files:
@@ -145,6 +180,20 @@ def load_bundle(path: str | Path | None = None, verify: bool = True) -> Bundle:
     if verify:
         verify_bundle(bundle)
     return bundle
+
+
+def _operating_points(meta: dict) -> tuple[dict[str, OperatingPoint], str]:
+    """Named operating points; a bundle with only the older single ``threshold`` has one, "default"."""
+    if "operating_points" in meta:
+        points = {str(n): OperatingPoint.from_dict(str(n), d) for n, d in meta["operating_points"].items()}
+        default = str(meta.get("default_operating_point", "default"))
+    else:
+        thr = meta["threshold"]
+        points = {"default": OperatingPoint.from_dict("default", {**thr, "threshold": thr["value"]})}
+        default = "default"
+    if default not in points:
+        raise ValueError(f"default operating point {default!r} is not among {sorted(points)}")
+    return points, default
 
 
 def verify_bundle(bundle: Bundle) -> None:

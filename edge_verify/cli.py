@@ -19,8 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from edge_verify.errors import (
+    DuplicateIdentityError,
     EdgeVerifyError,
     HostDependencyError,
+    InconsistentEnrolmentError,
     InputError,
     MultipleFacesError,
     NoFaceError,
@@ -29,6 +31,7 @@ from edge_verify.errors import (
 )
 
 ACCEPTED, REJECTED = 0, 1
+MIN_LIVE_ENROL_FRAMES = 3
 
 
 # ---- output -------------------------------------------------------------------------------------
@@ -62,10 +65,47 @@ def _verifier(args: argparse.Namespace, bundle: str | None = None):
     return Verifier(options)
 
 
-def _store(args: argparse.Namespace):
+def _store(args: argparse.Namespace, bundle=None):
+    """Open the store; with ``bundle``, check (or on first use, pin) its decision fields."""
     from edge_verify.store import TemplateStore
 
-    return TemplateStore(args.store, key_file=args.key_file)
+    store = TemplateStore(args.store, key_file=args.key_file)
+    if bundle is not None:
+        try:
+            store.pin_bundle(bundle)
+        except BaseException:
+            store.close()
+            raise
+    return store
+
+
+def _threshold(args: argparse.Namespace, bundle, store, gallery_size: int = 1):
+    from edge_verify.operating import gallery_threshold
+    from edge_verify.pipeline import resolve_threshold
+
+    choice = resolve_threshold(
+        bundle,
+        store,
+        threshold=getattr(args, "threshold", None),
+        operating_point=getattr(args, "operating_point", None),
+        allow_looser=getattr(args, "allow_looser", False),
+    )
+    if gallery_size > 1:
+        choice = gallery_threshold(choice, gallery_size, bundle.margin_1n)
+        if not choice.far_resolved:
+            logging.getLogger("edge_verify").warning(
+                "%d identities enrolled: the per-search FAR %s needs a 1:1 FAR below what %s measured; "
+                "using its strictest threshold %.4f (calibrate on site with more data)",
+                gallery_size,
+                choice.far,
+                bundle.name,
+                choice.value,
+            )
+    return choice
+
+
+def _skipped_text(skipped: dict) -> str:
+    return ", ".join(f"{n} {r}" for r, n in skipped.items() if n)
 
 
 def _collect(args: argparse.Namespace, verifier, source_spec: str, max_frames: int, what: str):
@@ -76,8 +116,9 @@ def _collect(args: argparse.Namespace, verifier, source_spec: str, max_frames: i
 
     from edge_verify.sources import ImageSource, open_source
 
-    embeddings, skipped = [], {}
+    embeddings, names, skipped = [], [], {}
     with open_source(source_spec, timeout_s=args.timeout) as source:
+        live = source.live
         single_image = isinstance(source, ImageSource) and len(source.paths) == 1
         deadline = time.monotonic() + args.timeout
         with tqdm(
@@ -92,121 +133,205 @@ def _collect(args: argparse.Namespace, verifier, source_spec: str, max_frames: i
                 try:
                     obs = verifier.observe_single(frame.image, frame.name, largest=args.largest_face)
                     embeddings.append(obs.embedding)
+                    names.append(frame.name)
                     bar.update()
                 except (NoFaceError, MultipleFacesError, QualityError) as exc:
                     if single_image:
                         raise
                     reason = type(exc).__name__.replace("Error", "").lower()
                     skipped[reason] = skipped.get(reason, 0) + 1
-                if len(embeddings) >= max_frames or (source.live and time.monotonic() > deadline):
+                if len(embeddings) >= max_frames or (live and time.monotonic() > deadline):
                     break
     if not embeddings:
-        detail = ", ".join(f"{n} {r}" for r, n in skipped.items()) or "no frames"
+        detail = _skipped_text(skipped) or "no frames"
         raise NoFaceError(f"{source_spec}: no usable face in any frame ({detail})")
-    return np.stack(embeddings), skipped
+    return np.stack(embeddings), names, skipped, live
+
+
+def _decide_on_track(args, verifier, source_spec: str, k: int, decide, what: str):
+    """Follow the single face in view until one track has ``k`` usable frames, then ``decide`` on
+    them (one decision per call). Returns (decision, track, skipped)."""
+    from edge_verify.pipeline import FaceTracks
+    from edge_verify.sources import ImageSource, open_source
+
+    with open_source(source_spec, timeout_s=args.timeout) as source:
+        still = isinstance(source, ImageSource)
+        if still:
+            k = min(k, len(source.paths))  # a photo is one frame; a folder of photos is linked by embedding
+        tracks = FaceTracks(verifier, k, use_boxes=not still, single=True, largest=args.largest_face)
+        tracks.raise_errors = still and len(source.paths) == 1  # one photo: say exactly why it is unusable
+        deadline = time.monotonic() + args.timeout
+        for frame in _progress(args, source, desc=what, unit="frame"):
+            if frame.index >= args.max_frames:
+                break
+            ready = tracks.feed(frame.image, frame.index, frame.name)
+            if ready:
+                return decide(ready[0].recent(k)), ready[0], dict(tracks.skipped)
+            if source.live and time.monotonic() > deadline:
+                break
+    detail = _skipped_text(tracks.skipped)
+    raise NoFaceError(
+        f"{source_spec}: no face was followed for {k} usable frame(s) (longest track {tracks.longest}"
+        + (f"; skipped {detail}" if detail else "")
+        + (f"; {tracks.tracker.cuts} track(s) cut by a change of person" if tracks.tracker.cuts else "")
+        + ")"
+    )
 
 
 # ---- device commands ----------------------------------------------------------------------------
 def cmd_enroll(args: argparse.Namespace) -> int:
-    from edge_verify.matcher import mean_template
+    from edge_verify.matcher import Gallery, agreement, mean_template
 
     verifier = _verifier(args)
-    with _store(args) as store:
+    bundle = verifier.bundle
+    with _store(args, bundle) as store:
         if not args.replace and any(t.identity == args.name for t in store.list()):
             raise UsageError(f"{args.name!r} is already enrolled; add --replace to overwrite the template")
-        embeddings, skipped = _collect(args, verifier, args.source, args.frames, f"enroll {args.name}")
-        store.put(args.name, mean_template(embeddings), verifier.bundle.fingerprint, len(embeddings))
+        embeddings, names, skipped, live = _collect(args, verifier, args.source, args.frames, f"enroll {args.name}")
+        if live and len(embeddings) < MIN_LIVE_ENROL_FRAMES:
+            raise NoFaceError(
+                f"{args.source}: only {len(embeddings)} good frame(s) in {args.timeout:g}s; enrolment from a camera "
+                f"needs at least {MIN_LIVE_ENROL_FRAMES} (look at the camera, or raise --timeout)"
+            )
+        # every frame must agree with the others: one person, not a mixture
+        consistency = bundle.operating_point().threshold
+        agree = agreement(embeddings)
+        odd = [f"{names[i]} ({agree[i]:.4f})" for i in np.flatnonzero(agree < consistency)]
+        if odd:
+            raise InconsistentEnrolmentError(
+                f"enrolment frames do not show one person: {len(odd)} of {len(names)} disagree with the rest "
+                f"(mean score below {consistency:.4f}): {'; '.join(odd[:5])}" + ("; ..." if len(odd) > 5 else "")
+            )
+        template = mean_template(embeddings)
+        others = {n: t for n, t in store.all_templates(bundle.fingerprint).items() if n != args.name}
+        duplicates = [(n, s) for n, s in Gallery(others).rank(template) if s >= consistency]
+        if duplicates and not args.force:
+            who = ", ".join(f"{n} ({s:.4f})" for n, s in duplicates)
+            raise DuplicateIdentityError(
+                f"these frames match an enrolled identity: {who}; add --force to enrol {args.name!r} anyway"
+            )
+        store.put(args.name, template, bundle.fingerprint, len(embeddings))
+        store.audit("enroll", bundle.fingerprint, True, claimed=args.name, source=args.source)
     data = {
         "identity": args.name,
         "frames_used": len(embeddings),
         "frames_skipped": skipped,
-        "bundle": verifier.bundle.name,
-        "fingerprint": verifier.bundle.fingerprint,
+        "agreement_min": float(agree.min()),
+        "matches_enrolled": [{"identity": n, "score": s} for n, s in duplicates],
+        "bundle": bundle.name,
+        "fingerprint": bundle.fingerprint,
     }
-    skipped_text = (
-        f", skipped {sum(skipped.values())} ({', '.join(f'{n} {r}' for r, n in skipped.items())})" if skipped else ""
-    )
-    emit(args, data, f"enrolled {args.name} from {len(embeddings)} frame(s){skipped_text}")
+    text = f"enrolled {args.name} from {len(embeddings)} frame(s)"
+    if skipped:
+        text += f", skipped {sum(skipped.values())} ({_skipped_text(skipped)})"
+    if duplicates:
+        text += f" (forced: also matches {', '.join(n for n, _ in duplicates)})"
+    emit(args, data, text)
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from edge_verify.matcher import verify
-    from edge_verify.pipeline import effective_threshold
 
     verifier = _verifier(args)
-    with _store(args) as store:
+    with _store(args, verifier.bundle) as store:
         template = store.get(args.name, verifier.bundle.fingerprint)
-        threshold, origin = effective_threshold(verifier.bundle, store, args.threshold)
-        embeddings, skipped = _collect(args, verifier, args.source, args.frames, f"check {args.name}")
-        decision = verify(embeddings, template, threshold, args.name)
+        choice = _threshold(args, verifier.bundle, store)
+        decision, track, skipped = _decide_on_track(
+            args,
+            verifier,
+            args.source,
+            args.frames,
+            lambda probes: verify(probes, template, choice.value, args.name),
+            f"check {args.name}",
+        )
         store.record("check", verifier.bundle.fingerprint, decision, claimed=args.name, source=args.source)
     verdict = "ACCEPTED" if decision.accepted else "REJECTED"
     data = {
         "identity": args.name,
         "accepted": decision.accepted,
         "score": decision.score,
-        "threshold": threshold,
-        "threshold_source": origin,
-        "frames_used": len(embeddings),
+        "threshold": choice.value,
+        "threshold_source": choice.origin,
+        "far": choice.far,
+        "frames_used": decision.frames,
+        "frames": track.frame_names[-decision.frames :],
         "frames_skipped": skipped,
     }
-    emit(args, data, f"{verdict} {args.name}: score {decision.score:.4f} (threshold {threshold:.4f})")
+    emit(
+        args,
+        data,
+        f"{verdict} {args.name}: score {decision.score:.4f} over {decision.frames} frame(s) "
+        f"(threshold {choice.value:.4f}, {choice.origin})",
+    )
     return ACCEPTED if decision.accepted else REJECTED
 
 
 def cmd_identify(args: argparse.Namespace) -> int:
-    from edge_verify.matcher import identify, rank
-    from edge_verify.pipeline import effective_threshold
-    from edge_verify.sources import open_source
+    from edge_verify.matcher import Gallery, identify
+    from edge_verify.pipeline import FaceTracks
+    from edge_verify.sources import ImageSource, open_source
 
     verifier = _verifier(args)
     results = []
-    with _store(args) as store:
-        templates = store.all_templates(verifier.bundle.fingerprint)
-        if not templates:
+    with _store(args, verifier.bundle) as store:
+        gallery = Gallery(store.all_templates(verifier.bundle.fingerprint))
+        if not len(gallery):
             raise UsageError("nobody is enrolled with this bundle; run `edge-verify enroll NAME --source ...` first")
-        threshold, _ = effective_threshold(verifier.bundle, store, args.threshold)
+        choice = _threshold(args, verifier.bundle, store, gallery_size=len(gallery))
+        skipped = 0
         with open_source(args.source, timeout_s=args.timeout) as source:
+            still = isinstance(source, ImageSource)
+            k = 1 if still else args.track_frames  # a photo is one frame of each face in it
+            tracks = None
             for frame in _progress(args, source, desc="identify", unit="frame"):
                 if frame.index >= args.frames:
                     break
-                for obs in verifier.observe(frame.image):
-                    entry = {"frame": frame.name, "box": obs.face.box if obs.face else None}
-                    if obs.embedding is None:
-                        entry.update(identity=None, rejected=list(obs.quality.reasons))
-                    else:
-                        decision = identify(obs.embedding, templates, threshold)
-                        entry.update(
-                            identity=decision.identity,
-                            score=decision.score,
-                            top=[{"identity": n, "score": s} for n, s in rank(obs.embedding, templates)[: args.top]],
-                        )
-                        store.record("identify", verifier.bundle.fingerprint, decision, source=frame.name)
-                    results.append(entry)
+                if tracks is None or still:  # photos are unrelated: no track spans two of them
+                    tracks = FaceTracks(verifier, k)
+                for track in tracks.feed(frame.image, frame.index, frame.name):
+                    probes = track.recent(k)
+                    track.decided_at = len(track.embeddings)
+                    decision = identify(probes, gallery, choice.value, choice.margin)
+                    store.record("identify", verifier.bundle.fingerprint, decision, source=frame.name)
+                    results.append(
+                        {
+                            "frame": frame.name,
+                            "track": track.id,
+                            "box": track.box,
+                            "frames_used": decision.frames,
+                            "identity": decision.identity,
+                            "score": decision.score,
+                            "runner_up": decision.second,
+                            "runner_up_score": decision.second_score,
+                            "top": [{"identity": n, "score": s} for n, s in gallery.rank(probes)[: args.top]],
+                        }
+                    )
+                skipped += tracks.skipped.pop("quality", 0)
     if not results:
-        raise NoFaceError(f"{args.source}: no face found")
+        raise NoFaceError(f"{args.source}: no face was followed for {k} usable frame(s) ({skipped} refused by quality)")
     lines = []
     for r in results:
         box = "" if r["box"] is None else " at ({:.0f},{:.0f})".format(*r["box"][:2])
-        if r.get("rejected"):
-            lines.append(f"{r['frame']}{box}: skipped ({'; '.join(r['rejected'])})")
-        else:
-            lines.append(f"{r['frame']}{box}: {r['identity'] or 'unknown'} (score {r['score']:.4f})")
-    emit(args, {"threshold": threshold, "faces": results}, "\n".join(lines))
+        lines.append(f"{r['frame']}{box}: {r['identity'] or 'unknown'} (score {r['score']:.4f})")
+    lines.append(f"threshold {choice.value:.4f}, margin {choice.margin:.2f} ({choice.origin})")
+    emit(args, {**choice.as_dict(), "faces": results, "faces_refused_by_quality": skipped}, "\n".join(lines))
     return 0 if any(r.get("identity") for r in results) else REJECTED
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from edge_verify.matcher import cosine
+    from edge_verify.pipeline import resolve_threshold
 
     verifier = _verifier(args)
     a, b = verifier.embed_image(args.image_a), verifier.embed_image(args.image_b)
-    threshold = args.threshold if args.threshold is not None else verifier.bundle.threshold.value
+    choice = resolve_threshold(
+        verifier.bundle, None, args.threshold, args.operating_point, allow_looser=args.allow_looser
+    )
     score = cosine(a, b)
-    same = score >= threshold
-    data = {"same": same, "score": score, "threshold": threshold}
-    emit(args, data, f"{'SAME' if same else 'DIFFERENT'}: score {score:.4f} (threshold {threshold:.4f})")
+    same = score >= choice.value
+    data = {"same": same, "score": score, "threshold": choice.value, "threshold_source": choice.origin}
+    emit(args, data, f"{'SAME' if same else 'DIFFERENT'}: score {score:.4f} (threshold {choice.value:.4f})")
     return ACCEPTED if same else REJECTED
 
 
@@ -228,32 +353,115 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_remove(args: argparse.Namespace) -> int:
     with _store(args) as store:
+        info = {t.identity: t for t in store.list()}.get(args.name)
         store.remove(args.name)
+        store.audit("remove", info.fingerprint if info else "", True, claimed=args.name)
     emit(args, {"removed": args.name}, f"removed {args.name}")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from edge_verify.metrics import format_report, threshold_at_far, verification_report
+    from edge_verify.operating import check_far, far_curve, measure, resolvable
+
+    verifier = _verifier(args)
+    bundle = verifier.bundle
+    if args.reset:
+        with _store(args, bundle) as store:
+            removed = store.reset_threshold(bundle.fingerprint)
+            store.audit("calibrate", bundle.fingerprint, True, source="reset")
+        point = bundle.operating_point()
+        text = "removed the site calibration; " if removed else "no site calibration was stored; "
+        emit(
+            args,
+            {"reset": removed, "threshold": point.threshold, "operating_point": point.name},
+            text + f"decisions use the bundle's {point.name!r} operating point ({point.threshold:.4f})",
+        )
+        return 0
+    if not args.data and not args.pairs:
+        raise UsageError("give a folder per identity, or --pairs FILE (or --reset)")
+    far = check_far(args.far, "--far")
+    genuine, impostor, _, skipped = _labelled_scores(args, verifier, args.data, args.pairs)
+    origin = Path(args.pairs or args.data).name
+    if len(genuine) == 0 or len(impostor) == 0:
+        raise InputError(f"{origin}: need both same-identity and different-identity pairs")
+    if not resolvable(len(impostor), far) and not args.force:
+        raise UsageError(
+            f"{origin}: {len(impostor)} impostor pairs cannot resolve FAR {far:g} (need about {10 / far:.0f}); "
+            "add labelled people or images, choose a larger --far, or --force"
+        )
+    threshold = float(np.ceil(threshold_at_far(impostor, far) * 1e4) / 1e4)
+    default = bundle.operating_point()
+    looser = threshold < default.threshold
+    if looser and not args.allow_looser and not args.dry_run:
+        raise UsageError(
+            f"the threshold at FAR {far:g} on {origin} is {threshold:.4f}, looser than the bundle's "
+            f"{default.name!r} operating point ({default.threshold:.4f}); add --allow-looser to store it"
+        )
+    at = measure(genuine, impostor, threshold, origin)
+    report = verification_report(genuine, impostor)
+    if not args.dry_run:
+        with _store(args, bundle) as store:
+            store.set_threshold(
+                bundle.fingerprint,
+                {
+                    "threshold": threshold,
+                    "far": far,
+                    "source": f"{len(genuine)}+{len(impostor)} pairs from {origin}",
+                    "measured": at,
+                    "far_curve": far_curve([impostor]),
+                    "looser_than_default": looser,
+                    "time": time.time(),
+                },
+            )
+            store.audit("calibrate", bundle.fingerprint, True, score=threshold, threshold=threshold, source=origin)
+    data = {
+        "threshold": threshold,
+        "far": far,
+        "written": not args.dry_run,
+        "looser_than_default": looser,
+        "default_threshold": default.threshold,
+        "measured": at,
+        "skipped": skipped,
+        "report": report.as_dict(),
+    }
+    lines = [
+        format_report(report, f"calibration on {origin}"),
+        f"  threshold at FAR {far:g}: {threshold:.4f}"
+        + (" (written to the store; decisions with this bundle use it)" if not args.dry_run else " (dry run)"),
+        f"  at it: FAR {at['far']:.2e} (95% CI {at['far_ci'][0]:.1e}-{at['far_ci'][1]:.1e}), "
+        f"TAR {1 - at['frr']:.2%} / FRR {at['frr']:.2%} (95% CI {at['frr_ci'][0]:.2%}-{at['frr_ci'][1]:.2%})",
+    ]
+    if looser:
+        lines.append(f"  looser than the bundle's {default.name!r} point ({default.threshold:.4f})")
+    if any(skipped.values()):
+        lines.append(f"  skipped: {_skipped_text(skipped)}")
+    emit(args, data, "\n".join(lines))
     return 0
 
 
 def _labelled_scores(args: argparse.Namespace, verifier, data: str | None, pairs: str | None):
     """Genuine and impostor scores from a folder per identity, or from a pairs file, through the
-    device pipeline (detect, align, quality, embed). Returns (genuine, impostor, recall or None, skipped)."""
+    device pipeline (detect, align, quality, embed); unusable images are skipped and counted.
+    Returns (genuine, impostor, recall or None, skipped counts)."""
     from edge_verify.metrics import pair_scores, recall_at_1
     from edge_verify.sources import list_images
 
     if pairs:
-        genuine, impostor = _pair_file_scores(args, verifier, Path(pairs))
-        return genuine, impostor, None, 0
+        return _pair_file_scores(args, verifier, Path(pairs))
     root = Path(data or "")
     if not data or not root.is_dir():
         raise InputError(f"{root}: not a folder (expected one sub-folder of images per identity), or give --pairs")
-    embeddings, labels, skipped = [], [], 0
+    embeddings, labels, skipped = [], [], {}
     folders = sorted(p for p in root.iterdir() if p.is_dir())
     paths = [(i, p) for i, d in enumerate(folders) for p in list_images(d)]
     for label, path in _progress(args, paths, desc="embed", unit="img"):
         try:
             embeddings.append(verifier.embed_image(path))
             labels.append(label)
-        except (NoFaceError, MultipleFacesError, QualityError, InputError):
-            skipped += 1
+        except (NoFaceError, MultipleFacesError, QualityError, InputError) as exc:
+            reason = type(exc).__name__.replace("Error", "").lower()
+            skipped[reason] = skipped.get(reason, 0) + 1
     if len(set(labels)) < 2:
         raise InputError(f"{root}: need usable images of at least 2 identities (found {len(set(labels))})")
     genuine, impostor = pair_scores(np.stack(embeddings), np.array(labels))
@@ -262,59 +470,33 @@ def _labelled_scores(args: argparse.Namespace, verifier, data: str | None, pairs
     return genuine, impostor, recall_at_1(np.stack(embeddings), np.array(labels)), skipped
 
 
-def cmd_calibrate(args: argparse.Namespace) -> int:
-    from edge_verify.metrics import format_report, threshold_at_far, verification_report
-
-    if not args.data and not args.pairs:
-        raise UsageError("give a folder per identity, or --pairs FILE")
-    verifier = _verifier(args)
-    genuine, impostor, _, skipped = _labelled_scores(args, verifier, args.data, args.pairs)
-    origin = Path(args.pairs or args.data).name
-    if len(genuine) == 0 or len(impostor) == 0:
-        raise InputError(f"{origin}: need both same-identity and different-identity pairs")
-    threshold = threshold_at_far(impostor, args.far)
-    report = verification_report(genuine, impostor)
-    resolvable = len(impostor) * args.far >= 1
-    if not args.dry_run:
-        with _store(args) as store:
-            source = f"{len(genuine)}+{len(impostor)} pairs from {origin}"
-            store.set_threshold(verifier.bundle.fingerprint, threshold, args.far, source)
-    data = {
-        "threshold": threshold,
-        "far": args.far,
-        "far_resolvable": resolvable,
-        "written": not args.dry_run,
-        "images_skipped": skipped,
-        "report": report.as_dict(),
-    }
-    lines = [format_report(report, f"calibration on {origin}"), f"  threshold at FAR {args.far:g}: {threshold:.4f}"]
-    if not args.dry_run:
-        lines[-1] += " (written to the store; check uses it for this bundle)"
-    if skipped:
-        lines.append(f"  {skipped} image(s) skipped (no usable face)")
-    if not resolvable:
-        lines.append(f"  warning: {len(impostor)} impostor pairs cannot resolve FAR {args.far:g}; add data")
-    emit(args, data, "\n".join(lines))
-    return 0
-
-
 def _pair_file_scores(args, verifier, pairs: Path):
-    """Lines ``IMAGE_A IMAGE_B 1|0`` (1 = same person), paths relative to the file."""
+    """Lines ``IMAGE_A IMAGE_B 1|0`` (1 = same person), paths relative to the file; a pair with an
+    unusable image is skipped and counted."""
     from edge_verify.matcher import cosine
 
     if not pairs.is_file():
         raise InputError(f"{pairs}: no such pairs file")
     genuine, impostor = [], []
     lines = [ln.split() for ln in pairs.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-    cache: dict[str, np.ndarray] = {}
+    cache: dict[str, np.ndarray | None] = {}
+    skipped = {"pairs": 0}
     for n, parts in enumerate(_progress(args, lines, desc="pairs"), 1):
         if len(parts) != 3 or parts[2] not in ("0", "1"):
             raise InputError(f"{pairs}:{n}: expected `IMAGE_A IMAGE_B 1|0`")
         for p in parts[:2]:
             if p not in cache:
-                cache[p] = verifier.embed_image(pairs.parent / p)
-        (genuine if parts[2] == "1" else impostor).append(cosine(cache[parts[0]], cache[parts[1]]))
-    return np.array(genuine), np.array(impostor)
+                try:
+                    cache[p] = verifier.embed_image(pairs.parent / p)
+                except (NoFaceError, MultipleFacesError, QualityError, InputError):
+                    cache[p] = None
+        a, b = cache[parts[0]], cache[parts[1]]
+        if a is None or b is None:
+            skipped["pairs"] += 1
+            continue
+        (genuine if parts[2] == "1" else impostor).append(cosine(a, b))
+    skipped["images"] = sum(v is None for v in cache.values())
+    return np.array(genuine), np.array(impostor), None, skipped
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -414,9 +596,22 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             problems = store.integrity_check()
             if problems:
                 raise EdgeVerifyError("; ".join(problems))
-            return f"{store.path}: {len(store.list())} template(s), all authenticate"
+            return f"{store.path}: {len(store.list())} template(s) and settings, all authenticate"
 
     record("store", store_check)
+
+    def decision_check():
+        from edge_verify.pipeline import resolve_threshold
+
+        bundle = bundle_holder["b"]
+        with _store(args) as store:
+            store.pin_bundle(bundle, repin=args.repin)
+            choice = resolve_threshold(bundle, store)
+        points = ", ".join(f"{p.name} {p.threshold:.4f}" for p in bundle.operating_points.values())
+        pinned = "re-pinned" if args.repin else "match the store's pin"
+        return f"threshold {choice.value:.4f} ({choice.origin}); bundle points {points}; {pinned}"
+
+    record("decision", decision_check)
     if args.source:
 
         def source_check():
@@ -444,7 +639,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import tempfile
     from importlib import resources
 
-    from edge_verify.matcher import cosine, mean_template
+    from edge_verify.matcher import mean_template, score
     from edge_verify.store import TemplateStore
 
     samples = Path(str(resources.files("edge_verify") / "samples"))
@@ -456,8 +651,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         store.put("astronaut", mean_template(enrolled[None]), verifier.bundle.fingerprint, 1)
         template = store.get("astronaut", verifier.bundle.fingerprint)
         for name, expected in (("astronaut_check.jpg", True), ("cameraman.jpg", False)):
-            score = cosine(verifier.embed_image(samples / name), template)
-            results.append({"image": name, "score": score, "accepted": score >= threshold, "expected": expected})
+            s = score(verifier.embed_image(samples / name), template)
+            results.append({"image": name, "score": s, "accepted": s >= threshold, "expected": expected})
     lines = [
         f"bundle {verifier.bundle.name} ({verifier.embedder.backend}), threshold {threshold:.4f}",
         "enrolled 'astronaut' from astronaut_enroll.jpg",
@@ -483,6 +678,8 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
         "debounce": args.debounce,
         "cooldown_s": args.cooldown,
         "threshold": args.threshold,
+        "operating_point": args.operating_point,
+        "allow_looser": args.allow_looser or None,
         "relay_pin": args.relay_pin,
         "led_pin": args.led_pin,
         "webhook": args.webhook,
@@ -499,7 +696,7 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    with _store(args) as store:
+    with _store(args, verifier.bundle) as store:
         kiosk = Kiosk(config, verifier, store, build_actions(config))
         kiosk.run(stop)
     accepted = sum(e.accepted for e in kiosk.events)
@@ -738,27 +935,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--source", "-s", required=True, help="image, folder, video, camera index, /dev/videoN, URL, picamera2"
     )
-    p.add_argument("--frames", "-n", type=int, default=5, help="usable frames to average (default 5)")
+    p.add_argument("--frames", "-n", type=int, default=5, help="usable frames to average (default 5; a camera: >= 3)")
     p.add_argument("--replace", action="store_true", help="overwrite an existing template")
+    p.add_argument("--force", action="store_true", help="enrol even if the frames match another enrolled identity")
     p.add_argument("--largest-face", action="store_true", help="use the largest face instead of refusing several")
 
     p = add("check", cmd_check, "1:1 verify NAME; exit 0 accepted, 1 rejected")
     p.add_argument("name")
     p.add_argument("--source", "-s", required=True)
-    p.add_argument("--frames", "-n", type=int, default=3, help="usable frames to try; the best decides (default 3)")
-    p.add_argument("--threshold", type=float, help="override the calibrated/bundle threshold")
+    p.add_argument(
+        "--frames", "-n", type=int, default=3, help="frames of one tracked face whose mean score decides (default 3)"
+    )
+    p.add_argument("--max-frames", type=int, default=300, help="source frames to read at most (default 300)")
+    add_threshold_options(p)
     p.add_argument("--largest-face", action="store_true", help="use the largest face instead of refusing several")
 
     p = add("identify", cmd_identify, "1:N: name every enrolled face in view")
     p.add_argument("--source", "-s", required=True)
-    p.add_argument("--frames", "-n", type=int, default=1)
+    p.add_argument("--frames", "-n", type=int, default=1, help="source frames to read (default 1)")
+    p.add_argument(
+        "--track-frames", "-k", type=int, default=3, help="video: frames of one tracked face per decision (default 3)"
+    )
     p.add_argument("--top", type=int, default=3)
-    p.add_argument("--threshold", type=float)
+    add_threshold_options(p)
 
     p = add("compare", cmd_compare, "compare the faces in two images (nothing stored); exit 0 same, 1 different")
     p.add_argument("image_a")
     p.add_argument("image_b")
-    p.add_argument("--threshold", type=float)
+    add_threshold_options(p)
 
     add("demo", cmd_demo, "enrol the bundled sample face and check two photos (no store is touched)")
     add("list", cmd_list, "list enrolled identities")
@@ -770,6 +974,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", help="pairs file: `IMAGE_A IMAGE_B 1|0` per line, instead of the folder")
     p.add_argument("--far", type=float, default=1e-3, help="target false-accept rate (default 1e-3)")
     p.add_argument("--dry-run", action="store_true", help="report only; do not write the threshold")
+    p.add_argument("--force", action="store_true", help="accept a FAR the data cannot resolve (< 10/FAR impostors)")
+    p.add_argument("--allow-looser", action="store_true", help="store a threshold looser than the bundle default")
+    p.add_argument("--reset", action="store_true", help="remove the site calibration (back to the bundle default)")
 
     p = add("bench", cmd_bench, "per-stage latency and frames/s on a source")
     p.add_argument("--source", "-s", required=True)
@@ -777,14 +984,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("doctor", cmd_doctor, "check backend, EdgeTPU, bundle hashes, store integrity, camera")
     p.add_argument("--source", "-s", help="also try to read a frame from this source")
+    p.add_argument("--repin", action="store_true", help="accept the bundle's current thresholds (after an upgrade)")
 
     p = add("kiosk", cmd_kiosk, "run the kiosk loop: debounce, cooldown, relay / webhook / command, audit")
     p.add_argument("--config", help="TOML file with [kiosk] settings (flags override it)")
     p.add_argument("--source", "-s", help="camera (default 0), /dev/videoN, URL, video, picamera2")
     p.add_argument("--identity", help="1:1 against this identity (default: identify 1:N)")
-    p.add_argument("--debounce", type=int, help="consecutive agreeing frames before acting (default 3)")
+    p.add_argument("--debounce", type=int, help="frames of one tracked face whose mean score decides (default 3)")
     p.add_argument("--cooldown", type=float, help="seconds between two firings of one outcome (default 10)")
-    p.add_argument("--threshold", type=float)
+    add_threshold_options(p)
     p.add_argument("--relay-pin", type=int, help="BCM pin of the door relay (gpiozero)")
     p.add_argument("--led-pin", type=int, help="BCM pin of a status LED")
     p.add_argument("--webhook", help="POST each decision as JSON to this local URL")
@@ -845,6 +1053,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dat", help="path to dlib_face_recognition_resnet_model_v1.dat")
     p.add_argument("--out", required=True)
     return parser
+
+
+def add_threshold_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threshold", type=float, help="explicit threshold (a looser one than the default needs --allow-looser)"
+    )
+    p.add_argument("--operating-point", help="a named operating point of the bundle (strict, default, convenient)")
+    p.add_argument("--allow-looser", action="store_true", help="allow a --threshold looser than the bundle default")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,18 @@ class QualityError(InputError):
     exit_code = 7
 
 
+class InconsistentEnrolmentError(InputError):
+    """Enrolment frames do not all show the same person."""
+
+    exit_code = 17
+
+
+class DuplicateIdentityError(UsageError):
+    """A new enrolment matches an identity that is already enrolled (``--force`` to enrol anyway)."""
+
+    exit_code = 18
+
+
 class BundleError(EdgeVerifyError):
     """A model bundle is missing, corrupt, tampered with, or of the wrong kind."""
 

@@ -1,10 +1,14 @@
-"""The kiosk loop: watch a camera, decide with debouncing and a cooldown, act, audit, survive.
+"""The kiosk loop: watch a camera, follow faces, decide per tracked face, audit, act, survive.
 
     Kiosk(config, verifier, store, actions).run(stop_event)
 
-A decision fires only after ``debounce`` consecutive frames agree on the same outcome; each
-outcome (an identity, or "rejected") then rests for ``cooldown_s``. The camera may vanish: the
-loop logs it, waits ``reconnect_s`` and opens it again until stopped.
+Each face is followed across frames (``track.py``); a track decides on the mean score of its
+frames once it has ``debounce`` usable ones (again after every ``debounce`` new frames, on the mean
+of up to its last ``10 * debounce``). Each outcome (an identity, or "rejected") then rests for
+``cooldown_s``. The decision's audit row is committed before any action fires, and what each
+action did is recorded against it. Enrolments, removals and calibrations made while the loop
+runs are picked up on the next frame. The camera may vanish: the loop logs it, waits
+``reconnect_s`` and opens it again until stopped.
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_verify.errors import InputError, SourceError, UsageError
-from edge_verify.matcher import Decision, identify, verify
-from edge_verify.pipeline import Verifier, effective_threshold
+from edge_verify.errors import InputError, SourceError, UnknownIdentityError, UsageError
+from edge_verify.matcher import Decision, Gallery, identify, verify
+from edge_verify.operating import check_threshold, gallery_threshold
+from edge_verify.pipeline import FaceTracks, Verifier, resolve_threshold
 from edge_verify.sources import open_source
 from edge_verify.store import TemplateStore
 
@@ -36,9 +41,11 @@ log = logging.getLogger("edge_verify.kiosk")
 class KioskConfig:
     source: str = "0"
     identity: str | None = None  # 1:1 against this identity; None: identify 1:N
-    debounce: int = 3  # consecutive frames that must agree
+    debounce: int = 3  # frames of one tracked face whose mean score decides
     cooldown_s: float = 10.0  # per outcome, between two firings
-    threshold: float | None = None  # default: calibrated, else the bundle's
+    threshold: float | None = None  # default: site calibration, else the bundle's default point
+    operating_point: str | None = None  # a named operating point of the bundle instead
+    allow_looser: bool = False  # permit a threshold looser than the bundle's default point
     relay_pin: int | None = None  # BCM pin of the door relay (gpiozero)
     relay_pulse_s: float = 1.0
     led_pin: int | None = None  # lit while a decision is being acted on
@@ -63,7 +70,29 @@ class KioskConfig:
         if unknown:
             raise UsageError(f"{path}: unknown kiosk settings {sorted(unknown)}")
         data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**data)
+        try:
+            return cls(**data)
+        except UsageError as exc:
+            raise UsageError(f"{path}: {exc}") from None
+
+    def __post_init__(self) -> None:
+        """Every setting has its type and range checked here, so a bad config fails at start."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None and "None" in str(f.type):
+                continue
+            wanted = {"int": int, "float": (int, float), "bool": bool, "str": str}[str(f.type).split(" ")[0]]
+            if isinstance(value, bool) is not (wanted is bool) or not isinstance(value, wanted):
+                raise UsageError(f"kiosk setting {f.name} = {value!r} must be of type {str(f.type).split(' ')[0]}")
+        if self.debounce < 1:
+            raise UsageError("kiosk setting debounce must be at least 1 frame")
+        for name in ("cooldown_s", "relay_pulse_s", "reconnect_s", "timeout_s"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"kiosk setting {name} must not be negative")
+        if self.threshold is not None:
+            check_threshold(self.threshold, "kiosk setting threshold")
+        if self.identity is not None and not self.identity.strip():
+            raise UsageError("kiosk setting identity is empty (leave it out for 1:N)")
 
 
 @dataclass
@@ -76,6 +105,9 @@ class Event:
     score: float
     threshold: float
     frame: str
+    track: int = 0
+    frames: int = 1  # frames whose mean score decided
+    audit_id: int = 0
     actions: list[str] = field(default_factory=list)
 
 
@@ -120,7 +152,7 @@ class RelayAction(Action):
 
 
 class WebhookAction(Action):
-    """POST the event as JSON; a failing receiver is logged, never fatal."""
+    """POST the event as JSON; a failure raises, and the kiosk records it against the audit row."""
 
     name = "webhook"
 
@@ -131,11 +163,8 @@ class WebhookAction(Action):
     def fire(self, event: Event) -> bool:
         body = json.dumps(asdict(event)).encode()
         request = urllib.request.Request(self.url, body, {"Content-Type": "application/json"}, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                response.read()
-        except OSError as exc:
-            log.warning("webhook %s failed: %s", self.url, exc)
+        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+            response.read()
         return True
 
 
@@ -156,10 +185,7 @@ class CommandAction(Action):
             "EDGE_VERIFY_SCORE": f"{event.score:.4f}",
         }
         self._running = [p for p in self._running if p.poll() is None]
-        try:
-            self._running.append(subprocess.Popen(self.argv, env=env))
-        except OSError as exc:
-            log.warning("command %s failed: %s", self.argv[0], exc)
+        self._running.append(subprocess.Popen(self.argv, env=env))
         return True
 
     def close(self) -> None:
@@ -185,69 +211,115 @@ class Kiosk:
     def __init__(
         self, config: KioskConfig, verifier: Verifier, store: TemplateStore, actions: list[Action], clock=time.monotonic
     ):
-        if config.debounce < 1:
-            raise UsageError("debounce must be at least 1 frame")
         self.config = config
         self.verifier = verifier
         self.store = store
         self.actions = actions
         self.clock = clock
-        fp = verifier.bundle.fingerprint
-        if config.identity:
-            self.templates = {config.identity: store.get(config.identity, fp)}
-        else:
-            self.templates = store.all_templates(fp)
-            if not self.templates:
-                raise UsageError("nobody is enrolled with this bundle; enrol someone before starting the kiosk")
-        self.threshold, _ = effective_threshold(verifier.bundle, store, config.threshold)
+        self._load(at_start=True)
+        self.tracks = FaceTracks(verifier, config.debounce)
         self.events: list[Event] = []
         self.frames = 0
         self.reconnects = 0
+        self.reloads = 0
         self.status: dict = {"state": "starting"}
-        self._streak_key: object = None
-        self._streak = 0
         self._last_fired: dict[object, float] = {}
 
-    # -- one frame ------------------------------------------------------------------------------
-    def decide(self, embedding: np.ndarray) -> Decision:
+    # -- templates and threshold, reloaded when another process changes the store ----------------
+    def _load(self, at_start: bool = False) -> None:
+        fp = self.verifier.bundle.fingerprint
+        self._version = self.store.data_version()
         if self.config.identity:
-            return verify(embedding, self.templates[self.config.identity], self.threshold, self.config.identity)
-        return identify(embedding, self.templates, self.threshold)
+            try:
+                templates = {self.config.identity: self.store.get(self.config.identity, fp)}
+            except UnknownIdentityError:
+                if at_start:
+                    raise
+                templates = {}  # removed while running: nobody is admitted any more
+        else:
+            templates = self.store.all_templates(fp)
+            if not templates and at_start:
+                raise UsageError("nobody is enrolled with this bundle; enrol someone before starting the kiosk")
+        self.gallery = Gallery(templates)
+        choice = resolve_threshold(
+            self.verifier.bundle,
+            self.store,
+            self.config.threshold,
+            self.config.operating_point,
+            self.config.allow_looser,
+        )
+        if not self.config.identity:
+            choice = gallery_threshold(choice, len(self.gallery), self.verifier.bundle.margin_1n)
+        self.choice = choice
+        self.threshold = choice.value
 
-    def process(self, image: np.ndarray, name: str) -> Event | None:
-        """Detect, decide, debounce; returns the event if one fired on this frame."""
+    def refresh(self) -> None:
+        """Pick up enrolments, removals and calibrations committed by other processes."""
+        if self.store.data_version() != self._version:
+            self._load()
+            self.reloads += 1
+            log.info("store changed: %d identities, threshold %.4f", len(self.gallery), self.threshold)
+
+    # -- one frame ------------------------------------------------------------------------------
+    def decide(self, probes: np.ndarray) -> Decision:
+        if self.config.identity:
+            if not len(self.gallery):
+                return Decision(None, float("nan"), self.threshold, False, frames=len(probes))
+            return verify(probes, self.gallery.matrix[0], self.threshold, self.config.identity)
+        return identify(probes, self.gallery, self.threshold, self.choice.margin)
+
+    def process(self, image: np.ndarray, name: str) -> list[Event]:
+        """Follow faces, decide on tracks that are ready, audit, act; returns the events fired."""
         self.frames += 1
-        faces = self.verifier.detect(image)
-        if not faces:
-            self._streak_key, self._streak = None, 0
+        self.refresh()
+        ready = self.tracks.feed(image, self.frames, name)
+        if not any(not t.ended for t in self.tracks.tracker.tracks):
             self.status = {"state": "waiting for a face"}
-            return None
-        obs = self.verifier.observe(image, faces[:1])[0]
-        if obs.embedding is None:
-            self.status = {"state": "face rejected", "reasons": list(obs.quality.reasons)}
-            return None
-        decision = self.decide(obs.embedding)
+        events = []
+        for track in ready:
+            probes = track.recent(min(len(track.embeddings), 10 * self.config.debounce))
+            track.decided_at = len(track.embeddings)
+            decision = self.decide(probes)
+            self.status = {
+                "state": "deciding",
+                "identity": decision.identity,
+                "accepted": decision.accepted,
+                "score": round(decision.score, 4),
+                "track": track.id,
+            }
+            event = self._fire(decision, track.id, name)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _fire(self, decision: Decision, track: int, name: str) -> Event | None:
         key = decision.identity if decision.accepted else "<rejected>"
-        self._streak = self._streak + 1 if key == self._streak_key else 1
-        self._streak_key = key
-        self.status = {
-            "state": "deciding",
-            "identity": decision.identity,
-            "accepted": decision.accepted,
-            "score": round(decision.score, 4),
-            "streak": self._streak,
-        }
-        if self._streak < self.config.debounce:
-            return None
         now = self.clock()
         if now - self._last_fired.get(key, -np.inf) < self.config.cooldown_s:
             return None
         self._last_fired[key] = now
-        event = Event(time.time(), decision.accepted, decision.identity, decision.score, self.threshold, name)
-        event.actions = [action.name for action in self.actions if action.fire(event)]
-        self.store.record(
+        event = Event(
+            time.time(),
+            decision.accepted,
+            decision.identity,
+            decision.score,
+            self.threshold,
+            name,
+            track,
+            decision.frames,
+        )
+        # the audit row is committed before anything can open the door
+        event.audit_id = self.store.record(
             "kiosk", self.verifier.bundle.fingerprint, decision, claimed=self.config.identity, source=name
         )
+        for action in self.actions:
+            try:
+                if action.fire(event):
+                    event.actions.append(action.name)
+                    self.store.record_action(event.audit_id, action.name, True)
+            except Exception as exc:  # an action must never stop the loop; its failure is audited
+                log.warning("%s failed: %s", action.name, exc)
+                self.store.record_action(event.audit_id, action.name, False, f"{type(exc).__name__}: {exc}")
         self.events.append(event)
         self.status = {"state": "ACCEPTED" if decision.accepted else "REJECTED", **asdict(event)}
         log.info("%s %s (score %.4f)", self.status["state"], decision.identity or "-", decision.score)

@@ -1,4 +1,10 @@
-"""Compare embeddings with templates and decide."""
+"""Compare embeddings with templates and decide.
+
+A template is the mean of its unit enrolment embeddings, kept unnormalised, so that
+``score(probes, template)`` is the mean cosine over every (probe frame, enrolment frame) pair:
+averaging more frames narrows the score instead of inflating it, and one calibrated threshold
+holds for any number of frames (see ``operating.py``).
+"""
 
 from __future__ import annotations
 
@@ -13,35 +19,77 @@ class Decision:
     score: float
     threshold: float
     accepted: bool
+    second: str | None = None  # 1:N: the runner-up and its score (the margin rule)
+    second_score: float | None = None
+    frames: int = 1  # probe frames the score averages
+
+
+def unit(vectors: np.ndarray) -> np.ndarray:
+    v = np.atleast_2d(np.asarray(vectors, np.float64))
+    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a = np.asarray(a, np.float64).reshape(-1)
-    b = np.asarray(b, np.float64).reshape(-1)
-    return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
+    return float(unit(a)[0] @ unit(b)[0])
 
 
 def mean_template(embeddings: np.ndarray) -> np.ndarray:
-    """Enrolment template: the renormalised mean of unit embeddings."""
-    m = np.asarray(embeddings, np.float64).mean(0)
-    return (m / max(np.linalg.norm(m), 1e-12)).astype(np.float32)
+    """Enrolment template: the mean of the unit enrolment embeddings (not renormalised)."""
+    return unit(embeddings).mean(0).astype(np.float32)
 
 
-def verify(embeddings: np.ndarray, template: np.ndarray, threshold: float, identity: str) -> Decision:
-    """1:1 over one or more captures: the best score decides."""
-    score = max(cosine(e, template) for e in np.atleast_2d(embeddings))
-    return Decision(identity, score, threshold, score >= threshold)
+def score(probes: np.ndarray, template: np.ndarray) -> float:
+    """Mean cosine between the probe frames and the template's enrolment frames."""
+    return float(unit(probes).mean(0) @ np.asarray(template, np.float64))
 
 
-def rank(embedding: np.ndarray, templates: dict[str, np.ndarray]) -> list[tuple[str, float]]:
-    """All enrolled identities by descending similarity."""
-    return sorted(((name, cosine(embedding, t)) for name, t in templates.items()), key=lambda x: -x[1])
+def agreement(embeddings: np.ndarray) -> np.ndarray:
+    """For each frame, its mean cosine with every other frame (how well it agrees with the rest)."""
+    u = unit(embeddings)
+    n = len(u)
+    if n < 2:
+        return np.ones(n)
+    sims = u @ u.T
+    return (sims.sum(1) - np.diag(sims)) / (n - 1)
 
 
-def identify(embedding: np.ndarray, templates: dict[str, np.ndarray], threshold: float) -> Decision:
-    """1:N: the best match if it reaches the threshold, else unknown."""
-    ranked = rank(embedding, templates)
-    if not ranked:
-        return Decision(None, float("nan"), threshold, False)
-    name, score = ranked[0]
-    return Decision(name if score >= threshold else None, score, threshold, score >= threshold)
+def verify(probes: np.ndarray, template: np.ndarray, threshold: float, identity: str) -> Decision:
+    """1:1 on one track: the mean score of its frames decides (never the best single frame)."""
+    s = score(probes, template)
+    return Decision(identity, s, threshold, s >= threshold, frames=len(np.atleast_2d(probes)))
+
+
+class Gallery:
+    """Templates of N identities as one matrix: 1:N scoring is a single matrix product."""
+
+    def __init__(self, templates: dict[str, np.ndarray]):
+        self.names = list(templates)
+        self.matrix = (
+            np.stack([np.asarray(t, np.float64) for t in templates.values()]) if templates else np.zeros((0, 0))
+        )
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def scores(self, probes: np.ndarray) -> np.ndarray:
+        if not self.names:
+            return np.zeros(0)
+        return self.matrix @ unit(probes).mean(0)
+
+    def rank(self, probes: np.ndarray) -> list[tuple[str, float]]:
+        s = self.scores(probes)
+        return [(self.names[i], float(s[i])) for i in np.argsort(-s)]
+
+
+def identify(probes: np.ndarray, gallery: Gallery, threshold: float, margin: float = 0.0) -> Decision:
+    """1:N on one track: the best identity if its mean score reaches ``threshold`` and beats the
+    runner-up by ``margin``; otherwise unknown."""
+    frames = len(np.atleast_2d(probes))
+    if len(gallery) == 0:
+        return Decision(None, float("nan"), threshold, False, frames=frames)
+    s = gallery.scores(probes)
+    order = np.argsort(-s)
+    best, best_score = gallery.names[order[0]], float(s[order[0]])
+    second, second_score = (gallery.names[order[1]], float(s[order[1]])) if len(order) > 1 else (None, None)
+    accepted = best_score >= threshold and (second_score is None or best_score - second_score >= margin)
+    return Decision(best if accepted else None, best_score, threshold, accepted, second, second_score, frames)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,8 +12,10 @@ from edge_verify.align import align_face, resize_frame
 from edge_verify.bundle import Bundle, load_bundle
 from edge_verify.detect import Face, FaceDetector
 from edge_verify.embedder import Embedder
-from edge_verify.errors import MultipleFacesError, NoFaceError, QualityError
+from edge_verify.errors import MultipleFacesError, NoFaceError, QualityError, UsageError
+from edge_verify.operating import ThresholdChoice, check_threshold
 from edge_verify.quality import QualityOptions, QualityReport, assess
+from edge_verify.track import Track, Tracker
 
 
 @dataclass(frozen=True)
@@ -33,15 +36,38 @@ class Observation:
     embedding: np.ndarray | None = None  # set when the quality gate passed
 
 
-def effective_threshold(bundle: Bundle, store, override: float | None = None) -> tuple[float, str]:
-    """The threshold in force and where it comes from: an explicit value, else the one
-    `edge-verify calibrate` stored for this bundle, else the bundle's own."""
-    if override is not None:
-        return float(override), "command line"
-    calibrated = store.threshold(bundle.fingerprint) if store is not None else None
-    if calibrated:
-        return float(calibrated["value"]), f"calibrated ({calibrated['source']})"
-    return bundle.threshold.value, "bundle"
+def resolve_threshold(
+    bundle: Bundle,
+    store=None,
+    threshold: float | None = None,
+    operating_point: str | None = None,
+    allow_looser: bool = False,
+) -> ThresholdChoice:
+    """The threshold in force: an explicit ``threshold``, else a named ``operating_point`` of the
+    bundle, else the site calibration stored for this bundle, else the bundle's default point.
+    An explicit threshold looser than the default point is refused unless ``allow_looser``."""
+    default = bundle.operating_point()
+    if threshold is not None:
+        value = check_threshold(threshold, "threshold")
+        if value < default.threshold and not allow_looser:
+            raise UsageError(
+                f"threshold {value:.4f} is looser than the bundle's {default.name!r} operating point "
+                f"({default.threshold:.4f}, FAR {default.far}); add --allow-looser if you mean it"
+            )
+        return ThresholdChoice(value, "command line", None)
+    if operating_point is not None:
+        point = bundle.operating_point(operating_point)
+        return ThresholdChoice(point.threshold, f"operating point {point.name!r}", point.far, curve=bundle.far_curve)
+    site = store.threshold(bundle.fingerprint) if store is not None else None
+    if site is not None:
+        curve = tuple((float(f), float(t)) for f, t in site.get("far_curve", ()))
+        return ThresholdChoice(
+            check_threshold(site["threshold"], "site calibration"),
+            f"site calibration ({site['source']})",
+            site.get("far"),
+            curve=curve,
+        )
+    return ThresholdChoice(default.threshold, f"operating point {default.name!r}", default.far, curve=bundle.far_curve)
 
 
 class Verifier:
@@ -57,6 +83,12 @@ class Verifier:
             use_edgetpu=self.options.use_edgetpu,
         )
         self.detector = FaceDetector(self.options.detector_score) if self.bundle.is_face else None
+
+    @property
+    def continuity(self) -> float:
+        """Agreement a face needs with its track's recent frames to stay on it: the loosest
+        operating point (a person change scores far below it; a cut only delays a decision)."""
+        return min(p.threshold for p in self.bundle.operating_points.values())
 
     def detect(self, frame: np.ndarray) -> list[Face]:
         """Faces large enough to use, largest first (background faces below the size gate are ignored)."""
@@ -105,3 +137,40 @@ class Verifier:
         from edge_verify.sources import read_image
 
         return self.observe_single(read_image(path), str(path)).embedding  # type: ignore[return-value]
+
+
+class FaceTracks:
+    """Frames in, tracks ready for a decision out: each track that has gathered ``k`` usable
+    frames since its last decision. ``single``: every frame must show exactly one face (enrol,
+    check; ``largest`` takes the largest instead); frames that fail are skipped and counted."""
+
+    def __init__(self, verifier: Verifier, k: int, use_boxes: bool = True, single: bool = False, largest: bool = False):
+        if k < 1:
+            raise UsageError(f"frames per decision must be at least 1, got {k}")
+        self.verifier = verifier
+        self.k = k
+        self.single = single
+        self.largest = largest
+        self.tracker = Tracker(verifier.continuity, use_boxes=use_boxes)
+        self.skipped: Counter[str] = Counter()
+        self.raise_errors = False  # single: raise the frame's error instead of skipping it
+
+    def feed(self, image: np.ndarray, index: int, name: str) -> list[Track]:
+        if self.single:
+            try:
+                observations = [self.verifier.observe_single(image, name, largest=self.largest)]
+            except (NoFaceError, MultipleFacesError, QualityError) as exc:
+                if self.raise_errors:
+                    raise
+                self.skipped[type(exc).__name__.replace("Error", "").lower()] += 1
+                return []
+        else:
+            observations = self.verifier.observe(image)
+            self.skipped["quality"] += sum(o.embedding is None for o in observations)
+        faces = [(o.face.box if o.face else None, o.embedding) for o in observations]
+        updated = self.tracker.update(index, faces, name)
+        return [t for t in updated if t.new_frames() >= self.k]
+
+    @property
+    def longest(self) -> int:
+        return max((len(t.embeddings) for t in self.tracker.tracks), default=0)

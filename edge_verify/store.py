@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import sqlite3
@@ -15,9 +17,12 @@ from pathlib import Path
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from edge_verify.errors import (
+    BundleError,
     FingerprintMismatchError,
     StoreError,
     TemplateIntegrityError,
@@ -27,7 +32,11 @@ from edge_verify.errors import (
 from edge_verify.matcher import Decision
 
 KEY_ENV = "EDGE_VERIFY_KEY"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Template format 2: the unnormalised mean of unit enrolment embeddings (matcher.mean_template).
+# Format 1 (edge-verify 0.1) renormalised the mean, which scores higher; such templates made from
+# several frames must be re-enrolled. From one frame both formats are the same vector.
+TEMPLATE_FORMAT = 2
 _KEY_CHECK = (b"edge-verify key check", b"key-check")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -51,6 +60,13 @@ CREATE TABLE IF NOT EXISTS audit (
     accepted INTEGER NOT NULL,
     fingerprint TEXT NOT NULL,
     source TEXT
+);
+CREATE TABLE IF NOT EXISTS audit_actions (
+    audit_id INTEGER NOT NULL REFERENCES audit(id),
+    ts REAL NOT NULL,
+    action TEXT NOT NULL,
+    ok INTEGER NOT NULL,
+    detail TEXT
 );
 """
 
@@ -115,7 +131,9 @@ class TemplateStore:
         self.key_file = Path(key_file) if key_file else self.path.with_name(self.path.name + ".key")
         new_store = not self.path.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._aead = AESGCM(key if key is not None else load_or_create_key(self.key_file))
+        key = key if key is not None else load_or_create_key(self.key_file)
+        self._aead = AESGCM(key)
+        self._mac_key = HKDF(hashes.SHA256(), 32, salt=None, info=b"edge-verify settings").derive(key)
         try:
             # One connection, usable from the thread that runs the kiosk loop; writes are serialised.
             self._db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
@@ -127,6 +145,9 @@ class TemplateStore:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         self._db.execute(statement)
+                columns = {r[1] for r in self._db.execute("PRAGMA table_info(templates)")}
+                if "format" not in columns:  # a store made by edge-verify 0.1
+                    self._db.execute("ALTER TABLE templates ADD COLUMN format INTEGER NOT NULL DEFAULT 1")
             self._check_key(new_store)
         except sqlite3.DatabaseError as exc:
             raise StoreError(
@@ -189,20 +210,31 @@ class TemplateStore:
         with self._transaction():
             row = self._db.execute("SELECT created FROM templates WHERE identity = ?", (identity,)).fetchone()
             self._db.execute(
-                "INSERT OR REPLACE INTO templates VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (identity, fingerprint, nonce, ciphertext, int(frames), row[0] if row else now, now),
+                "INSERT OR REPLACE INTO templates"
+                " (identity, fingerprint, nonce, ciphertext, frames, created, updated, format)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (identity, fingerprint, nonce, ciphertext, int(frames), row[0] if row else now, now, TEMPLATE_FORMAT),
             )
 
     def get(self, identity: str, fingerprint: str) -> np.ndarray:
         """Decrypt and authenticate the template of ``identity`` made by bundle ``fingerprint``."""
         row = self._db.execute(
-            "SELECT fingerprint, nonce, ciphertext FROM templates WHERE identity = ?", (identity,)
+            "SELECT fingerprint, nonce, ciphertext, frames, format FROM templates WHERE identity = ?", (identity,)
         ).fetchone()
         if row is None:
             raise UnknownIdentityError(f"{identity!r} is not enrolled (see `edge-verify list`)")
         return self._decrypt(identity, fingerprint, *row)
 
-    def _decrypt(self, identity: str, fingerprint: str, stored_fp: str, nonce: bytes, ciphertext: bytes) -> np.ndarray:
+    def _decrypt(
+        self,
+        identity: str,
+        fingerprint: str,
+        stored_fp: str,
+        nonce: bytes,
+        ciphertext: bytes,
+        frames: int = 1,
+        fmt: int = TEMPLATE_FORMAT,
+    ) -> np.ndarray:
         try:
             plain = self._aead.decrypt(nonce, ciphertext, self._aad(identity, stored_fp))
         except InvalidTag:
@@ -215,15 +247,26 @@ class TemplateStore:
                 f"{identity!r} was enrolled with another model (fingerprint {stored_fp[:12]}); "
                 f"re-enroll with `edge-verify enroll {identity}`"
             )
+        if fmt < TEMPLATE_FORMAT and frames > 1:
+            raise FingerprintMismatchError(
+                f"{identity!r} was enrolled by an older edge-verify (template format {fmt}); "
+                f"re-enroll with `edge-verify enroll {identity} --replace`"
+            )
         return np.frombuffer(plain, np.float32).copy()
 
     def all_templates(self, fingerprint: str) -> dict[str, np.ndarray]:
         """Every template of this bundle (for 1:N); templates of other bundles are skipped."""
         rows = self._db.execute(
-            "SELECT identity, fingerprint, nonce, ciphertext FROM templates WHERE fingerprint = ? ORDER BY identity",
+            "SELECT identity, fingerprint, nonce, ciphertext, frames, format FROM templates"
+            " WHERE fingerprint = ? ORDER BY identity",
             (fingerprint,),
         ).fetchall()
-        return {r[0]: self._decrypt(r[0], fingerprint, r[1], r[2], r[3]) for r in rows}
+        return {r[0]: self._decrypt(r[0], fingerprint, *r[1:]) for r in rows}
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits (enrol, remove, calibrate): cheap to poll."""
+        with self._lock:
+            return int(self._db.execute("PRAGMA data_version").fetchone()[0])
 
     def list(self) -> list[TemplateInfo]:
         rows = self._db.execute(
@@ -237,15 +280,61 @@ class TemplateStore:
         if cur.rowcount == 0:
             raise UnknownIdentityError(f"{identity!r} is not enrolled (see `edge-verify list`)")
 
-    # -- settings and audit -----------------------------------------------------------------------
-    def set_threshold(self, fingerprint: str, value: float, far: float | None, source: str) -> None:
-        data = json.dumps({"value": value, "far": far, "source": source})
+    # -- authenticated settings -------------------------------------------------------------------
+    def _mac(self, name: str, payload: str) -> str:
+        return hmac.new(self._mac_key, name.encode() + b"\0" + payload.encode(), hashlib.sha256).hexdigest()
+
+    def _put_setting(self, name: str, data: dict) -> None:
+        payload = json.dumps(data, sort_keys=True)
+        sealed = json.dumps({"data": payload, "mac": self._mac(name, payload)})
         with self._transaction():
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"threshold:{fingerprint}", data))
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, sealed))
+
+    def _get_setting(self, name: str) -> dict | None:
+        """A setting written by this store's key, or None; edited outside edge-verify: refused."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (name,)).fetchone()
+        if row is None:
+            return None
+        try:
+            sealed = json.loads(row[0])
+            payload, mac = sealed["data"], sealed["mac"]
+            if hmac.compare_digest(self._mac(name, payload), str(mac)):
+                return json.loads(payload)
+        except (ValueError, TypeError, KeyError):
+            pass
+        raise TemplateIntegrityError(
+            f"{self.path}: setting {name.split(':')[0]!r} was changed outside edge-verify (authentication failed); "
+            "refusing to decide: `edge-verify calibrate --reset` and calibrate again"
+        )
+
+    def _delete_setting(self, name: str) -> bool:
+        with self._transaction():
+            return self._db.execute("DELETE FROM meta WHERE key = ?", (name,)).rowcount > 0
+
+    def set_threshold(self, fingerprint: str, record: dict) -> None:
+        """Store a site calibration for bundle ``fingerprint`` (authenticated with the store key)."""
+        self._put_setting(f"threshold:{fingerprint}", record)
 
     def threshold(self, fingerprint: str) -> dict | None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (f"threshold:{fingerprint}",)).fetchone()
-        return json.loads(row[0]) if row else None
+        return self._get_setting(f"threshold:{fingerprint}")
+
+    def reset_threshold(self, fingerprint: str) -> bool:
+        return self._delete_setting(f"threshold:{fingerprint}")
+
+    def pin_bundle(self, bundle, repin: bool = False) -> None:
+        """Pin the bundle's decision fields (thresholds, 1:N rules) on first use; later a bundle
+        with the same model but other decision fields (bundle.json edited) is refused."""
+        name = f"pin:{bundle.fingerprint}"
+        digest = bundle.decision_digest()
+        pinned = self._get_setting(name)
+        if pinned is None or repin:
+            self._put_setting(name, {"decision_digest": digest, "bundle": bundle.name, "version": bundle.version})
+        elif pinned["decision_digest"] != digest:
+            raise BundleError(
+                f"{bundle.path / 'bundle.json'}: its thresholds differ from those pinned in {self.path} "
+                f"(bundle.json edited?); if you upgraded the bundle on purpose, run `edge-verify doctor --repin`"
+            )
 
     def audit(
         self,
@@ -257,19 +346,36 @@ class TemplateStore:
         score: float | None = None,
         threshold: float | None = None,
         source: str | None = None,
-    ) -> None:
+    ) -> int:
+        """Write one audit row (committed when this returns) and return its id."""
         with self._transaction():
-            self._db.execute(
+            cur = self._db.execute(
                 "INSERT INTO audit (ts, command, claimed, matched, score, threshold, accepted, fingerprint, source)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (time.time(), command, claimed, matched, score, threshold, int(accepted), fingerprint, source),
             )
+        return int(cur.lastrowid)
+
+    def record_action(self, audit_id: int, action: str, ok: bool, detail: str = "") -> None:
+        """Record what an action (relay, webhook, command) did for the decision ``audit_id``."""
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO audit_actions (audit_id, ts, action, ok, detail) VALUES (?, ?, ?, ?, ?)",
+                (audit_id, time.time(), action, int(ok), detail[:500]),
+            )
+
+    def audit_actions(self, audit_id: int) -> list[tuple[str, bool, str]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT action, ok, detail FROM audit_actions WHERE audit_id = ? ORDER BY rowid", (audit_id,)
+            ).fetchall()
+        return [(r[0], bool(r[1]), r[2]) for r in rows]
 
     def record(
         self, command: str, fingerprint: str, decision: Decision, claimed: str | None = None, source: str | None = None
-    ) -> None:
-        """Audit one decision."""
-        self.audit(
+    ) -> int:
+        """Audit one decision; returns the audit row id."""
+        return self.audit(
             command,
             fingerprint,
             decision.accepted,
@@ -293,9 +399,15 @@ class TemplateStore:
         problems = [r[0] for r in self._db.execute("PRAGMA integrity_check").fetchall() if r[0] != "ok"]
         for identity, fp, nonce, ct in self._db.execute(
             "SELECT identity, fingerprint, nonce, ciphertext FROM templates"
-        ):
+        ).fetchall():
             try:
                 self._decrypt(identity, fp, fp, nonce, ct)
+            except TemplateIntegrityError as exc:
+                problems.append(str(exc))
+        settings = self._db.execute("SELECT key FROM meta WHERE key LIKE 'threshold:%' OR key LIKE 'pin:%'").fetchall()
+        for (name,) in settings:
+            try:
+                self._get_setting(name)
             except TemplateIntegrityError as exc:
                 problems.append(str(exc))
         return problems

@@ -2,6 +2,7 @@
 
     pip install -e '.[host,dlib]'
     python scripts/build_default_bundle.py [--data ../shared/data] [--derive-template]
+    python scripts/build_default_bundle.py --operating-points-only   # step 6 alone (no TensorFlow)
 
 Steps, all recorded in bundle.json:
 1. Landmark template (--derive-template): dlib's own pipeline (HOG detector, 5-point shape
@@ -13,11 +14,13 @@ Steps, all recorded in bundle.json:
 3. Calibration chips: every face that YuNet finds in the photos, scenes and every 2nd video frame
    of --data, aligned with the template exactly as the device does, plus their mirror images.
 4. Conversion to fp32 and int8 (int8 I/O) with the fidelity report on the labelled --data/faces.
-5. Threshold: dlib's published operating point (Euclidean distance 0.6 between raw descriptors,
-   99.38% on LFW), mapped to cosine between our L2-normalised vectors with the median raw
-   descriptor norm measured on the calibration chips: cos = 1 - 0.6^2 / (2 * norm^2).
-   No identity-labelled face set installs from the package registries, so the FAR cannot be
-   measured here at 1e-3; users calibrate their own with `edge-verify calibrate`.
+5. (Superseded by 6) dlib's published operating point (Euclidean 0.6 between raw descriptors) is
+   mapped to cosine and recorded as the converter's provisional threshold.
+6. Operating points (converters/operating_points.py): the shipped int8 model embeds the labelled
+   development sets present under --data (faces_dev/celebs, faces_dev/yaleb, faces) through the
+   device pipeline; each point (strict 1e-4, default 1e-3, convenient 1e-2) takes the strictest
+   per-set threshold at its FAR, with FAR/FRR, pair counts and 95% intervals per set recorded in
+   bundle.json, plus the 1:N FAR curve. The data itself is never copied into the repository.
 Only model_int8.tflite and bundle.json are shipped in the package (the fp32 model is 22 MB and is
 rebuilt by this script into --work for fidelity checks).
 """
@@ -100,7 +103,13 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "face-bundle")
     parser.add_argument("--derive-template", action="store_true")
+    parser.add_argument(
+        "--operating-points-only", action="store_true", help="recompute step 6 on the shipped int8 model"
+    )
     args = parser.parse_args()
+    if args.operating_points_only:
+        write_operating_points(args.data)
+        return
     if not (args.data / "faces").is_dir():
         sys.exit(f"{args.data}: sample face data not found (needs faces/, scenes/, video/)")
     dat = find_dlib_face_model()
@@ -159,7 +168,34 @@ def main() -> None:
     meta["fingerprint"] = compute_fingerprint(meta["files"][MODEL_INT8], pre)
     (BUNDLE_DIR / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
     (args.work / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_operating_points(args.data)
     print(f"wrote {BUNDLE_DIR}")
+
+
+def write_operating_points(data: Path) -> None:
+    """Step 6: calibrate the shipped bundle's operating points on the development sets."""
+    from tqdm import tqdm
+
+    from converters.operating_points import calibrate_points, load_dev_sets
+    from edge_verify.pipeline import Verifier, VerifierOptions
+
+    if not (data / "faces_dev").is_dir():
+        sys.exit(f"{data}: faces_dev/ not found; operating points need the labelled development sets")
+    verifier = Verifier(VerifierOptions(bundle=BUNDLE_DIR, use_edgetpu=False))
+    sets = load_dev_sets(verifier, data, progress=lambda items: tqdm(items, desc="embed", leave=False))
+    decision = calibrate_points(sets)
+    meta = json.loads((BUNDLE_DIR / "bundle.json").read_text())
+    meta.pop("threshold", None)
+    meta.update(decision)
+    meta["version"] = "1.1.0"
+    (BUNDLE_DIR / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
+    for name, point in decision["operating_points"].items():
+        print(f"{name:<10} threshold {point['threshold']:.4f} at FAR {point['far']:g}")
+        for m in point["measured"]:
+            print(
+                f"    {m['set']:<18} FAR {m['far']:.2e} {m['far_ci']}  FRR {m['frr']:.3f} {m['frr_ci']}"
+                f"  ({m['genuine_pairs']} genuine / {m['impostor_pairs']} impostor pairs)"
+            )
 
 
 if __name__ == "__main__":
