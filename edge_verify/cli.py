@@ -180,7 +180,7 @@ def _decide_on_track(args, verifier, source_spec: str, k: int, decide, what: str
 
 # ---- device commands ----------------------------------------------------------------------------
 def cmd_enroll(args: argparse.Namespace) -> int:
-    from edge_verify.matcher import Gallery, agreement, mean_template
+    from edge_verify.matcher import Gallery, agreement, mean_template, odd_frames
 
     verifier = _verifier(args)
     bundle = verifier.bundle
@@ -196,7 +196,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         # every frame must agree with the others: one person, not a mixture
         consistency = bundle.operating_point().threshold
         agree = agreement(embeddings)
-        odd = [f"{names[i]} ({agree[i]:.4f})" for i in np.flatnonzero(agree < consistency)]
+        odd = [names[i] for i in odd_frames(embeddings, consistency)]
         if odd:
             raise InconsistentEnrolmentError(
                 f"enrolment frames do not show one person: {len(odd)} of {len(names)} disagree with the rest "

@@ -77,6 +77,8 @@ class KioskConfig:
 
     def __post_init__(self) -> None:
         """Every setting has its type and range checked here, so a bad config fails at start."""
+        if isinstance(self.source, int) and not isinstance(self.source, bool):
+            self.source = str(self.source)  # `source = 0` in TOML: camera 0
         for f in fields(self):
             value = getattr(self, f.name)
             if value is None and "None" in str(f.type):

@@ -53,6 +53,22 @@ def agreement(embeddings: np.ndarray) -> np.ndarray:
     return (sims.sum(1) - np.diag(sims)) / (n - 1)
 
 
+def odd_frames(embeddings: np.ndarray, threshold: float) -> list[int]:
+    """Frames that do not show the same person as the rest: drop the frame that agrees least
+    until every remaining frame's mean score with the others reaches ``threshold``."""
+    if len(embeddings) < 2:
+        return []
+    keep = list(range(len(embeddings)))
+    odd = []
+    while len(keep) > 1:
+        agree = agreement(np.asarray(embeddings)[keep])
+        worst = int(np.argmin(agree))
+        if agree[worst] >= threshold:
+            break
+        odd.append(keep.pop(worst))
+    return sorted(odd) if len(keep) > 1 else sorted(range(len(embeddings)))
+
+
 def verify(probes: np.ndarray, template: np.ndarray, threshold: float, identity: str) -> Decision:
     """1:1 on one track: the mean score of its frames decides (never the best single frame)."""
     s = score(probes, template)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -122,11 +123,56 @@ def test_unknown_identity_and_remove(store_path):
 def test_threshold_override_and_audit(store_path):
     with TemplateStore(store_path) as store:
         assert store.threshold(FP) is None
-        store.set_threshold(FP, 0.7, 1e-3, "test")
-        assert store.threshold(FP)["value"] == 0.7
-        store.audit("check", FP, True, claimed="alice", score=0.9, threshold=0.7)
+        store.set_threshold(FP, {"threshold": 0.97, "far": 1e-3, "source": "test"})
+        assert store.threshold(FP)["threshold"] == 0.97
+        audit_id = store.audit("check", FP, True, claimed="alice", score=0.9, threshold=0.7)
+        store.record_action(audit_id, "relay", True)
         entry = store.audit_log()[0]
         assert entry.accepted and entry.claimed == "alice" and entry.score == 0.9
+        assert store.audit_actions(audit_id) == [("relay", True, "")]
+        assert store.reset_threshold(FP) and store.threshold(FP) is None
+
+
+@pytest.mark.parametrize("edit", ["loosen", "forge_mac", "copy_from_other_bundle"])
+def test_threshold_edited_without_the_key_is_refused(store_path, edit):
+    """Attack: lower the stored site threshold with sqlite3 (no key); it must never be used."""
+    with TemplateStore(store_path) as store:
+        store.set_threshold(FP, {"threshold": 0.97, "far": 1e-3, "source": "site"})
+        store.set_threshold("e" * 32, {"threshold": 0.5, "far": 1e-1, "source": "other"})
+    db = sqlite3.connect(store_path)
+    (sealed,) = db.execute("SELECT value FROM meta WHERE key = ?", (f"threshold:{FP}",)).fetchone()
+    record = json.loads(sealed)
+    if edit == "loosen":
+        record["data"] = record["data"].replace("0.97", "-1")
+        db.execute("UPDATE meta SET value = ? WHERE key = ?", (json.dumps(record), f"threshold:{FP}"))
+    elif edit == "forge_mac":
+        record["data"] = record["data"].replace("0.97", "0.5")
+        record["mac"] = "0" * 64
+        db.execute("UPDATE meta SET value = ? WHERE key = ?", (json.dumps(record), f"threshold:{FP}"))
+    else:  # a valid record of another bundle moved onto this one
+        (other,) = db.execute("SELECT value FROM meta WHERE key = ?", ("threshold:" + "e" * 32,)).fetchone()
+        db.execute("UPDATE meta SET value = ? WHERE key = ?", (other, f"threshold:{FP}"))
+    db.commit()
+    db.close()
+    with TemplateStore(store_path) as store:
+        with pytest.raises(TemplateIntegrityError, match="changed outside edge-verify"):
+            store.threshold(FP)
+        assert any("changed outside edge-verify" in p for p in store.integrity_check())
+
+
+def test_template_of_an_older_format_asks_for_re_enrolment(store_path):
+    """0.1 renormalised multi-frame templates (they score higher): such a template is not used."""
+    with TemplateStore(store_path) as store:
+        store.put("alice", random_unit(1, 128)[0], FP, 5)
+        store.put("bob", random_unit(1, 128, seed=1)[0], FP, 1)
+    db = sqlite3.connect(store_path)
+    db.execute("UPDATE templates SET format = 1")
+    db.commit()
+    db.close()
+    with TemplateStore(store_path) as store:
+        with pytest.raises(FingerprintMismatchError, match="older edge-verify"):
+            store.get("alice", FP)
+        assert store.get("bob", FP).shape == (128,)  # one frame: the same vector in both formats
 
 
 WRITER = """
