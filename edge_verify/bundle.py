@@ -72,7 +72,7 @@ class Bundle:
     default_point: str
     files: dict[str, str]  # file name -> sha256
     fingerprint: str
-    far_curve: tuple[tuple[float, float], ...] = ()  # (FAR, threshold) for 1:N
+    far_curve: tuple[tuple[float, float, bool], ...] = ()  # (FAR, threshold, resolved by every set) for 1:N
     margin_1n: float = DEFAULT_MARGIN
     metadata: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -166,7 +166,8 @@ def load_bundle(path: str | Path | None = None, verify: bool = True) -> Bundle:
             files={str(k): str(v) for k, v in meta["files"].items()},
             fingerprint=str(meta["fingerprint"]),
             far_curve=tuple(
-                (check_far(f, "far_curve"), check_threshold(t, "far_curve")) for f, t in meta.get("far_curve", [])
+                (check_far(p[0], "far_curve"), check_threshold(p[1], "far_curve"), bool(p[2]) if len(p) > 2 else True)
+                for p in meta.get("far_curve", [])
             ),
             margin_1n=float(meta.get("margin_1n", DEFAULT_MARGIN)),
             metadata=meta,

@@ -64,7 +64,7 @@ class ThresholdChoice:
     margin: float = 0.0  # 1:N only
     gallery_size: int = 1
     far_resolved: bool = True  # False: the per-search FAR asked for is below what the data measured
-    curve: tuple[tuple[float, float], ...] = field(default=(), repr=False)
+    curve: tuple[tuple, ...] = field(default=(), repr=False)  # (FAR, threshold[, resolved]) for 1:N
 
     def as_dict(self) -> dict:
         d = {"threshold": self.value, "origin": self.origin, "far": self.far}
@@ -136,21 +136,29 @@ def conservative_threshold(impostor_sets: list[np.ndarray], far: float) -> float
     return math.ceil(max(values) * 1e4) / 1e4  # round up: never looser than measured
 
 
-def far_curve(impostor_sets: list[np.ndarray]) -> list[list[float]]:
-    """[[FAR, threshold], ...] on FAR_GRID down to the smallest FAR the largest set resolves."""
-    largest = max(len(i) for i in impostor_sets)
-    return [[far, conservative_threshold(impostor_sets, far)] for far in FAR_GRID if resolvable(largest, far)]
+def far_curve(impostor_sets: list[np.ndarray]) -> list[list]:
+    """[[FAR, threshold, resolved], ...] on FAR_GRID down to the smallest FAR the largest set
+    resolves; ``resolved`` is False where a smaller set (one that resolves at least 1e-2) only
+    bounds the threshold from below."""
+    sizes = [len(i) for i in impostor_sets if len(i)]
+    counted = [n for n in sizes if resolvable(n, 1e-2)] or sizes
+    return [
+        [far, conservative_threshold(impostor_sets, far), all(resolvable(n, far) for n in counted)]
+        for far in FAR_GRID
+        if resolvable(max(sizes), far)
+    ]
 
 
 def threshold_for_far(curve, far: float) -> tuple[float, bool]:
     """Threshold from a curve for ``far``: the entry at the largest tabulated FAR <= ``far``
     (stricter than needed, never looser). Returns (threshold, resolved); when the curve does not
-    reach down to ``far`` it gives its strictest threshold and resolved=False."""
-    points = sorted((float(f), float(t)) for f, t in curve)
-    eligible = [t for f, t in points if f <= far * (1 + 1e-9)]
+    reach down to ``far`` (or every data set does not) resolved is False, and below the curve the
+    strictest threshold is returned."""
+    points = sorted((float(p[0]), float(p[1]), bool(p[2]) if len(p) > 2 else True) for p in curve)
+    eligible = [(t, r) for f, t, r in points if f <= far * (1 + 1e-9)]
     if eligible:
-        return eligible[-1], True
-    return max(t for _, t in points), False
+        return eligible[-1]
+    return max(t for _, t, _ in points), False
 
 
 def gallery_threshold(base: ThresholdChoice, gallery_size: int, margin: float) -> ThresholdChoice:

@@ -60,7 +60,7 @@ def resolve_threshold(
         return ThresholdChoice(point.threshold, f"operating point {point.name!r}", point.far, curve=bundle.far_curve)
     site = store.threshold(bundle.fingerprint) if store is not None else None
     if site is not None:
-        curve = tuple((float(f), float(t)) for f, t in site.get("far_curve", ()))
+        curve = tuple(tuple(p) for p in site.get("far_curve", ()))
         return ThresholdChoice(
             check_threshold(site["threshold"], "site calibration"),
             f"site calibration ({site['source']})",

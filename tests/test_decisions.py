@@ -60,11 +60,11 @@ def test_identify_needs_a_margin_and_a_gallery_aware_threshold():
     probe = unit(a + 0.001 * b)
     assert not identify(probe, gallery, 0.9, margin=0.02).accepted  # two near-identical candidates
     assert identify(probe, gallery, 0.9, margin=0.0).identity == "a"
-    curve = ((1e-2, 0.93), (1e-3, 0.9466), (1e-4, 0.9532), (1e-5, 0.954))
+    curve = ((1e-2, 0.93, True), (1e-3, 0.9466, True), (1e-4, 0.9532, True), (1e-5, 0.954, False))
     base = ThresholdChoice(0.9466, "default", 1e-3, curve=curve)
     values = [gallery_threshold(base, n, 0.02) for n in (1, 10, 100, 1000)]
     assert [v.value for v in values] == [0.9466, 0.9532, 0.954, 0.954]
-    assert [v.far_resolved for v in values] == [True, True, True, False]
+    assert [v.far_resolved for v in values] == [True, True, False, False]
 
 
 # -- tracks ---------------------------------------------------------------------------------------

@@ -101,3 +101,49 @@ def test_evaluate_default_bundle_on_the_faces(shared_data):
     report = json.loads(r.stdout)
     assert r.returncode == 0, r.stderr
     assert report["roc_auc"] == 1.0 and report["eer"] == 0.0 and report["recall_at_1"] == 1.0
+
+
+def test_nobody_unenrolled_is_admitted_from_the_hamilton_clip(shared_data, store_path, verifier):
+    """The issue's attack: five people enrolled from one photo each; the clip's unenrolled man
+    (frames ~142-144, a hand over his face) scored 0.914-0.917 against obama and was let in."""
+    import threading
+
+    from edge_verify.kiosk import Kiosk, KioskConfig
+    from edge_verify.store import TemplateStore
+
+    s = ["--store", str(store_path)]
+    clip = str(shared_data / "video" / "short_hamilton_clip.mp4")
+    for name, photos in face_images(shared_data / "faces").items():
+        assert run_cli("enroll", name, "--source", str(photos[0]), *s).returncode == 0
+    with TemplateStore(store_path) as store:
+        kiosk = Kiosk(KioskConfig(source=clip, debounce=3, cooldown_s=0, max_frames=275), verifier, store, [])
+        kiosk.run(threading.Event())
+        assert kiosk.events and not any(e.accepted for e in kiosk.events)
+    r = run_cli("identify", "--source", clip, "--frames", "300", "--json", *s)
+    faces = json.loads(r.stdout)["faces"]
+    assert r.returncode == 1 and len(faces) > 20 and all(f["identity"] is None for f in faces)
+    for frames in ("3", "300"):
+        r = run_cli("check", "obama", "--source", clip, "--frames", frames, *s)
+        assert r.returncode in (1, 5), (frames, r.stdout, r.stderr)  # rejected, or no track that long
+
+
+def test_obama_is_admitted_from_his_weekly_address(shared_data, store_path):
+    s = ["--store", str(store_path)]
+    r = run_cli("enroll", "obama", "--source", str(shared_data / "faces" / "obama"), "--json", *s)
+    assert r.returncode == 0, r.stderr
+    video = shared_data / "video" / "liveness" / "obama_weekly_address_talking.mp4"
+    r = run_cli("check", "obama", "--source", str(video), "--json", *s)
+    data = json.loads(r.stdout)
+    assert r.returncode == 0 and data["accepted"] and data["frames_used"] == 3, r.stderr
+
+
+def test_mixed_person_folder_is_refused(shared_data, store_path, tmp_path):
+    import shutil
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    faces = face_images(shared_data / "faces")
+    for person in ("obama", "biden"):
+        shutil.copy(faces[person][0], folder / f"{person}{faces[person][0].suffix}")
+    r = run_cli("enroll", "mixed", "--source", str(folder), "--store", str(store_path))
+    assert r.returncode == 17 and "do not show one person" in r.stderr
