@@ -24,6 +24,7 @@ from edge_verify.bundle import (
 from edge_verify.embedder import Embedder
 from edge_verify.errors import InputError, ModelError
 from edge_verify.metrics import pair_scores, verification_report
+from edge_verify.operating import far_curve
 
 VARIANTS = ("fp32", "fp16", "dynamic", "int8")
 FILE_NAMES = {"fp32": MODEL_FP32, "fp16": "model_fp16.tflite", "dynamic": "model_dynamic.tflite", "int8": MODEL_INT8}
@@ -141,10 +142,12 @@ def convert(
             path.write_bytes(_to_tflite(saved, variant, calib, options.io_dtype))
             report["variants"][variant] = {"file": path.name, "bytes": path.stat().st_size, "ops": op_counts(path)}
     int8_path = out_dir / MODEL_INT8
+    int8_impostor = None
     if validation is not None:
         if progress:
             progress("fidelity on validation set")
         _fidelity(out_dir, options, validation, report)
+        int8_impostor = report.pop("int8_impostor", None)
         int8_eval = report["variants"]["int8"].get("verification")
         if threshold is None and int8_eval:
             far = options.target_far
@@ -168,6 +171,7 @@ def convert(
         "input": {"shape": [int(d) for d in model.input_shape[1:]], "dtype": options.io_dtype, "range": [0, 255]},
         "preprocess": preprocess.as_dict(),
         "threshold": {"value": threshold.value, "far": threshold.far, "source": threshold.source},
+        **({"far_curve": far_curve([int8_impostor])} if int8_impostor is not None and len(int8_impostor) else {}),
         "files": files,
         "fingerprint": compute_fingerprint(files[MODEL_INT8], preprocess),
         "source_model_sha256": source_hash,
@@ -186,6 +190,8 @@ def _fidelity(out_dir: Path, options: ConvertOptions, validation, report: dict) 
         embeddings[variant] = embedder.embed(images)
         genuine, impostor = pair_scores(embeddings[variant], labels)
         report["variants"][variant]["verification"] = verification_report(genuine, impostor).as_dict()
+        if variant == "int8":
+            report["int8_impostor"] = impostor  # for the 1:N curve; not written to bundle.json
     if "fp32" in embeddings:
         ref = embeddings["fp32"]
         for variant, emb in embeddings.items():

@@ -164,8 +164,10 @@ def threshold_for_far(curve, far: float) -> tuple[float, bool]:
 def gallery_threshold(base: ThresholdChoice, gallery_size: int, margin: float) -> ThresholdChoice:
     """1:N: per-search false accepts grow about N times the 1:1 FAR, so look up the threshold for
     FAR / N on the curve; never looser than the 1:1 threshold."""
-    if gallery_size <= 1 or base.far is None or not base.curve:
-        return ThresholdChoice(base.value, base.origin, base.far, margin, max(gallery_size, 1), True, base.curve)
+    if gallery_size <= 1:
+        return ThresholdChoice(base.value, base.origin, base.far, margin, 1, True, base.curve)
+    if base.far is None or not base.curve:  # an explicit threshold, or a bundle without a curve
+        return ThresholdChoice(base.value, base.origin, base.far, margin, gallery_size, False, base.curve)
     value, resolved = threshold_for_far(base.curve, base.far / gallery_size)
     origin = f"{base.origin}, 1:N over {gallery_size} (FAR {base.far:g} per search)"
     return ThresholdChoice(max(value, base.value), origin, base.far, margin, gallery_size, resolved, base.curve)

@@ -47,6 +47,7 @@ def test_bundle_has_every_variant_and_loads(bundle_dir):
     bundle = load_bundle(bundle_dir)
     assert bundle.embedding_size == 256 and bundle.preprocess.color_order == "GRAY"
     assert bundle.threshold.far == 1e-3
+    assert bundle.far_curve and bundle.far_curve[0][0] == 0.1  # 1:N threshold lookup from the validation scores
     sizes = {v: d["bytes"] for v, d in meta["report"]["variants"].items()}
     assert sizes["int8"] < sizes["fp16"] < sizes["fp32"]
 
