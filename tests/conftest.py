@@ -36,6 +36,17 @@ def store_path(tmp_path) -> Path:
     return tmp_path / "store" / "templates.db"
 
 
+@pytest.fixture
+def enrolled_store(store_path, verifier):
+    """A store with 'astronaut' enrolled from the packaged sample photo."""
+    from edge_verify.store import TemplateStore
+
+    store = TemplateStore(store_path)
+    store.put("astronaut", verifier.embed_image(SAMPLES / "astronaut_enroll.jpg"), verifier.bundle.fingerprint, 1)
+    yield store
+    store.close()
+
+
 @pytest.fixture(scope="session")
 def fashion_mnist():
     from training.data import FASHION_MNIST_DIR

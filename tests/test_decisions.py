@@ -229,19 +229,11 @@ def test_edited_store_threshold_is_refused_by_check_and_doctor(store_path):
 
 
 # -- the kiosk ------------------------------------------------------------------------------------
-@pytest.fixture
-def enrolled(store_path, verifier):
-    store = TemplateStore(store_path)
-    store.put("astronaut", verifier.embed_image(SAMPLES / "astronaut_enroll.jpg"), verifier.bundle.fingerprint, 1)
-    yield store
-    store.close()
-
-
-def test_removed_identity_is_not_admitted_by_a_running_kiosk_within_a_second(tmp_path, verifier, enrolled):
+def test_removed_identity_is_not_admitted_by_a_running_kiosk_within_a_second(tmp_path, verifier, enrolled_store):
     video = tmp_path / "door.avi"
     make_video(video, [("astronaut_check.jpg", 400)])
     config = KioskConfig(source=str(video), identity="astronaut", debounce=1, cooldown_s=0, reconnect_s=0.01)
-    kiosk = Kiosk(config, verifier, enrolled, [])
+    kiosk = Kiosk(config, verifier, enrolled_store, [])
     stop = threading.Event()
     worker = threading.Thread(target=kiosk.run, args=(stop,))
     worker.start()
@@ -249,7 +241,7 @@ def test_removed_identity_is_not_admitted_by_a_running_kiosk_within_a_second(tmp
         deadline = time.time() + 30
         while sum(e.accepted for e in kiosk.events) < 3 and time.time() < deadline:
             time.sleep(0.01)
-        with TemplateStore(enrolled.path) as other:  # another process: `edge-verify remove astronaut`
+        with TemplateStore(enrolled_store.path) as other:  # another process: `edge-verify remove astronaut`
             other.remove("astronaut")
         removed_at = time.time()
         frames_then = kiosk.frames
@@ -288,17 +280,17 @@ class BrokenAction(Action):
         raise ConnectionResetError("receiver hung up")
 
 
-def test_audit_row_is_committed_before_any_action_and_failures_are_recorded(tmp_path, verifier, enrolled):
+def test_audit_row_is_committed_before_any_action_and_failures_are_recorded(tmp_path, verifier, enrolled_store):
     video = tmp_path / "door.avi"
     make_video(video, [("astronaut_check.jpg", 6), ("cameraman.jpg", 6)])
-    probe = RecordingAction(enrolled.path)
+    probe = RecordingAction(enrolled_store.path)
     config = KioskConfig(source=str(video), identity="astronaut", debounce=3, cooldown_s=100, max_frames=12)
-    kiosk = Kiosk(config, verifier, enrolled, [BrokenAction(), probe])
+    kiosk = Kiosk(config, verifier, enrolled_store, [BrokenAction(), probe])
     kiosk.run(threading.Event())
     assert [e.accepted for e in kiosk.events] == [True, False]
     assert probe.seen == [(e.audit_id, int(e.accepted)) for e in kiosk.events]  # visible to another reader
     for e in kiosk.events:
-        assert enrolled.audit_actions(e.audit_id) == [
+        assert enrolled_store.audit_actions(e.audit_id) == [
             ("webhook", False, "ConnectionResetError: receiver hung up"),
             ("probe", True, ""),
         ]

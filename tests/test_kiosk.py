@@ -46,14 +46,6 @@ class Receiver:
 
 
 @pytest.fixture
-def enrolled_store(store_path, verifier):
-    store = TemplateStore(store_path)
-    store.put("astronaut", verifier.embed_image(SAMPLES / "astronaut_enroll.jpg"), verifier.bundle.fingerprint, 1)
-    yield store
-    store.close()
-
-
-@pytest.fixture
 def pins():
     factory = MockFactory()
     gpiozero.Device.pin_factory = factory
