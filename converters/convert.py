@@ -142,12 +142,11 @@ def convert(
             path.write_bytes(_to_tflite(saved, variant, calib, options.io_dtype))
             report["variants"][variant] = {"file": path.name, "bytes": path.stat().st_size, "ops": op_counts(path)}
     int8_path = out_dir / MODEL_INT8
-    int8_impostor = None
+    int8_impostor = None  # validation impostor scores of the int8 model: the 1:N FAR curve
     if validation is not None:
         if progress:
             progress("fidelity on validation set")
-        _fidelity(out_dir, options, validation, report)
-        int8_impostor = report.pop("int8_impostor", None)
+        int8_impostor = _fidelity(out_dir, options, validation, report)
         int8_eval = report["variants"]["int8"].get("verification")
         if threshold is None and int8_eval:
             far = options.target_far
@@ -182,16 +181,18 @@ def convert(
     return meta
 
 
-def _fidelity(out_dir: Path, options: ConvertOptions, validation, report: dict) -> None:
+def _fidelity(out_dir: Path, options: ConvertOptions, validation, report: dict) -> np.ndarray:
+    """Fill ``report`` with each variant's verification figures; returns the int8 impostor scores."""
     images, labels = validation
     embeddings = {}
+    int8_impostor = np.zeros(0)
     for variant in options.variants:
         embedder = Embedder(out_dir / FILE_NAMES[variant], backend="litert")
         embeddings[variant] = embedder.embed(images)
         genuine, impostor = pair_scores(embeddings[variant], labels)
         report["variants"][variant]["verification"] = verification_report(genuine, impostor).as_dict()
         if variant == "int8":
-            report["int8_impostor"] = impostor  # for the 1:N curve; not written to bundle.json
+            int8_impostor = impostor
     if "fp32" in embeddings:
         ref = embeddings["fp32"]
         for variant, emb in embeddings.items():
@@ -200,6 +201,7 @@ def _fidelity(out_dir: Path, options: ConvertOptions, validation, report: dict) 
             report["variants"][variant]["eer_change_points"] = 100 * (
                 report["variants"][variant]["verification"]["eer"] - report["variants"]["fp32"]["verification"]["eer"]
             )
+    return int8_impostor
 
 
 def format_fidelity(meta: dict) -> str:

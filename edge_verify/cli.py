@@ -80,28 +80,12 @@ def _store(args: argparse.Namespace, bundle=None):
 
 
 def _threshold(args: argparse.Namespace, bundle, store, gallery_size: int = 1):
-    from edge_verify.operating import gallery_threshold
+    """The threshold in force for the command's --threshold / --operating-point / --allow-looser."""
     from edge_verify.pipeline import resolve_threshold
 
-    choice = resolve_threshold(
-        bundle,
-        store,
-        threshold=getattr(args, "threshold", None),
-        operating_point=getattr(args, "operating_point", None),
-        allow_looser=getattr(args, "allow_looser", False),
+    return resolve_threshold(
+        bundle, store, args.threshold, args.operating_point, args.allow_looser, gallery_size=gallery_size
     )
-    if gallery_size > 1:
-        choice = gallery_threshold(choice, gallery_size, bundle.margin_1n)
-        if not choice.far_resolved:
-            logging.getLogger("edge_verify").warning(
-                "%d identities enrolled: the per-search FAR %s needs a 1:1 FAR below what %s measured; "
-                "using its strictest threshold %.4f (calibrate on site with more data)",
-                gallery_size,
-                choice.far,
-                bundle.name,
-                choice.value,
-            )
-    return choice
 
 
 def _skipped_text(skipped: dict) -> str:
@@ -158,15 +142,17 @@ def _decide_on_track(args, verifier, source_spec: str, k: int, decide, what: str
         still = isinstance(source, ImageSource)
         if still:
             k = min(k, len(source.paths))  # a photo is one frame; a folder of photos is linked by embedding
-        tracks = FaceTracks(verifier, k, use_boxes=not still, single=True, largest=args.largest_face)
-        tracks.raise_errors = still and len(source.paths) == 1  # one photo: say exactly why it is unusable
+        one_photo = still and len(source.paths) == 1  # then say exactly why it is unusable
+        tracks = FaceTracks(
+            verifier, k, use_boxes=not still, single=True, largest=args.largest_face, raise_errors=one_photo
+        )
         deadline = time.monotonic() + args.timeout
         for frame in _progress(args, source, desc=what, unit="frame"):
             if frame.index >= args.max_frames:
                 break
             ready = tracks.feed(frame.image, frame.index, frame.name)
             if ready:
-                return decide(ready[0].recent(k)), ready[0], dict(tracks.skipped)
+                return decide(ready[0].take(k)), ready[0], dict(tracks.skipped)
             if source.live and time.monotonic() > deadline:
                 break
     detail = _skipped_text(tracks.skipped)
@@ -279,19 +265,17 @@ def cmd_identify(args: argparse.Namespace) -> int:
         if not len(gallery):
             raise UsageError("nobody is enrolled with this bundle; run `edge-verify enroll NAME --source ...` first")
         choice = _threshold(args, verifier.bundle, store, gallery_size=len(gallery))
-        skipped = 0
         with open_source(args.source, timeout_s=args.timeout) as source:
             still = isinstance(source, ImageSource)
             k = 1 if still else args.track_frames  # a photo is one frame of each face in it
-            tracks = None
+            tracks = FaceTracks(verifier, k)
             for frame in _progress(args, source, desc="identify", unit="frame"):
                 if frame.index >= args.frames:
                     break
-                if tracks is None or still:  # photos are unrelated: no track spans two of them
-                    tracks = FaceTracks(verifier, k)
+                if still:  # photos are unrelated: no track spans two of them
+                    tracks.tracker.end_all()
                 for track in tracks.feed(frame.image, frame.index, frame.name):
-                    probes = track.recent(k)
-                    track.decided_at = len(track.embeddings)
+                    probes = track.take(k)
                     decision = identify(probes, gallery, choice.value, choice.margin)
                     store.record("identify", verifier.bundle.fingerprint, decision, source=frame.name)
                     results.append(
@@ -307,7 +291,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
                             "top": [{"identity": n, "score": s} for n, s in gallery.rank(probes)[: args.top]],
                         }
                     )
-                skipped += tracks.skipped.pop("quality", 0)
+    skipped = tracks.skipped["quality"]
     if not results:
         raise NoFaceError(f"{args.source}: no face was followed for {k} usable frame(s) ({skipped} refused by quality)")
     lines = []
@@ -321,13 +305,10 @@ def cmd_identify(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from edge_verify.matcher import cosine
-    from edge_verify.pipeline import resolve_threshold
 
     verifier = _verifier(args)
     a, b = verifier.embed_image(args.image_a), verifier.embed_image(args.image_b)
-    choice = resolve_threshold(
-        verifier.bundle, None, args.threshold, args.operating_point, allow_looser=args.allow_looser
-    )
+    choice = _threshold(args, verifier.bundle, None)
     score = cosine(a, b)
     same = score >= choice.value
     data = {"same": same, "score": score, "threshold": choice.value, "threshold_source": choice.origin}
@@ -362,7 +343,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from edge_verify.metrics import format_report, threshold_at_far, verification_report
-    from edge_verify.operating import check_far, far_curve, measure, resolvable
+    from edge_verify.operating import check_far, far_curve, measure, resolvable, round_up
 
     verifier = _verifier(args)
     bundle = verifier.bundle
@@ -390,7 +371,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             f"{origin}: {len(impostor)} impostor pairs cannot resolve FAR {far:g} (need about {10 / far:.0f}); "
             "add labelled people or images, choose a larger --far, or --force"
         )
-    threshold = float(np.ceil(threshold_at_far(impostor, far) * 1e4) / 1e4)
+    threshold = round_up(threshold_at_far(impostor, far))
     default = bundle.operating_point()
     looser = threshold < default.threshold
     if looser and not args.allow_looser and not args.dry_run:

@@ -29,7 +29,7 @@ import numpy as np
 
 from edge_verify.errors import InputError, SourceError, UnknownIdentityError, UsageError
 from edge_verify.matcher import Decision, Gallery, identify, verify
-from edge_verify.operating import check_threshold, gallery_threshold
+from edge_verify.operating import check_threshold
 from edge_verify.pipeline import FaceTracks, Verifier, resolve_threshold
 from edge_verify.sources import open_source
 from edge_verify.store import TemplateStore
@@ -243,17 +243,15 @@ class Kiosk:
             if not templates and at_start:
                 raise UsageError("nobody is enrolled with this bundle; enrol someone before starting the kiosk")
         self.gallery = Gallery(templates)
-        choice = resolve_threshold(
+        self.choice = resolve_threshold(
             self.verifier.bundle,
             self.store,
             self.config.threshold,
             self.config.operating_point,
             self.config.allow_looser,
+            gallery_size=1 if self.config.identity else len(self.gallery),
         )
-        if not self.config.identity:
-            choice = gallery_threshold(choice, len(self.gallery), self.verifier.bundle.margin_1n)
-        self.choice = choice
-        self.threshold = choice.value
+        self.threshold = self.choice.value
 
     def refresh(self) -> None:
         """Pick up enrolments, removals and calibrations committed by other processes."""
@@ -279,9 +277,7 @@ class Kiosk:
             self.status = {"state": "waiting for a face"}
         events = []
         for track in ready:
-            probes = track.recent(min(len(track.embeddings), 10 * self.config.debounce))
-            track.decided_at = len(track.embeddings)
-            decision = self.decide(probes)
+            decision = self.decide(track.take(self.config.debounce))
             self.status = {
                 "state": "deciding",
                 "identity": decision.identity,

@@ -103,6 +103,11 @@ def wilson_interval(events: int, trials: int, z: float = 1.96) -> tuple[float, f
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+def round_up(threshold: float) -> float:
+    """A threshold to 4 decimals, rounded up: never looser than measured."""
+    return math.ceil(threshold * 1e4) / 1e4
+
+
 def resolvable(impostor_pairs: int, far: float) -> bool:
     return impostor_pairs * far >= MIN_EVENTS
 
@@ -133,7 +138,7 @@ def conservative_threshold(impostor_sets: list[np.ndarray], far: float) -> float
         values.append(threshold_at_far(impostor, max(far, MIN_EVENTS / len(impostor))))
     if not values:
         raise ValueError("no impostor scores")
-    return math.ceil(max(values) * 1e4) / 1e4  # round up: never looser than measured
+    return round_up(max(values))
 
 
 def far_curve(impostor_sets: list[np.ndarray]) -> list[list]:

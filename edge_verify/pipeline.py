@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,7 @@ from edge_verify.bundle import Bundle, load_bundle
 from edge_verify.detect import Face, FaceDetector
 from edge_verify.embedder import Embedder
 from edge_verify.errors import MultipleFacesError, NoFaceError, QualityError, UsageError
-from edge_verify.operating import ThresholdChoice, check_threshold
+from edge_verify.operating import ThresholdChoice, check_threshold, gallery_threshold
 from edge_verify.quality import QualityOptions, QualityReport, assess
 from edge_verify.track import Track, Tracker
 
@@ -42,10 +43,30 @@ def resolve_threshold(
     threshold: float | None = None,
     operating_point: str | None = None,
     allow_looser: bool = False,
+    gallery_size: int = 1,
 ) -> ThresholdChoice:
     """The threshold in force: an explicit ``threshold``, else a named ``operating_point`` of the
     bundle, else the site calibration stored for this bundle, else the bundle's default point.
-    An explicit threshold looser than the default point is refused unless ``allow_looser``."""
+    An explicit threshold looser than the default point is refused unless ``allow_looser``.
+    For 1:N over ``gallery_size`` identities it is raised so that the per-search FAR stays at the
+    point's FAR (``operating.gallery_threshold``); a warning says when the data cannot back that."""
+    choice = _one_to_one_threshold(bundle, store, threshold, operating_point, allow_looser)
+    if gallery_size <= 1:
+        return choice
+    choice = gallery_threshold(choice, gallery_size, bundle.margin_1n)
+    if not choice.far_resolved:
+        logging.getLogger("edge_verify").warning(
+            "%d identities enrolled: FAR %s per search needs a 1:1 FAR below what %s measured; "
+            "using threshold %.4f (calibrate on site with more people)",
+            gallery_size,
+            choice.far,
+            bundle.name,
+            choice.value,
+        )
+    return choice
+
+
+def _one_to_one_threshold(bundle, store, threshold, operating_point, allow_looser) -> ThresholdChoice:
     default = bundle.operating_point()
     if threshold is not None:
         value = check_threshold(threshold, "threshold")
@@ -144,7 +165,15 @@ class FaceTracks:
     frames since its last decision. ``single``: every frame must show exactly one face (enrol,
     check; ``largest`` takes the largest instead); frames that fail are skipped and counted."""
 
-    def __init__(self, verifier: Verifier, k: int, use_boxes: bool = True, single: bool = False, largest: bool = False):
+    def __init__(
+        self,
+        verifier: Verifier,
+        k: int,
+        use_boxes: bool = True,
+        single: bool = False,
+        largest: bool = False,
+        raise_errors: bool = False,
+    ):
         if k < 1:
             raise UsageError(f"frames per decision must be at least 1, got {k}")
         self.verifier = verifier
@@ -153,7 +182,7 @@ class FaceTracks:
         self.largest = largest
         self.tracker = Tracker(verifier.continuity, use_boxes=use_boxes)
         self.skipped: Counter[str] = Counter()
-        self.raise_errors = False  # single: raise the frame's error instead of skipping it
+        self.raise_errors = raise_errors  # single: raise the frame's error instead of skipping it
 
     def feed(self, image: np.ndarray, index: int, name: str) -> list[Track]:
         if self.single:

@@ -14,8 +14,10 @@ import numpy as np
 
 from edge_verify.matcher import unit
 
+DECISION_WINDOW = 10  # a re-decision averages up to this many times k of the track's latest frames
 
-@dataclass
+
+@dataclass(eq=False)
 class Track:
     id: int
     box: tuple[float, float, float, float] | None
@@ -31,6 +33,13 @@ class Track:
     def new_frames(self) -> int:
         """Embeddings gathered since the last decision."""
         return len(self.embeddings) - self.decided_at
+
+    def take(self, k: int) -> np.ndarray:
+        """The frames a decision averages, and mark the track decided: the first decision uses its
+        ``k`` frames; later ones the whole track up to ``DECISION_WINDOW * k`` frames, so a stranger
+        who stays in view does not get a fresh chance every ``k`` frames."""
+        self.decided_at = len(self.embeddings)
+        return self.recent(min(len(self.embeddings), DECISION_WINDOW * k))
 
 
 def iou(a, b) -> float:
@@ -95,8 +104,14 @@ class Tracker:
             taken.add(track.id)
             if embedding is not None:
                 updated.append(track)
-        self.tracks = [t for t in self.tracks if not t.ended or t in updated]
+        self.tracks = [t for t in self.tracks if not t.ended]
         return updated
+
+    def end_all(self) -> None:
+        """A new scene (the next of several unrelated photos): no track continues into it."""
+        for t in self.tracks:
+            t.ended = True
+        self.tracks = []
 
     def _match(self, live: list[Track], taken: set[int], box) -> Track | None:
         candidates = [t for t in live if t.id not in taken]
