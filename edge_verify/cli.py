@@ -132,30 +132,71 @@ def _collect(args: argparse.Namespace, verifier, source_spec: str, max_frames: i
     return np.stack(embeddings), names, skipped, live
 
 
+def _liveness_mode(args, source) -> str:
+    """``auto`` (the default of check): a challenge for cameras and streams, off for files."""
+    mode = getattr(args, "liveness", "off")
+    if mode == "auto":
+        return "challenge" if source.live else "off"
+    return mode
+
+
 def _decide_on_track(args, verifier, source_spec: str, k: int, decide, what: str):
-    """Follow the single face in view until one track has ``k`` usable frames, then ``decide`` on
-    them (one decision per call). Returns (decision, track, skipped)."""
+    """Follow the single face in view until one track has ``k`` usable frames (and, with liveness,
+    has passed its check first), then ``decide`` on them (one decision per call).
+    Returns (decision, track, skipped, liveness result or None); a failed liveness check gives a
+    rejection without a score."""
+    from edge_verify.liveness import PROMPTS, LivenessOptions, parse_sequence
+    from edge_verify.matcher import Decision
     from edge_verify.pipeline import FaceTracks
     from edge_verify.sources import ImageSource, open_source
 
     with open_source(source_spec, timeout_s=args.timeout) as source:
         still = isinstance(source, ImageSource)
+        mode = _liveness_mode(args, source)
+        if still and mode != "off":
+            raise UsageError(f"{source_spec}: a liveness check needs a video or a camera (or --liveness off)")
         if still:
             k = min(k, len(source.paths))  # a photo is one frame; a folder of photos is linked by embedding
         one_photo = still and len(source.paths) == 1  # then say exactly why it is unusable
+        options = LivenessOptions(step_timeout_s=getattr(args, "liveness_step_timeout", 5.0))
+        sequence = parse_sequence(args.liveness_sequence) if getattr(args, "liveness_sequence", None) else None
         tracks = FaceTracks(
-            verifier, k, use_boxes=not still, single=True, largest=args.largest_face, raise_errors=one_photo
+            verifier,
+            k,
+            use_boxes=not still,
+            single=True,
+            largest=args.largest_face,
+            raise_errors=one_photo,
+            liveness=mode,
+            liveness_options=options,
+            sequence=sequence,
         )
-        deadline = time.monotonic() + args.timeout
+        max_frames = args.max_frames or (900 if mode != "off" else 300)
+        deadline = time.monotonic() + args.timeout + (60 if mode != "off" else 0)
+        prompt = ""
         for frame in _progress(args, source, desc=what, unit="frame"):
-            if frame.index >= args.max_frames:
+            if frame.index >= max_frames:
                 break
-            ready = tracks.feed(frame.image, frame.index, frame.name)
+            ready = tracks.feed(frame.image, frame.index, frame.name, frame.time)
             if ready:
-                return decide(ready[0].take(k)), ready[0], dict(tracks.skipped)
+                live = tracks.result(ready[0]) if mode != "off" else None
+                return decide(ready[0].take(k)), ready[0], dict(tracks.skipped), live
+            if mode != "off" and tracks.failed:
+                track, result = tracks.failed[0]
+                nan = float("nan")
+                return Decision(None, nan, nan, False, frames=0), track, dict(tracks.skipped), result
+            current = next((tracks.result(t).prompt for t in tracks.tracker.tracks if t.id in tracks.monitors), "")
+            if current != prompt and source.live and not args.json:
+                print(f"  {current or PROMPTS['look']}", file=sys.stderr)
+            prompt = current
             if source.live and time.monotonic() > deadline:
                 break
     detail = _skipped_text(tracks.skipped)
+    if mode != "off" and tracks.monitors:
+        pending = next(iter(tracks.monitors.values())).result
+        raise NoFaceError(
+            f"{source_spec}: liveness check not completed ({pending.summary()}; {max_frames} frames at most)"
+        )
     raise NoFaceError(
         f"{source_spec}: no face was followed for {k} usable frame(s) (longest track {tracks.longest}"
         + (f"; skipped {detail}" if detail else "")
@@ -223,7 +264,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     with _store(args, verifier.bundle) as store:
         template = store.get(args.name, verifier.bundle.fingerprint)
         choice = _threshold(args, verifier.bundle, store)
-        decision, track, skipped = _decide_on_track(
+        decision, track, skipped, live = _decide_on_track(
             args,
             verifier,
             args.source,
@@ -231,8 +272,22 @@ def cmd_check(args: argparse.Namespace) -> int:
             lambda probes: verify(probes, template, choice.value, args.name),
             f"check {args.name}",
         )
-        store.record("check", verifier.bundle.fingerprint, decision, claimed=args.name, source=args.source)
+        store.record(
+            "check",
+            verifier.bundle.fingerprint,
+            decision,
+            claimed=args.name,
+            source=args.source,
+            liveness=live.summary() if live else None,
+        )
     verdict = "ACCEPTED" if decision.accepted else "REJECTED"
+    if live is not None and live.state == "failed":
+        emit(
+            args,
+            {"identity": args.name, "accepted": False, "score": None, "liveness": live.as_dict()},
+            f"REJECTED {args.name}: liveness {live.mode} failed: {live.reason}",
+        )
+        return REJECTED
     data = {
         "identity": args.name,
         "accepted": decision.accepted,
@@ -243,12 +298,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         "frames_used": decision.frames,
         "frames": track.frame_names[-decision.frames :],
         "frames_skipped": skipped,
+        "liveness": live.as_dict() if live else {"mode": "off"},
     }
     emit(
         args,
         data,
         f"{verdict} {args.name}: score {decision.score:.4f} over {decision.frames} frame(s) "
-        f"(threshold {choice.value:.4f}, {choice.origin})",
+        f"(threshold {choice.value:.4f}, {choice.origin})" + (f"; liveness {live.mode} passed" if live else ""),
     )
     return ACCEPTED if decision.accepted else REJECTED
 
@@ -668,6 +724,10 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
         "status_port": args.status_port,
         "max_frames": args.max_frames,
         "timeout_s": args.timeout,
+        "liveness": args.liveness,
+        "liveness_sequence": args.liveness_sequence,
+        "liveness_step_timeout_s": args.liveness_step_timeout,
+        "prompt_command": args.prompt_command,
     }
     if args.config:
         config = KioskConfig.from_toml(args.config, **overrides)
@@ -690,6 +750,72 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_liveness(args: argparse.Namespace) -> int:
+    """Run the liveness check alone on the largest face of a video or camera; print what it saw."""
+    from edge_verify.detect import FaceDetector
+    from edge_verify.landmarks import FaceMesh
+    from edge_verify.liveness import LivenessMonitor, LivenessOptions, make_check, parse_sequence
+    from edge_verify.sources import ImageSource, open_source
+
+    options = LivenessOptions(step_timeout_s=args.liveness_step_timeout)
+    sequence = parse_sequence(args.liveness_sequence) if args.liveness_sequence else None
+    monitor = LivenessMonitor(FaceMesh(threads=args.threads), make_check(args.mode, options, sequence))
+    detector = FaceDetector()
+    started = time.perf_counter()
+    frames = 0
+    with open_source(args.source, timeout_s=args.timeout) as source:
+        if isinstance(source, ImageSource):
+            raise UsageError(f"{args.source}: a liveness check needs a video or a camera")
+        if monitor.result.prompt and source.live and not args.json:
+            print(f"  {monitor.result.prompt}", file=sys.stderr)
+        for frame in _progress(args, source, desc="liveness", unit="frame"):
+            if frame.index >= args.max_frames:
+                break
+            frames += 1
+            faces = detector.detect(frame.image)
+            prompt = monitor.result.prompt
+            result = monitor.feed(frame.image, faces[0] if faces else None, frame.time)
+            if result.prompt != prompt and source.live and not args.json and result.prompt:
+                print(f"  {result.prompt}", file=sys.stderr)
+            if result.state != "pending":
+                break
+    elapsed = time.perf_counter() - started
+    result = monitor.result
+    yaws = [p.yaw for p in monitor.trace]
+    data = {
+        **result.as_dict(),
+        "frames": frames,
+        "frames_with_landmarks": len(monitor.trace),
+        "ms_per_frame": round(1000 * elapsed / max(frames, 1), 1),
+        "yaw": {
+            "min": round(min(yaws), 1) if yaws else None,
+            "max": round(max(yaws), 1) if yaws else None,
+            "trace": [[round(p.time, 2), round(p.yaw, 1)] for p in monitor.trace],
+        },
+    }
+    blinks = [f"{e.time:.2f}s" for e in result.events if e.kind == "blink"]
+    turns = [
+        f"{e.kind.replace('_', ' ')} at {e.time:.2f}s (depth {e.depth:.3f})" if e.depth is not None else e.kind
+        for e in result.events
+        if e.kind != "blink"
+    ]
+    lines = [
+        f"liveness {result.mode}: {result.state.upper()}" + (f" ({result.reason})" if result.reason else ""),
+        f"  frames {frames}, with landmarks {len(monitor.trace)}, {data['ms_per_frame']} ms/frame",
+        f"  yaw {data['yaw']['min']}..{data['yaw']['max']} degrees (positive: the user's left)",
+        f"  blinks: {', '.join(blinks) or 'none'}",
+        f"  turns: {', '.join(turns) or 'none'}",
+    ]
+    if result.sequence:
+        lines.append(f"  challenge: {' '.join(result.sequence)} ({result.step}/{len(result.sequence)} done)")
+    if result.duration_s is not None and result.state == "passed":
+        lines.append(f"  passed in {result.duration_s:.1f}s")
+    emit(args, data, "\n".join(lines))
+    if args.mode == "events":
+        return 0
+    return ACCEPTED if result.state == "passed" else REJECTED
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     """Show or export (CSV) the audit log: time, command, claimed, matched, score, decision."""
     import csv
@@ -703,7 +829,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         since = time.mktime(time.strptime(args.since, "%Y-%m-%d"))
         entries = [e for e in entries if e.ts >= since]
     entries.reverse()  # oldest first
-    columns = ["time", "command", "claimed", "matched", "score", "threshold", "accepted", "source"]
+    columns = ["time", "command", "claimed", "matched", "score", "threshold", "accepted", "source", "liveness"]
     rows = [
         [
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.ts)),
@@ -714,6 +840,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
             "" if e.threshold is None else f"{e.threshold:.4f}",
             int(e.accepted),
             e.source or "",
+            e.liveness or "",
         ]
         for e in entries
     ]
@@ -900,6 +1027,23 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--timeout", type=float, default=5.0, help="camera/stream timeout in seconds")
     common.add_argument("-v", "--verbose", action="store_true")
 
+    def add_liveness_options(p, default: str) -> None:
+        p.add_argument(
+            "--liveness",
+            choices=["auto", "off", "passive", "challenge"] if default == "auto" else ["off", "passive", "challenge"],
+            default=default,
+            help="presentation-attack check on the tracked face: challenge (random actions), passive (a blink "
+            "and depth), off"
+            + (" (default auto: challenge for cameras and streams, off for files)" if default == "auto" else "")
+            + (f" (default {default})" if default != "auto" else ""),
+        )
+        p.add_argument(
+            "--liveness-sequence", help="fixed challenge, e.g. 'turn_left,blink' (tests; default: random each time)"
+        )
+        p.add_argument(
+            "--liveness-step-timeout", type=float, default=5.0, help="seconds allowed per challenge action (default 5)"
+        )
+
     parser = argparse.ArgumentParser(prog="edge-verify", description="On-device face (and image) verification.")
     from edge_verify import __version__
 
@@ -927,9 +1071,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--frames", "-n", type=int, default=3, help="frames of one tracked face whose mean score decides (default 3)"
     )
-    p.add_argument("--max-frames", type=int, default=300, help="source frames to read at most (default 300)")
+    p.add_argument(
+        "--max-frames", type=int, help="source frames to read at most (default 300; 900 with a liveness check)"
+    )
     add_threshold_options(p)
     p.add_argument("--largest-face", action="store_true", help="use the largest face instead of refusing several")
+    add_liveness_options(p, default="auto")
 
     p = add("identify", cmd_identify, "1:N: name every enrolled face in view")
     p.add_argument("--source", "-s", required=True)
@@ -967,6 +1114,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", "-s", help="also try to read a frame from this source")
     p.add_argument("--repin", action="store_true", help="accept the bundle's current thresholds (after an upgrade)")
 
+    p = add("liveness", cmd_liveness, "run the liveness check alone on a video or camera; exit 0 passed, 1 failed")
+    p.add_argument("--source", "-s", required=True, help="video file, camera index, /dev/videoN, URL, picamera2")
+    p.add_argument(
+        "--mode",
+        choices=["challenge", "passive", "events"],
+        default="challenge",
+        help="challenge (random actions, default), passive (a blink and depth), events (report, never decide)",
+    )
+    p.add_argument("--max-frames", type=int, default=900, help="source frames to read at most (default 900)")
+    p.add_argument(
+        "--liveness-sequence", help="fixed challenge, e.g. 'turn_left,blink' (tests; default: random each time)"
+    )
+    p.add_argument(
+        "--liveness-step-timeout", type=float, default=5.0, help="seconds allowed per challenge action (default 5)"
+    )
+
     p = add("kiosk", cmd_kiosk, "run the kiosk loop: debounce, cooldown, relay / webhook / command, audit")
     p.add_argument("--config", help="TOML file with [kiosk] settings (flags override it)")
     p.add_argument("--source", "-s", help="camera (default 0), /dev/videoN, URL, video, picamera2")
@@ -975,9 +1138,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cooldown", type=float, help="seconds between two firings of one outcome (default 10)")
     add_threshold_options(p)
     p.add_argument("--relay-pin", type=int, help="BCM pin of the door relay (gpiozero)")
-    p.add_argument("--led-pin", type=int, help="BCM pin of a status LED")
+    p.add_argument("--led-pin", type=int, help="BCM pin of a status LED (blinks during a challenge, lit on accept)")
     p.add_argument("--webhook", help="POST each decision as JSON to this local URL")
     p.add_argument("--run", help="command to run on each decision (EDGE_VERIFY_* env vars)")
+    p.add_argument(
+        "--liveness",
+        choices=["off", "passive", "challenge"],
+        help="presentation-attack check per tracked face (default challenge; off admits a photo)",
+    )
+    p.add_argument("--liveness-sequence", help="fixed challenge, e.g. 'turn_left,blink' (default: random each time)")
+    p.add_argument("--liveness-step-timeout", type=float, help="seconds allowed per challenge action (default 5)")
+    p.add_argument(
+        "--prompt-command", help="command run on each new prompt, EDGE_VERIFY_PROMPT=turn_left|turn_right|blink|look"
+    )
     p.add_argument("--status-port", type=int, help="serve a live status page on 127.0.0.1:PORT")
     p.add_argument("--max-frames", type=int, help=argparse.SUPPRESS)
 

@@ -32,8 +32,17 @@ def yunet_path() -> Path:
     return Path(str(resources.files("edge_verify") / "models" / "yunet" / YUNET_FILE))
 
 
+FALLBACK_SIDE = 640
+
+
 class FaceDetector:
-    """YuNet face detector; ``detect`` returns faces largest first."""
+    """YuNet face detector; ``detect`` returns faces largest first, in the frame's pixels.
+
+    YuNet scores a face that fills a large frame poorly (a close-up at 1280x720: 27 of 263 frames
+    found). When a frame larger than ``FALLBACK_SIDE`` yields no face, it is detected again on a copy
+    scaled down to that size and the result mapped back. Full resolution stays first because its
+    landmarks align better (detecting at 640 only raised FRR on the shared faces from 8.7% to 22%).
+    """
 
     def __init__(
         self, score_threshold: float = 0.7, nms_threshold: float = 0.3, top_k: int = 50, model: Path | None = None
@@ -46,6 +55,18 @@ class FaceDetector:
         self._size: tuple[int, int] | None = None
 
     def detect(self, frame_bgr: np.ndarray) -> list[Face]:
+        faces = self._detect(frame_bgr)
+        h, w = frame_bgr.shape[:2]
+        if faces or max(h, w) <= FALLBACK_SIDE:
+            return faces
+        scale = FALLBACK_SIDE / max(h, w)
+        small = cv2.resize(frame_bgr, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        return [
+            Face(tuple(v / scale for v in f.box), f.landmarks / np.float32(scale), f.score)  # type: ignore[arg-type]
+            for f in self._detect(small)
+        ]
+
+    def _detect(self, frame_bgr: np.ndarray) -> list[Face]:
         h, w = frame_bgr.shape[:2]
         if self._size != (w, h):
             self._detector.setInputSize((w, h))

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_verify.errors import InputError, SourceError, UnknownIdentityError, UsageError
+from edge_verify.liveness import MODES, LivenessOptions, LivenessResult, parse_sequence
 from edge_verify.matcher import Decision, Gallery, identify, verify
 from edge_verify.operating import check_threshold
 from edge_verify.pipeline import FaceTracks, Verifier, resolve_threshold
@@ -55,6 +56,10 @@ class KioskConfig:
     timeout_s: float = 5.0
     status_port: int | None = None  # tiny local status page on 127.0.0.1
     max_frames: int | None = None  # stop after this many frames (tests, benchmarks)
+    liveness: str = "challenge"  # off | passive | challenge: presentation-attack check per tracked face
+    liveness_sequence: str | None = None  # a fixed challenge (tests); default: random for each track
+    liveness_step_timeout_s: float = 5.0
+    prompt_command: str | None = None  # run on each new prompt with EDGE_VERIFY_PROMPT=<action>
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides) -> KioskConfig:
@@ -88,7 +93,11 @@ class KioskConfig:
                 raise UsageError(f"kiosk setting {f.name} = {value!r} must be of type {str(f.type).split(' ')[0]}")
         if self.debounce < 1:
             raise UsageError("kiosk setting debounce must be at least 1 frame")
-        for name in ("cooldown_s", "relay_pulse_s", "reconnect_s", "timeout_s"):
+        if self.liveness not in MODES:
+            raise UsageError(f"kiosk setting liveness = {self.liveness!r}: choose one of {', '.join(MODES)}")
+        if self.liveness_sequence is not None:
+            parse_sequence(self.liveness_sequence)
+        for name in ("cooldown_s", "relay_pulse_s", "reconnect_s", "timeout_s", "liveness_step_timeout_s"):
             if getattr(self, name) < 0:
                 raise UsageError(f"kiosk setting {name} must not be negative")
         if self.threshold is not None:
@@ -109,6 +118,7 @@ class Event:
     frame: str
     track: int = 0
     frames: int = 1  # frames whose mean score decided
+    liveness: str | None = None  # the liveness check's outcome
     audit_id: int = 0
     actions: list[str] = field(default_factory=list)
 
@@ -124,33 +134,59 @@ class Action:
         pass
 
 
+def _output_device(pin: int, what: str):
+    try:
+        from gpiozero import DigitalOutputDevice
+    except ImportError:
+        raise UsageError(f"{what} needs gpiozero: pip install 'edge-verify[kiosk]'") from None
+    return DigitalOutputDevice(pin, initial_value=False)
+
+
 class RelayAction(Action):
-    """Pulse a relay (door strike) through gpiozero; optionally light an LED meanwhile."""
+    """Pulse a relay (door strike) through gpiozero."""
 
     name = "relay"
 
-    def __init__(self, pin: int, pulse_s: float, led_pin: int | None = None):
-        try:
-            from gpiozero import DigitalOutputDevice
-        except ImportError:
-            raise UsageError("relay_pin needs gpiozero: pip install 'edge-verify[kiosk]'") from None
-        self.relay = DigitalOutputDevice(pin, initial_value=False)
-        self.led = DigitalOutputDevice(led_pin, initial_value=False) if led_pin is not None else None
+    def __init__(self, pin: int, pulse_s: float):
+        self.relay = _output_device(pin, "relay_pin")
         self.pulse_s = pulse_s
 
     def fire(self, event: Event) -> bool:
         if not event.accepted:
             return False
         self.relay.blink(on_time=self.pulse_s, off_time=0, n=1, background=True)
-        if self.led is not None:
-            self.led.blink(on_time=self.pulse_s, off_time=0, n=1, background=True)
         return True
 
     def close(self) -> None:
-        for dev in (self.relay, self.led):
-            if dev is not None:
-                dev.off()
-                dev.close()
+        self.relay.off()
+        self.relay.close()
+
+
+class StatusLed:
+    """The kiosk's state on one LED: off while waiting, fast blinking during a liveness check, lit
+    for ``on_s`` on an accept, three slow blinks on a rejection."""
+
+    def __init__(self, pin: int, on_s: float):
+        self.led = _output_device(pin, "led_pin")
+        self.on_s = on_s
+        self.state = "idle"
+
+    def show(self, state: str) -> None:
+        if state == self.state:
+            return
+        self.state = state
+        if state == "challenge":
+            self.led.blink(on_time=0.15, off_time=0.15, background=True)
+        elif state == "accepted":
+            self.led.blink(on_time=self.on_s, off_time=0, n=1, background=True)
+        elif state == "rejected":
+            self.led.blink(on_time=0.4, off_time=0.4, n=3, background=True)
+        else:
+            self.led.off()
+
+    def close(self) -> None:
+        self.led.off()
+        self.led.close()
 
 
 class WebhookAction(Action):
@@ -163,7 +199,7 @@ class WebhookAction(Action):
         self.timeout_s = timeout_s
 
     def fire(self, event: Event) -> bool:
-        body = json.dumps(asdict(event)).encode()
+        body = json.dumps({k: None if v != v else v for k, v in asdict(event).items()}).encode()  # NaN: null
         request = urllib.request.Request(self.url, body, {"Content-Type": "application/json"}, method="POST")
         with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
             response.read()
@@ -201,7 +237,7 @@ class CommandAction(Action):
 def build_actions(config: KioskConfig) -> list[Action]:
     actions: list[Action] = []
     if config.relay_pin is not None:
-        actions.append(RelayAction(config.relay_pin, config.relay_pulse_s, config.led_pin))
+        actions.append(RelayAction(config.relay_pin, config.relay_pulse_s))
     if config.webhook:
         actions.append(WebhookAction(config.webhook))
     if config.command:
@@ -219,7 +255,15 @@ class Kiosk:
         self.actions = actions
         self.clock = clock
         self._load(at_start=True)
-        self.tracks = FaceTracks(verifier, config.debounce)
+        self.tracks = FaceTracks(
+            verifier,
+            config.debounce,
+            liveness=config.liveness,
+            liveness_options=LivenessOptions(step_timeout_s=config.liveness_step_timeout_s),
+            sequence=parse_sequence(config.liveness_sequence) if config.liveness_sequence else None,
+        )
+        self.led = StatusLed(config.led_pin, config.relay_pulse_s) if config.led_pin is not None else None
+        self._prompt = ""
         self.events: list[Event] = []
         self.frames = 0
         self.reconnects = 0
@@ -268,29 +312,65 @@ class Kiosk:
             return verify(probes, self.gallery.matrix[0], self.threshold, self.config.identity)
         return identify(probes, self.gallery, self.threshold, self.choice.margin)
 
-    def process(self, image: np.ndarray, name: str) -> list[Event]:
-        """Follow faces, decide on tracks that are ready, audit, act; returns the events fired."""
+    def process(self, image: np.ndarray, name: str, at: float | None = None) -> list[Event]:
+        """Follow faces, check liveness, decide on tracks that are ready, audit, act; returns the
+        events fired. ``at``: the frame's time in seconds (default: the kiosk's clock)."""
         self.frames += 1
         self.refresh()
-        ready = self.tracks.feed(image, self.frames, name)
+        ready = self.tracks.feed(image, self.frames, name, self.clock() if at is None else at)
         if not any(not t.ended for t in self.tracks.tracker.tracks):
             self.status = {"state": "waiting for a face"}
         events = []
-        for track in ready:
-            decision = self.decide(track.take(self.config.debounce))
-            self.status = {
-                "state": "deciding",
-                "identity": decision.identity,
-                "accepted": decision.accepted,
-                "score": round(decision.score, 4),
-                "track": track.id,
-            }
-            event = self._fire(decision, track.id, name)
+        nan = float("nan")
+        for track, result in self.tracks.failed:
+            decision = Decision(None, nan, self.threshold, False, frames=0)
+            event = self._fire(decision, track.id, name, result)
             if event is not None:
                 events.append(event)
+        for track in ready:
+            result = self.tracks.result(track) if self.config.liveness != "off" else None
+            decision = self.decide(track.take(self.config.debounce))
+            event = self._fire(decision, track.id, name, result)
+            if event is not None:
+                events.append(event)
+        if not events:
+            self._show_challenge()
         return events
 
-    def _fire(self, decision: Decision, track: int, name: str) -> Event | None:
+    def _show_challenge(self) -> None:
+        """Status page, LED and prompt hook follow the largest face's liveness check."""
+        if self.config.liveness == "off":
+            return
+        live = [t for t in self.tracks.tracker.tracks if t.id in self.tracks.monitors]
+        result = self.tracks.result(live[0]) if live else None
+        if result is None or result.state == "failed":
+            if self.status.get("state") == "liveness" and self.led is not None:
+                self.led.show("idle")
+            return
+        prompt = result.prompt if result.state == "pending" else "Look at the camera"
+        self.status = {
+            "state": "liveness",
+            "prompt": prompt,
+            "step": result.step,
+            "of": len(result.sequence),
+            "track": live[0].id,
+        }
+        if self.led is not None:
+            self.led.show("challenge")
+        if prompt != self._prompt:
+            self._prompt = prompt
+            self._run_prompt_command(result)
+
+    def _run_prompt_command(self, result: LivenessResult) -> None:
+        if not self.config.prompt_command:
+            return
+        action = result.sequence[result.step] if result.state == "pending" and result.sequence else "look"
+        try:
+            subprocess.Popen(shlex.split(self.config.prompt_command), env={**os.environ, "EDGE_VERIFY_PROMPT": action})
+        except OSError as exc:  # a missing sound player must not stop the door
+            log.warning("prompt command failed: %s", exc)
+
+    def _fire(self, decision: Decision, track: int, name: str, liveness: LivenessResult | None = None) -> Event | None:
         key = decision.identity if decision.accepted else "<rejected>"
         now = self.clock()
         if now - self._last_fired.get(key, -np.inf) < self.config.cooldown_s:
@@ -305,10 +385,16 @@ class Kiosk:
             name,
             track,
             decision.frames,
+            liveness.summary() if liveness else None,
         )
         # the audit row is committed before anything can open the door
         event.audit_id = self.store.record(
-            "kiosk", self.verifier.bundle.fingerprint, decision, claimed=self.config.identity, source=name
+            "kiosk",
+            self.verifier.bundle.fingerprint,
+            decision,
+            claimed=self.config.identity,
+            source=name,
+            liveness=event.liveness,
         )
         for action in self.actions:
             try:
@@ -320,7 +406,16 @@ class Kiosk:
                 self.store.record_action(event.audit_id, action.name, False, f"{type(exc).__name__}: {exc}")
         self.events.append(event)
         self.status = {"state": "ACCEPTED" if decision.accepted else "REJECTED", **asdict(event)}
-        log.info("%s %s (score %.4f)", self.status["state"], decision.identity or "-", decision.score)
+        if self.led is not None:
+            self.led.show("accepted" if decision.accepted else "rejected")
+        self._prompt = ""
+        log.info(
+            "%s %s (score %.4f%s)",
+            self.status["state"],
+            decision.identity or "-",
+            decision.score,
+            f"; liveness {event.liveness}" if event.liveness else "",
+        )
         return event
 
     # -- the loop -------------------------------------------------------------------------------
@@ -336,7 +431,7 @@ class Kiosk:
                         for frame in source:
                             if stop.is_set() or self._done():
                                 return
-                            self.process(frame.image, frame.name)
+                            self.process(frame.image, frame.name, None if source.live else frame.time)
                     log.warning("%s ended; reopening", self.config.source)
                 except (SourceError, InputError) as exc:
                     if isinstance(exc, InputError) and self.frames == 0:
@@ -348,6 +443,8 @@ class Kiosk:
         finally:
             for action in self.actions:
                 action.close()
+            if self.led is not None:
+                self.led.close()
             if server is not None:
                 server.shutdown()
 
@@ -382,8 +479,9 @@ STATUS_PAGE = """<!doctype html><meta charset="utf-8"><title>edge-verify kiosk</
 <div id="s">…</div><div id="d" style="font-size:.5em"></div>
 <script>
 async function tick(){try{const s=await (await fetch('/status')).json();
-document.getElementById('s').textContent=s.state+(s.identity?' '+s.identity:'');
+document.getElementById('s').textContent=s.state==='liveness'?s.prompt:s.state+(s.identity?' '+s.identity:'');
 document.body.style.background=s.state==='ACCEPTED'?'#9e9':s.state==='REJECTED'?'#e99':'#fff';
-document.getElementById('d').textContent=s.score!==undefined?'score '+s.score:'';}catch(e){}}
+document.getElementById('d').textContent=s.state==='liveness'?'step '+(s.step+1>s.of?s.of:s.step+1)+' of '+s.of:
+s.liveness?s.liveness:(s.score!==undefined?'score '+s.score:'');}catch(e){}}
 setInterval(tick,500);tick();
 </script>"""

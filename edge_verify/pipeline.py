@@ -14,6 +14,8 @@ from edge_verify.bundle import Bundle, load_bundle
 from edge_verify.detect import Face, FaceDetector
 from edge_verify.embedder import Embedder
 from edge_verify.errors import MultipleFacesError, NoFaceError, QualityError, UsageError
+from edge_verify.landmarks import FaceMesh
+from edge_verify.liveness import MODES, LivenessMonitor, LivenessOptions, LivenessResult, make_check
 from edge_verify.operating import ThresholdChoice, check_threshold, gallery_threshold
 from edge_verify.quality import QualityOptions, QualityReport, assess
 from edge_verify.track import Track, Tracker
@@ -135,9 +137,12 @@ class Verifier:
                 obs.embedding = emb
         return observations
 
-    def observe_single(self, frame: np.ndarray, where: str, largest: bool = False) -> Observation:
+    def observe_single(
+        self, frame: np.ndarray, where: str, largest: bool = False, refused_ok: bool = False
+    ) -> Observation:
         """Exactly one usable face (enroll, check, compare), or with ``largest`` the largest of
-        several; a clear error otherwise."""
+        several; a clear error otherwise (``refused_ok``: a face the quality gate refused comes back
+        without an embedding instead of raising)."""
         if self.detector is not None:
             faces = self.detect(frame)
             if not faces:
@@ -149,7 +154,7 @@ class Verifier:
             obs = self.observe(frame, faces[:1])[0]
         else:
             obs = self.observe(frame)[0]
-        if obs.embedding is None:
+        if obs.embedding is None and not refused_ok:
             raise QualityError(f"{where}: rejected by the quality gate: {'; '.join(obs.quality.reasons)}")
         return obs
 
@@ -163,7 +168,12 @@ class Verifier:
 class FaceTracks:
     """Frames in, tracks ready for a decision out: each track that has gathered ``k`` usable
     frames since its last decision. ``single``: every frame must show exactly one face (enrol,
-    check; ``largest`` takes the largest instead); frames that fail are skipped and counted."""
+    check; ``largest`` takes the largest instead); frames that fail are skipped and counted.
+
+    With ``liveness`` (``passive`` or ``challenge``) every track runs its own check on its own
+    frames; a track is ready only after its check passed, and decides on the ``k`` frames it
+    gathers after that (so the identity comes from the face that performed the challenge). Tracks
+    whose check failed on the last frame are in ``failed``; a failed track starts a new check."""
 
     def __init__(
         self,
@@ -173,6 +183,9 @@ class FaceTracks:
         single: bool = False,
         largest: bool = False,
         raise_errors: bool = False,
+        liveness: str = "off",
+        liveness_options: LivenessOptions | None = None,
+        sequence: tuple[str, ...] | None = None,
     ):
         if k < 1:
             raise UsageError(f"frames per decision must be at least 1, got {k}")
@@ -183,11 +196,26 @@ class FaceTracks:
         self.tracker = Tracker(verifier.continuity, use_boxes=use_boxes)
         self.skipped: Counter[str] = Counter()
         self.raise_errors = raise_errors  # single: raise the frame's error instead of skipping it
+        if liveness not in MODES:
+            raise UsageError(f"liveness mode {liveness!r}: choose one of {', '.join(MODES)}")
+        if liveness != "off" and verifier.detector is None:
+            raise UsageError("liveness needs a face bundle")
+        self.liveness = liveness
+        self.liveness_options = liveness_options or LivenessOptions()
+        self.sequence = sequence
+        self.mesh = FaceMesh(threads=verifier.options.threads) if liveness != "off" else None
+        self.monitors: dict[int, LivenessMonitor] = {}
+        self.failed: list[tuple[Track, LivenessResult]] = []
 
-    def feed(self, image: np.ndarray, index: int, name: str) -> list[Track]:
+    def feed(self, image: np.ndarray, index: int, name: str, time: float | None = None) -> list[Track]:
+        """Take one frame (``time`` in seconds, for liveness; default: the frame index)."""
         if self.single:
             try:
-                observations = [self.verifier.observe_single(image, name, largest=self.largest)]
+                observations = [self.verifier.observe_single(image, name, self.largest, refused_ok=True)]
+                if observations[0].embedding is None:
+                    if self.raise_errors:
+                        self.verifier.observe_single(image, name, self.largest)  # raises the quality error
+                    self.skipped["quality"] += 1
             except (NoFaceError, MultipleFacesError, QualityError) as exc:
                 if self.raise_errors:
                     raise
@@ -198,7 +226,32 @@ class FaceTracks:
             self.skipped["quality"] += sum(o.embedding is None for o in observations)
         faces = [(o.face.box if o.face else None, o.embedding) for o in observations]
         updated = self.tracker.update(index, faces, name)
+        if self.liveness != "off":
+            self._check_liveness(image, observations, float(index) if time is None else time)
+            updated = [t for t in updated if self.result(t).state == "passed"]
         return [t for t in updated if t.new_frames() >= self.k]
+
+    def result(self, track: Track) -> LivenessResult:
+        return self.monitors[track.id].result
+
+    def _check_liveness(self, image: np.ndarray, observations: list[Observation], time: float) -> None:
+        assert self.mesh is not None
+        self.failed = []
+        live = {t.id for t in self.tracker.tracks}
+        self.monitors = {tid: m for tid, m in self.monitors.items() if tid in live}
+        for obs, track in zip(observations, self.tracker.assigned, strict=True):
+            if track is None:
+                continue
+            monitor = self.monitors.get(track.id)
+            if monitor is None or monitor.result.state == "failed":
+                check = make_check(self.liveness, self.liveness_options, self.sequence)
+                monitor = self.monitors[track.id] = LivenessMonitor(self.mesh, check)
+            before = monitor.result.state
+            result = monitor.feed(image, obs.face, time)
+            if result.state == "passed" and before != "passed":
+                track.start = track.decided_at = len(track.embeddings)  # identity from the frames that follow
+            elif result.state == "failed":
+                self.failed.append((track, result))
 
     @property
     def longest(self) -> int:

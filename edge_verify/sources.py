@@ -21,6 +21,7 @@ class Frame:
     image: np.ndarray  # BGR uint8
     index: int
     name: str  # file name, or "<source>#index"
+    time: float = 0.0  # seconds: position in a video file, monotonic clock for live sources
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -68,7 +69,7 @@ class ImageSource(FrameSource):
 
     def frames(self) -> Iterator[Frame]:
         for i, path in enumerate(self.paths):
-            yield Frame(read_image(path), i, str(path))
+            yield Frame(read_image(path), i, str(path), float(i))
 
 
 class CaptureSource(FrameSource):
@@ -106,8 +107,10 @@ class CaptureSource(FrameSource):
                     raise SourceError(f"{self.name}: no frame for {self.timeout_s:.0f}s (camera disconnected?)")
                 time.sleep(0.05)
                 continue
-            deadline = time.monotonic() + self.timeout_s
-            yield Frame(image, index, f"{self.name}#{index}")
+            now = time.monotonic()
+            deadline = now + self.timeout_s
+            stamp = now if self.live else cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+            yield Frame(image, index, f"{self.name}#{index}", stamp)
             index += 1
 
     def close(self) -> None:
@@ -140,7 +143,7 @@ class PiCameraSource(FrameSource):
     def frames(self) -> Iterator[Frame]:
         index = 0
         while True:
-            yield Frame(self._cam.capture_array(), index, f"{self.name}#{index}")
+            yield Frame(self._cam.capture_array(), index, f"{self.name}#{index}", time.monotonic())
             index += 1
 
     def close(self) -> None:

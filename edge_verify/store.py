@@ -59,7 +59,8 @@ CREATE TABLE IF NOT EXISTS audit (
     threshold REAL,
     accepted INTEGER NOT NULL,
     fingerprint TEXT NOT NULL,
-    source TEXT
+    source TEXT,
+    liveness TEXT
 );
 CREATE TABLE IF NOT EXISTS audit_actions (
     audit_id INTEGER NOT NULL REFERENCES audit(id),
@@ -96,6 +97,7 @@ class AuditEntry:
     threshold: float | None
     accepted: bool
     source: str | None
+    liveness: str | None = None  # the liveness check's outcome, when one ran
 
 
 def _parse_key(text: str, origin: str) -> bytes:
@@ -148,6 +150,8 @@ class TemplateStore:
                 columns = {r[1] for r in self._db.execute("PRAGMA table_info(templates)")}
                 if "format" not in columns:  # a store made by edge-verify 0.1
                     self._db.execute("ALTER TABLE templates ADD COLUMN format INTEGER NOT NULL DEFAULT 1")
+                if "liveness" not in {r[1] for r in self._db.execute("PRAGMA table_info(audit)")}:
+                    self._db.execute("ALTER TABLE audit ADD COLUMN liveness TEXT")
             self._check_key(new_store)
         except sqlite3.DatabaseError as exc:
             raise StoreError(
@@ -346,13 +350,25 @@ class TemplateStore:
         score: float | None = None,
         threshold: float | None = None,
         source: str | None = None,
+        liveness: str | None = None,
     ) -> int:
         """Write one audit row (committed when this returns) and return its id."""
         with self._transaction():
             cur = self._db.execute(
-                "INSERT INTO audit (ts, command, claimed, matched, score, threshold, accepted, fingerprint, source)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (time.time(), command, claimed, matched, score, threshold, int(accepted), fingerprint, source),
+                "INSERT INTO audit (ts, command, claimed, matched, score, threshold, accepted, fingerprint, source,"
+                " liveness) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    time.time(),
+                    command,
+                    claimed,
+                    matched,
+                    score,
+                    threshold,
+                    int(accepted),
+                    fingerprint,
+                    source,
+                    liveness,
+                ),
             )
         return int(cur.lastrowid)
 
@@ -372,7 +388,13 @@ class TemplateStore:
         return [(r[0], bool(r[1]), r[2]) for r in rows]
 
     def record(
-        self, command: str, fingerprint: str, decision: Decision, claimed: str | None = None, source: str | None = None
+        self,
+        command: str,
+        fingerprint: str,
+        decision: Decision,
+        claimed: str | None = None,
+        source: str | None = None,
+        liveness: str | None = None,
     ) -> int:
         """Audit one decision; returns the audit row id."""
         return self.audit(
@@ -384,15 +406,16 @@ class TemplateStore:
             score=decision.score,
             threshold=decision.threshold,
             source=source,
+            liveness=liveness,
         )
 
     def audit_log(self, limit: int = 100) -> list[AuditEntry]:
         rows = self._db.execute(
-            "SELECT ts, command, claimed, matched, score, threshold, accepted, source"
+            "SELECT ts, command, claimed, matched, score, threshold, accepted, source, liveness"
             " FROM audit ORDER BY id DESC LIMIT ?",
             (limit,),
         ).fetchall()
-        return [AuditEntry(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7]) for r in rows]
+        return [AuditEntry(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], r[8]) for r in rows]
 
     def integrity_check(self) -> list[str]:
         """SQLite's own check plus authentication of every template; returns the problems found."""

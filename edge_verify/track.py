@@ -25,6 +25,7 @@ class Track:
     embeddings: list[np.ndarray] = field(default_factory=list)
     frame_names: list[str] = field(default_factory=list)
     decided_at: int = 0  # number of embeddings when the last decision was taken
+    start: int = 0  # decisions use embeddings from here on (after a liveness check passed)
     ended: bool = False
 
     def recent(self, k: int) -> np.ndarray:
@@ -39,7 +40,8 @@ class Track:
         ``k`` frames; later ones the whole track up to ``DECISION_WINDOW * k`` frames, so a stranger
         who stays in view does not get a fresh chance every ``k`` frames."""
         self.decided_at = len(self.embeddings)
-        return self.recent(min(len(self.embeddings), DECISION_WINDOW * k))
+        usable = len(self.embeddings) - self.start
+        return self.recent(min(usable, DECISION_WINDOW * k))
 
 
 def iou(a, b) -> float:
@@ -60,6 +62,7 @@ class Tracker:
         self.tracks: list[Track] = []
         self.cuts = 0
         self._next_id = 1
+        self.assigned: list[Track | None] = []  # the last update's track for each face (None: not kept)
 
     def _agrees(self, track: Track, embedding: np.ndarray) -> bool:
         if not track.embeddings:
@@ -89,6 +92,7 @@ class Tracker:
         live = [t for t in self.tracks if not t.ended]
         updated: list[Track] = []
         taken: set[int] = set()
+        self.assigned = []
         for box, embedding in faces:
             track = self._match(live, taken, box)
             if track is not None and embedding is not None and not self._agrees(track, embedding):
@@ -97,11 +101,13 @@ class Tracker:
                 track = None
             if track is None:
                 if embedding is None:
+                    self.assigned.append(None)
                     continue
                 track = self._new(frame, box, embedding, name)
             else:
                 self._add(track, frame, box, embedding, name)
             taken.add(track.id)
+            self.assigned.append(track)
             if embedding is not None:
                 updated.append(track)
         self.tracks = [t for t in self.tracks if not t.ended]

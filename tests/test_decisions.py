@@ -180,7 +180,7 @@ def test_kiosk_config_is_validated_at_start(tmp_path, store_path, line, needle):
     video = tmp_path / "v.avi"
     make_video(video, [("astronaut_check.jpg", 3)])
     config = tmp_path / "k.toml"
-    config.write_text(f"[kiosk]\nsource = '{video}'\nmax_frames = 3\n{line}\n")
+    config.write_text(f"[kiosk]\nsource = '{video}'\nmax_frames = 3\nliveness = 'off'\n{line}\n")
     r = run_cli("kiosk", "--config", str(config), *_s(store_path))
     assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
 
@@ -232,7 +232,9 @@ def test_edited_store_threshold_is_refused_by_check_and_doctor(store_path):
 def test_removed_identity_is_not_admitted_by_a_running_kiosk_within_a_second(tmp_path, verifier, enrolled_store):
     video = tmp_path / "door.avi"
     make_video(video, [("astronaut_check.jpg", 400)])
-    config = KioskConfig(source=str(video), identity="astronaut", debounce=1, cooldown_s=0, reconnect_s=0.01)
+    config = KioskConfig(
+        source=str(video), liveness="off", identity="astronaut", debounce=1, cooldown_s=0, reconnect_s=0.01
+    )
     kiosk = Kiosk(config, verifier, enrolled_store, [])
     stop = threading.Event()
     worker = threading.Thread(target=kiosk.run, args=(stop,))
@@ -284,7 +286,9 @@ def test_audit_row_is_committed_before_any_action_and_failures_are_recorded(tmp_
     video = tmp_path / "door.avi"
     make_video(video, [("astronaut_check.jpg", 6), ("cameraman.jpg", 6)])
     probe = RecordingAction(enrolled_store.path)
-    config = KioskConfig(source=str(video), identity="astronaut", debounce=3, cooldown_s=100, max_frames=12)
+    config = KioskConfig(
+        source=str(video), liveness="off", identity="astronaut", debounce=3, cooldown_s=100, max_frames=12
+    )
     kiosk = Kiosk(config, verifier, enrolled_store, [BrokenAction(), probe])
     kiosk.run(threading.Event())
     assert [e.accepted for e in kiosk.events] == [True, False]

@@ -54,7 +54,9 @@ def test_attendance_flow(tmp_path, store_path):
     config = tmp_path / "attendance.toml"
     text = (EXAMPLES / "attendance" / "attendance.toml").read_text()
     config.write_text(
-        text.replace("source = 0", f"source = '{camera}'").replace("status_port = 8000", "max_frames = 18")
+        text.replace("source = 0", f"source = '{camera}'")
+        .replace("status_port = 8000", "max_frames = 18")
+        .replace('liveness = "passive"', 'liveness = "off"')  # the generated camera shows photos
     )
     r = run_cli("kiosk", "--config", str(config), "--json", *s)
     assert r.returncode == 0, r.stderr

@@ -60,6 +60,7 @@ def test_enrolled_face_pulses_relay_and_webhook_once_per_cooldown(tmp_path, veri
     receiver = Receiver()
     config = KioskConfig(
         source=str(video),
+        liveness="off",
         identity="astronaut",
         debounce=3,
         cooldown_s=10,
@@ -89,7 +90,7 @@ def test_enrolled_face_pulses_relay_and_webhook_once_per_cooldown(tmp_path, veri
 def test_stranger_never_opens_the_door(tmp_path, verifier, enrolled_store, pins):
     video = tmp_path / "stranger.avi"
     make_video(video, [("cameraman.jpg", 20)])
-    config = KioskConfig(source=str(video), debounce=2, cooldown_s=5, relay_pin=17, max_frames=20)
+    config = KioskConfig(source=str(video), liveness="off", debounce=2, cooldown_s=5, relay_pin=17, max_frames=20)
     kiosk = Kiosk(config, verifier, enrolled_store, build_actions(config))
     kiosk.run(threading.Event())
     assert kiosk.events and not any(e.accepted for e in kiosk.events)
@@ -101,7 +102,13 @@ def test_camera_that_disappears_and_comes_back(tmp_path, verifier, enrolled_stor
     make_video(video, [("astronaut_check.jpg", 5)])
     saved = video.read_bytes()
     config = KioskConfig(
-        source=str(video), identity="astronaut", debounce=1, cooldown_s=0, reconnect_s=0.05, max_frames=15
+        source=str(video),
+        liveness="off",
+        identity="astronaut",
+        debounce=1,
+        cooldown_s=0,
+        reconnect_s=0.05,
+        max_frames=15,
     )
     kiosk = Kiosk(config, verifier, enrolled_store, [])
     worker = threading.Thread(target=kiosk.run, args=(threading.Event(),))
@@ -129,7 +136,9 @@ def test_status_page(tmp_path, verifier, enrolled_store):
     video = tmp_path / "v.avi"
     make_video(video, [("astronaut_check.jpg", 5)])
     stop = threading.Event()
-    config = KioskConfig(source=str(video), identity="astronaut", debounce=1, status_port=port, reconnect_s=0.05)
+    config = KioskConfig(
+        source=str(video), liveness="off", identity="astronaut", debounce=1, status_port=port, reconnect_s=0.05
+    )
     kiosk = Kiosk(config, verifier, enrolled_store, [])
     worker = threading.Thread(target=kiosk.run, args=(stop,))
     worker.start()
@@ -164,6 +173,8 @@ def test_sigterm_stops_cleanly_and_store_stays_intact(tmp_path, store_path, veri
             "1",
             "--cooldown",
             "0",
+            "--liveness",
+            "off",
             "-v",
         ],
         cwd=ROOT,

@@ -1,0 +1,459 @@
+"""Presentation-attack detection on one tracked face: is a live person in front of the camera?
+
+Landmarks (``landmarks.FaceMesh``) become per-frame ``Sample``s (head yaw, eye openness, points);
+``EventDetector`` turns a stream of samples into blinks and head turns; ``Challenge`` asks for a
+random sequence of those actions within a time limit; ``PassiveCheck`` watches without asking.
+Both also apply the passive cues: a picture that does not move, and a turn whose landmarks move
+like points on a plane (a tilted photo or screen) rather than a head.
+
+Directions are the user's own: ``turn_left`` is the user's left (the nose moves to the right of an
+unmirrored camera image).
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+from collections import deque
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from edge_verify.detect import Face
+from edge_verify.errors import UsageError
+from edge_verify.landmarks import FaceMesh, Mesh, face_from_mesh
+from edge_verify.track import iou
+
+MODES = ("off", "passive", "challenge")
+ACTIONS = ("turn_left", "turn_right", "blink")
+PROMPTS = {
+    "turn_left": "Turn your head to your left",
+    "turn_right": "Turn your head to your right",
+    "blink": "Blink",
+    "look": "Look at the camera",
+}
+
+# Face-mesh indices: eye corners (outer, inner) and two upper/lower lid pairs per eye; cheeks at the
+# face contour beside the eyes; rigid points (contour, brows, eye corners, nose) for the planarity fit.
+EYE_IMAGE_LEFT = (33, 133, (161, 160, 159, 158, 157), (163, 144, 145, 153, 154))
+EYE_IMAGE_RIGHT = (263, 362, (388, 387, 386, 385, 384), (390, 373, 374, 380, 381))
+CHEEK_IMAGE_LEFT, CHEEK_IMAGE_RIGHT = 234, 454
+NOSE_TIP = 1
+RIGID = (
+    10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148, 176,
+    149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109,  # face oval
+    70, 63, 105, 66, 107, 336, 296, 334, 293, 300,  # brows
+    33, 133, 263, 362,  # eye corners
+    1, 4, 5, 195, 197, 6, 168, 98, 327, 2,  # nose
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class LivenessOptions:
+    """Thresholds of the detectors and the challenge (defaults measured on the liveness videos)."""
+
+    turn_deg: float = 12.0  # yaw away from the resting pose that counts as a turn
+    rest_deg: float = 6.0  # back within this of the resting pose: the turn is over
+    blink_closed: float = 0.85  # both eyes below this fraction of their open baseline: closed
+    blink_open: float = 0.92  # both back above this fraction: open again
+    baseline_s: float = 1.5  # open-eye baseline: median over this many seconds
+    max_blink_s: float = 1.5  # eyes closed longer than this is not a blink
+    min_depth: float = 0.012  # parallax a real head shows in a turn, eye distances (benchmarks/liveness.py)
+    length: int = 3  # actions in a random challenge
+    step_timeout_s: float = 5.0  # time allowed for each action
+    passive_timeout_s: float = 10.0  # passive: time to see a blink
+    min_presence: float = 0.5  # face-mesh presence below which a frame is not used
+
+
+@dataclass(frozen=True)
+class Sample:
+    time: float
+    yaw: float  # degrees, positive = the user's left
+    eyes: tuple[float, float]  # eye aspect ratios (image-left eye, image-right eye)
+    points: np.ndarray  # (468, 2) landmark pixels
+    scale: float  # distance between the outer eye corners, pixels
+    grey: np.ndarray | None = None  # the frame in grey, for the planarity cue
+
+
+def eye_ratio(points: np.ndarray, eye: tuple) -> float:
+    outer, inner, uppers, lowers = eye
+    width = np.linalg.norm(points[outer, :2] - points[inner, :2])
+    heights = [np.linalg.norm(points[u, :2] - points[lo, :2]) for u, lo in zip(uppers, lowers, strict=True)]
+    return float(np.mean(heights) / max(width, 1e-6))
+
+
+def head_yaw(points: np.ndarray) -> float:
+    """Yaw from the depth difference of the two cheeks, in degrees (positive = the user's left)."""
+    left, right = points[CHEEK_IMAGE_LEFT], points[CHEEK_IMAGE_RIGHT]
+    return float(np.degrees(np.arctan2(right[2] - left[2], right[0] - left[0])))
+
+
+def sample(mesh: Mesh, time: float, frame_bgr: np.ndarray | None = None) -> Sample:
+    p = mesh.points
+    grey = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY) if frame_bgr is not None else None
+    return Sample(
+        time=time,
+        yaw=head_yaw(p),
+        eyes=(eye_ratio(p, EYE_IMAGE_LEFT), eye_ratio(p, EYE_IMAGE_RIGHT)),
+        points=p[:, :2].copy(),
+        scale=float(np.linalg.norm(p[33, :2] - p[263, :2])),
+        grey=grey,
+    )
+
+
+def planar_residual(a: Sample, b: Sample) -> float | None:
+    """How far the face's texture between two frames is from one homography (a flat picture, however
+    it is tilted, maps exactly; a turning head shows parallax between nose, cheeks and ears).
+
+    Corners in the face region of ``a`` are tracked into ``b`` with optical flow; a homography is fitted
+    with RANSAC; the result is the median transfer error in eye distances. None without images or
+    enough tracked corners."""
+    if a.grey is None or b.grey is None:
+        return None
+    x0, y0 = np.maximum(a.points.min(0), 0).astype(int)
+    x1, y1 = a.points.max(0).astype(int)
+    mask = np.zeros_like(a.grey)
+    mask[y0:y1, x0:x1] = 255
+    corners = cv2.goodFeaturesToTrack(a.grey, 200, 0.01, max(3, int(a.scale / 20)), mask=mask)
+    if corners is None or len(corners) < 12:
+        return None
+    moved, status, _ = cv2.calcOpticalFlowPyrLK(a.grey, b.grey, corners, None, winSize=(21, 21), maxLevel=3)
+    ok = status.ravel() == 1
+    if ok.sum() < 12:
+        return None
+    src, dst = corners[ok].reshape(-1, 2), moved[ok].reshape(-1, 2)
+    h, _ = cv2.findHomography(src, dst, cv2.RANSAC, 2.0)
+    if h is None:
+        return None
+    error = np.linalg.norm(cv2.perspectiveTransform(src[None], h)[0] - dst, axis=1)
+    return float(np.median(error) / max(b.scale, 1e-6))
+
+
+def lid_gap(points: np.ndarray, eye: tuple) -> float:
+    _, _, uppers, lowers = eye
+    return float(np.mean([np.linalg.norm(points[u] - points[lo]) for u, lo in zip(uppers, lowers, strict=True)]))
+
+
+def eye_openness(reference: Sample, s: Sample) -> tuple[float, float]:
+    """Each eye's lid gap relative to the reference frame's lid gap carried into this frame by the
+    homography of the rigid landmarks: a picture tilted or bent away from the camera foreshortens
+    both alike (about 1.0), a blink closes the lids against the rest of the face."""
+    idx = list(RIGID)
+    h, _ = cv2.findHomography(reference.points[idx].astype(np.float64), s.points[idx].astype(np.float64), 0)
+    if h is None:
+        return s.eyes
+    mapped = cv2.perspectiveTransform(reference.points[None].astype(np.float64), h)[0]
+    return tuple(  # type: ignore[return-value]
+        lid_gap(s.points, eye) / max(lid_gap(mapped, eye), 1e-6) for eye in (EYE_IMAGE_LEFT, EYE_IMAGE_RIGHT)
+    )
+
+
+@dataclass(frozen=True)
+class LiveEvent:
+    kind: str  # blink, turn_left, turn_right
+    time: float
+    depth: float | None = None  # turns: planarity residual against the resting pose
+
+
+class EventDetector:
+    """Blinks and head turns from a stream of samples of one face."""
+
+    def __init__(self, options: LivenessOptions | None = None):
+        self.options = options or LivenessOptions()
+        self.rest: float | None = None  # resting yaw
+        self.rest_sample: Sample | None = None
+        self._first: list[float] = []
+        self._turned = 0  # -1 right, +1 left, 0 resting
+        self._open: deque[tuple[float, float, float]] = deque()  # (time, eye, eye) while open
+        self._closed_at: float | None = None
+        self.reference: Sample | None = None  # eye openness is measured against this frame
+        self.motion: list[float] = []  # per-frame landmark motion, eye distances (measured, not decided on)
+        self._previous: Sample | None = None
+
+    def feed(self, s: Sample) -> list[LiveEvent]:
+        events = self._turns(s) + self._blinks(s)
+        if self._previous is not None:
+            step = np.linalg.norm(s.points - self._previous.points, axis=1).mean() / max(s.scale, 1e-6)
+            self.motion.append(float(step))
+        self._previous = s
+        return events
+
+    def _turns(self, s: Sample) -> list[LiveEvent]:
+        o = self.options
+        if self.rest is None:
+            self._first.append(s.yaw)
+            if len(self._first) >= 3:
+                self.rest = float(np.median(self._first))
+                self.rest_sample = s
+            return []
+        away = s.yaw - self.rest
+        if self._turned == 0:
+            if abs(away) < o.rest_deg:
+                self.rest += 0.05 * (s.yaw - self.rest)  # follow slow drift of the resting pose
+                self.rest_sample = s
+            if abs(away) >= o.turn_deg:
+                self._turned = 1 if away > 0 else -1
+                depth = planar_residual(self.rest_sample, s) if self.rest_sample is not None else None
+                return [LiveEvent("turn_left" if away > 0 else "turn_right", s.time, depth)]
+        elif abs(away) < o.rest_deg:
+            self._turned = 0
+        return []
+
+    @property
+    def resting(self) -> bool:
+        return self.rest is not None and self._turned == 0
+
+    def _blinks(self, s: Sample) -> list[LiveEvent]:
+        o = self.options
+        if self.reference is None:
+            self.reference = s
+        eyes = eye_openness(self.reference, s)
+        while self._open and self._open[0][0] < s.time - o.baseline_s:
+            self._open.popleft()
+        if len(self._open) < 3:
+            if self._closed_at is None:
+                self._open.append((s.time, *eyes))
+            return []
+        base = np.median(np.array([(a, b) for _, a, b in self._open]), axis=0)
+        ratio = np.array(eyes) / np.maximum(base, 1e-6)
+        if self._closed_at is None:
+            if ratio.max() < o.blink_closed:
+                self._closed_at = s.time
+                return []
+            self._open.append((s.time, *eyes))
+            return []
+        if ratio.min() > o.blink_open:
+            closed_for = s.time - self._closed_at
+            self._closed_at = None
+            self._open.append((s.time, *eyes))
+            if closed_for <= o.max_blink_s:
+                return [LiveEvent("blink", s.time)]
+        return []
+
+
+@dataclass
+class LivenessResult:
+    """Where a check stands: ``pending``, ``passed`` or ``failed`` (with the reason)."""
+
+    mode: str
+    state: str = "pending"
+    reason: str = ""
+    sequence: tuple[str, ...] = ()
+    step: int = 0  # actions done
+    prompt: str = ""
+    events: list[LiveEvent] = field(default_factory=list)
+    started: float | None = None
+    finished: float | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started is None or self.finished is None:
+            return None
+        return self.finished - self.started
+
+    def summary(self) -> str:
+        """One line for the audit log."""
+        text = f"{self.mode} {self.state}"
+        if self.sequence:
+            text += f" [{' '.join(self.sequence)}] {self.step}/{len(self.sequence)}"
+        return text + (f": {self.reason}" if self.reason else "")
+
+    def as_dict(self) -> dict:
+        return {
+            "mode": self.mode,
+            "state": self.state,
+            "reason": self.reason,
+            "sequence": list(self.sequence),
+            "step": self.step,
+            "prompt": self.prompt,
+            "duration_s": None if self.duration_s is None else round(self.duration_s, 2),
+            "events": [
+                {"kind": e.kind, "time": round(e.time, 2), **({"depth": round(e.depth, 4)} if e.depth else {})}
+                for e in self.events
+            ],
+        }
+
+
+def random_sequence(length: int = 3, rng: random.Random | None = None) -> tuple[str, ...]:
+    """``length`` actions with at least one blink and one turn, no action twice in a row; drawn from
+    the system's random source unless ``rng`` is given (tests)."""
+    if length < 2:
+        raise UsageError("a liveness challenge needs at least 2 actions (a blink and a turn)")
+    rng = rng or secrets.SystemRandom()
+    while True:
+        seq = tuple(rng.choice(ACTIONS) for _ in range(length))
+        if (
+            "blink" in seq
+            and any(a != "blink" for a in seq)
+            and all(a != b for a, b in zip(seq, seq[1:], strict=False))
+        ):
+            return seq
+
+
+def parse_sequence(text: str) -> tuple[str, ...]:
+    seq = tuple(a.strip() for a in text.replace(",", " ").split() if a.strip())
+    unknown = [a for a in seq if a not in ACTIONS]
+    if unknown or not seq:
+        raise UsageError(f"liveness sequence {text!r}: use actions from {', '.join(ACTIONS)}")
+    return seq
+
+
+class Check:
+    """Common part of the challenge and the passive check: feed samples, read ``result``."""
+
+    decides = True
+
+    def __init__(self, mode: str, options: LivenessOptions | None = None):
+        self.options = options or LivenessOptions()
+        self.detector = EventDetector(self.options)
+        self.result = LivenessResult(mode)
+
+    def feed(self, s: Sample) -> LivenessResult:
+        r = self.result
+        if r.state != "pending":
+            return r
+        if r.started is None:
+            r.started = s.time
+        events = self.detector.feed(s)
+        r.events.extend(events)
+        for event in events:
+            if self.decides and event.kind != "blink" and (event.depth is None or event.depth < self.options.min_depth):
+                depth = "not measurable" if event.depth is None else f"{event.depth:.3f}"
+                self._fail(s, f"flat picture: the face turned like a plane (depth {depth})")
+                return r
+        self._step(s, events)
+        return r
+
+    def _fail(self, s: Sample, reason: str) -> None:
+        self.result.state, self.result.reason, self.result.finished = "failed", reason, s.time
+        self.result.prompt = ""
+
+    def _pass(self, s: Sample) -> None:
+        self.result.state, self.result.finished = "passed", s.time
+        self.result.prompt = PROMPTS["look"]
+
+    def _step(self, s: Sample, events: list[LiveEvent]) -> None:
+        raise NotImplementedError
+
+
+class Challenge(Check):
+    """Ask for ``sequence`` in order, each action within ``step_timeout_s``; a turn the wrong way or a
+    turn when a blink is asked fails (a blink while a turn is asked is ignored: people blink)."""
+
+    def __init__(self, sequence: tuple[str, ...], options: LivenessOptions | None = None):
+        super().__init__("challenge", options)
+        if not sequence or any(a not in ACTIONS for a in sequence):
+            raise UsageError(f"liveness sequence must use {', '.join(ACTIONS)}")
+        self.result.sequence = tuple(sequence)
+        self.result.prompt = PROMPTS[sequence[0]]
+        self._step_started: float | None = None
+
+    def _step(self, s: Sample, events: list[LiveEvent]) -> None:
+        r, o = self.result, self.options
+        if self._step_started is None:
+            if not self.detector.resting:
+                return  # the resting pose is not known yet
+            self._step_started = s.time
+        for event in events:
+            wanted = r.sequence[r.step]
+            if event.kind == wanted:
+                if wanted != "blink" or self.detector.resting:
+                    r.step += 1
+                    self._step_started = s.time
+                    if r.step == len(r.sequence):
+                        self._pass(s)
+                        return
+                    r.prompt = PROMPTS[r.sequence[r.step]]
+            elif event.kind != "blink":
+                self._fail(s, f"asked to {PROMPTS[wanted].lower()}, saw {event.kind.replace('_', ' ')}")
+                return
+        if s.time - self._step_started > o.step_timeout_s:
+            self._fail(s, f"timed out waiting for: {PROMPTS[r.sequence[r.step]].lower()}")
+
+
+class PassiveCheck(Check):
+    """Ask nothing: pass once a natural blink has been seen and the face has moved with depth (some
+    frame, against the resting one, shows ``min_depth`` of parallax); fail after
+    ``passive_timeout_s`` without both. No turn may look flat."""
+
+    def __init__(self, options: LivenessOptions | None = None):
+        super().__init__("passive", options)
+        self.blinked = False
+        self.depth = 0.0
+        self._frames = 0
+
+    def _step(self, s: Sample, events: list[LiveEvent]) -> None:
+        self.blinked = self.blinked or any(e.kind == "blink" for e in events)
+        self._frames += 1
+        rest = self.detector.reference
+        if self._frames % 3 == 0 and rest is not None and rest is not s and self.depth < self.options.min_depth:
+            self.depth = max(self.depth, planar_residual(rest, s) or 0.0)
+        if self.blinked and self.depth >= self.options.min_depth:
+            self._pass(s)
+        elif s.time - (self.result.started or s.time) > self.options.passive_timeout_s:
+            missing = "a blink" if not self.blinked else f"depth in the face's motion (max {self.depth:.3f})"
+            self._fail(s, f"no {missing} in {self.options.passive_timeout_s:.0f}s")
+
+
+class EventsOnly(Check):
+    """Record blinks and turns and never decide (``edge-verify liveness --mode events``)."""
+
+    decides = False
+
+    def __init__(self, options: LivenessOptions | None = None):
+        super().__init__("events", options)
+
+    def _step(self, s: Sample, events: list[LiveEvent]) -> None:
+        self.result.finished = s.time
+
+
+def make_check(mode: str, options: LivenessOptions | None = None, sequence: tuple[str, ...] | None = None) -> Check:
+    """A fresh check for one track; a challenge draws a new random sequence unless one is given."""
+    options = options or LivenessOptions()
+    if mode == "challenge":
+        return Challenge(sequence or random_sequence(options.length), options)
+    if mode == "passive":
+        return PassiveCheck(options)
+    if mode == "events":
+        return EventsOnly(options)
+    raise UsageError(f"liveness mode {mode!r}: choose one of {', '.join(MODES)}")
+
+
+@dataclass
+class TracePoint:
+    time: float
+    yaw: float
+    eyes: tuple[float, float]
+
+
+class LivenessMonitor:
+    """One tracked face's check: places the landmark crop (the detector's face, or the previous
+    frame's landmarks when the detector's box disagrees with them, as on close-ups), measures the
+    frame and feeds the check. ``trace`` keeps what was seen, for ``edge-verify liveness``."""
+
+    def __init__(self, mesh: FaceMesh, check: Check):
+        self.mesh = mesh
+        self.check = check
+        self.previous: Mesh | None = None
+        self.trace: list[TracePoint] = []
+
+    @property
+    def result(self) -> LivenessResult:
+        return self.check.result
+
+    def feed(self, frame_bgr: np.ndarray, face: Face | None, time: float) -> LivenessResult:
+        if self.previous is not None:
+            from_mesh = face_from_mesh(self.previous)
+            if face is None or iou(face.box, from_mesh.box) < 0.5:
+                face = from_mesh
+        if face is None:
+            return self.result
+        mesh = self.mesh.landmarks(frame_bgr, face)
+        if mesh.presence < self.check.options.min_presence:
+            self.previous = None
+            return self.result
+        self.previous = mesh
+        s = sample(mesh, time, frame_bgr)
+        self.trace.append(TracePoint(time, s.yaw, s.eyes))
+        return self.check.feed(s)
