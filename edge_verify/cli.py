@@ -192,11 +192,12 @@ def _decide_on_track(args, verifier, source_spec: str, k: int, decide, what: str
             if source.live and time.monotonic() > deadline:
                 break
     detail = _skipped_text(tracks.skipped)
-    if mode != "off" and tracks.monitors:
-        pending = next(iter(tracks.monitors.values())).result
-        raise NoFaceError(
-            f"{source_spec}: liveness check not completed ({pending.summary()}; {max_frames} frames at most)"
-        )
+    if mode != "off" and tracks.monitors:  # a face was there but did not finish its check: a rejection
+        tid, monitor = next(iter(tracks.monitors.items()))
+        monitor.check.give_up("the source ended before the check was completed")
+        track = next((t for t in tracks.tracker.tracks if t.id == tid), None)
+        nan = float("nan")
+        return Decision(None, nan, nan, False, frames=0), track, dict(tracks.skipped), monitor.result
     raise NoFaceError(
         f"{source_spec}: no face was followed for {k} usable frame(s) (longest track {tracks.longest}"
         + (f"; skipped {detail}" if detail else "")
@@ -779,6 +780,8 @@ def cmd_liveness(args: argparse.Namespace) -> int:
                 print(f"  {result.prompt}", file=sys.stderr)
             if result.state != "pending":
                 break
+    if args.mode != "events":
+        monitor.check.give_up("the source ended before the check was completed")
     elapsed = time.perf_counter() - started
     result = monitor.result
     yaws = [p.yaw for p in monitor.trace]
@@ -1032,8 +1035,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--liveness",
             choices=["auto", "off", "passive", "challenge"] if default == "auto" else ["off", "passive", "challenge"],
             default=default,
-            help="presentation-attack check on the tracked face: challenge (random actions), passive (a blink "
-            "and depth), off"
+            help="presentation-attack check on the tracked face: challenge (random actions), passive (a natural blink "
+            "and head turn), off"
             + (" (default auto: challenge for cameras and streams, off for files)" if default == "auto" else "")
             + (f" (default {default})" if default != "auto" else ""),
         )
@@ -1120,7 +1123,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--mode",
         choices=["challenge", "passive", "events"],
         default="challenge",
-        help="challenge (random actions, default), passive (a blink and depth), events (report, never decide)",
+        help="challenge (random actions, default), passive (natural blink and turn), events (report only)",
     )
     p.add_argument("--max-frames", type=int, default=900, help="source frames to read at most (default 900)")
     p.add_argument(

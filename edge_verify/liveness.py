@@ -62,7 +62,7 @@ class LivenessOptions:
     min_depth: float = 0.012  # parallax a real head shows in a turn, eye distances (benchmarks/liveness.py)
     length: int = 3  # actions in a random challenge
     step_timeout_s: float = 5.0  # time allowed for each action
-    passive_timeout_s: float = 10.0  # passive: time to see a blink
+    passive_timeout_s: float = 10.0  # passive: time to see a natural blink and head turn
     min_presence: float = 0.5  # face-mesh presence below which a frame is not used
 
 
@@ -315,6 +315,9 @@ class Check:
             return r
         if r.started is None:
             r.started = s.time
+        if s.time - r.started > self.time_limit():
+            self._fail(s, f"not completed within {self.time_limit():.0f}s")
+            return r
         events = self.detector.feed(s)
         r.events.extend(events)
         for event in events:
@@ -324,6 +327,15 @@ class Check:
                 return r
         self._step(s, events)
         return r
+
+    def time_limit(self) -> float:
+        """Seconds from the first frame after which a pending check fails."""
+        return self.options.step_timeout_s * max(1, len(self.result.sequence)) + 3.0
+
+    def give_up(self, reason: str) -> None:
+        """The source ended (or its time ran out) before the check finished: a failure."""
+        if self.result.state == "pending":
+            self.result.state, self.result.reason, self.result.prompt = "failed", reason, ""
 
     def _fail(self, s: Sample, reason: str) -> None:
         self.result.state, self.result.reason, self.result.finished = "failed", reason, s.time
@@ -373,26 +385,23 @@ class Challenge(Check):
 
 
 class PassiveCheck(Check):
-    """Ask nothing: pass once a natural blink has been seen and the face has moved with depth (some
-    frame, against the resting one, shows ``min_depth`` of parallax); fail after
-    ``passive_timeout_s`` without both. No turn may look flat."""
+    """Ask nothing: pass once a natural blink and a natural head turn with depth have been seen;
+    fail after ``passive_timeout_s`` without both, or at once on a turn that looks flat.
+
+    The depth is measured only across a turn (the resting frame against the turned one): between
+    frames far apart, optical flow loses track and a moved print can look deep."""
 
     def __init__(self, options: LivenessOptions | None = None):
         super().__init__("passive", options)
-        self.blinked = False
-        self.depth = 0.0
-        self._frames = 0
+        self.time_limit = lambda: self.options.passive_timeout_s + 1.0  # type: ignore[method-assign]
 
     def _step(self, s: Sample, events: list[LiveEvent]) -> None:
-        self.blinked = self.blinked or any(e.kind == "blink" for e in events)
-        self._frames += 1
-        rest = self.detector.reference
-        if self._frames % 3 == 0 and rest is not None and rest is not s and self.depth < self.options.min_depth:
-            self.depth = max(self.depth, planar_residual(rest, s) or 0.0)
-        if self.blinked and self.depth >= self.options.min_depth:
+        seen = {e.kind for e in self.result.events}
+        blinked, turned = "blink" in seen, bool(seen - {"blink"})  # flat turns have failed already
+        if blinked and turned:
             self._pass(s)
         elif s.time - (self.result.started or s.time) > self.options.passive_timeout_s:
-            missing = "a blink" if not self.blinked else f"depth in the face's motion (max {self.depth:.3f})"
+            missing = " and ".join(m for m, ok in (("a blink", blinked), ("a head turn", turned)) if not ok)
             self._fail(s, f"no {missing} in {self.options.passive_timeout_s:.0f}s")
 
 
@@ -403,6 +412,7 @@ class EventsOnly(Check):
 
     def __init__(self, options: LivenessOptions | None = None):
         super().__init__("events", options)
+        self.time_limit = lambda: float("inf")  # type: ignore[method-assign]
 
     def _step(self, s: Sample, events: list[LiveEvent]) -> None:
         self.result.finished = s.time

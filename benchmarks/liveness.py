@@ -1,0 +1,171 @@
+"""Liveness figures: each passive cue's APCER/BPCER on NUAA, the landmark model's cost, the time a
+cooperative user needs on the liveness videos, and the printed-photo attacks.
+
+    python benchmarks/liveness.py [--data ../shared/data] [--attack-photos 25]
+
+APCER: share of attack presentations (NUAA spoof sessions, generated print attacks) judged live.
+BPCER: share of bona fide presentations (NUAA real sessions) judged an attack. The thresholds are the
+shipped defaults (``LivenessOptions``), chosen on the liveness videos, not tuned on NUAA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from edge_verify.detect import FaceDetector  # noqa: E402
+from edge_verify.landmarks import FaceMesh  # noqa: E402
+from edge_verify.liveness import (  # noqa: E402
+    LivenessMonitor,
+    LivenessOptions,
+    make_check,
+    planar_residual,
+    sample,
+)
+from edge_verify.pipeline import Verifier  # noqa: E402
+
+CHALLENGES = {  # video -> a sequence of actions it contains, and the step timeout it needs
+    "woman_headturns_wink_expressions.mp4": ("turn_right,blink,turn_left", 5.0),
+    "man_frontal_expressions_blinks.mp4": ("blink,blink", 5.0),
+    "closeup_blinking.mp4": ("blink,blink", 5.0),
+    "obama_weekly_address_talking.mp4": ("blink,turn_right,blink", 8.0),
+}
+
+
+def rate(flags: list[bool]) -> str:
+    return f"{np.mean(flags):6.1%} ({sum(flags)}/{len(flags)})" if flags else "   n/a"
+
+
+def nuaa(data: Path, detector: FaceDetector, mesh: FaceMesh, options: LivenessOptions) -> None:
+    root = data / "antispoof" / "nuaa_train"
+    groups: dict[tuple, list[tuple[int, Path]]] = defaultdict(list)
+    for row in csv.DictReader(open(root / "labels.csv")):
+        frame_no = int(Path(row["file"]).stem.rsplit("_", 1)[1])
+        groups[(row["label"], row["subject"], row["session"])].append((frame_no, root / row["file"]))
+    cues: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
+    for (label, _, _), files in sorted(groups.items()):
+        samples = []
+        for t, (_, path) in enumerate(sorted(files)):
+            image = cv2.imread(str(path))
+            faces = detector.detect(image)
+            if faces:
+                samples.append(sample(mesh.landmarks(image, faces[0]), float(t), image))
+        if len(samples) < 2:
+            continue
+        depth = max((planar_residual(samples[0], s) or 0.0) for s in samples[1:])
+        motion = float(np.median([np.linalg.norm(b.points - a.points, axis=1).mean() / b.scale
+                                  for a, b in zip(samples, samples[1:], strict=False)]))  # fmt: skip
+        check = make_check("events", options)
+        for s in samples:
+            check.feed(s)
+        blinked = any(e.kind == "blink" for e in check.result.events)
+        judged_live = {
+            f"depth >= {options.min_depth}": depth >= options.min_depth,
+            "moves (landmark motion >= 0.002)": motion >= 0.002,
+            "blink seen": blinked,
+            "blink and depth": blinked and depth >= options.min_depth,
+        }
+        for cue, live in judged_live.items():
+            cues[cue]["APCER" if label == "spoof" else "BPCER"].append(live if label == "spoof" else not live)
+    n_real = sum(1 for k in groups if k[0] == "real")
+    print(f"\nNUAA train sample: {len(groups)} sessions ({n_real} real, {len(groups) - n_real} printed photo)")
+    print(f"  {'cue':<36}{'APCER':>20}{'BPCER':>20}")
+    for cue, r in cues.items():
+        print(f"  {cue:<36}{rate(r['APCER']):>20}{rate(r['BPCER']):>20}")
+
+
+def video_frames(path: Path):
+    cap = cv2.VideoCapture(str(path))
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            return
+        yield cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0, frame
+
+
+def run_check(frames, detector, mesh, mode, options, sequence=None):
+    monitor = LivenessMonitor(mesh, make_check(mode, options, sequence))
+    for t, frame in frames:
+        faces = detector.detect(frame)
+        if monitor.feed(frame, faces[0] if faces else None, t).state != "pending":
+            break
+    return monitor.result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--attack-photos", type=int, default=25)
+    args = parser.parse_args()
+    detector, mesh, options = FaceDetector(), FaceMesh(), LivenessOptions()
+    verifier = Verifier()
+
+    video = args.data / "video" / "liveness" / "woman_headturns_wink_expressions.mp4"
+    frames = [f for _, f in video_frames(video)][:100]
+    faces = [detector.detect(f)[0] for f in frames]
+    timings = {}
+    for name, fn in (
+        ("YuNet detect (baseline)", lambda f, face: detector.detect(f)),
+        ("face mesh landmarks", lambda f, face: mesh.landmarks(f, face)),
+        ("face embedding (align + invoke)", lambda f, face: verifier.observe(f, [face])),
+    ):
+        start = time.perf_counter()
+        for f, face in zip(frames, faces, strict=True):
+            fn(f, face)
+        timings[name] = (time.perf_counter() - start) / len(frames) * 1000
+    print(f"time per frame on this machine ({frames[0].shape[1]}x{frames[0].shape[0]} video, 1 face):")
+    base = timings["YuNet detect (baseline)"]
+    for name, ms in timings.items():
+        print(f"  {name:<34}{ms:7.2f} ms  ({ms / base:.2f}x detect)")
+
+    print("\ncooperative user (fixed sequences of actions each video contains):")
+    for name, (seq, step) in CHALLENGES.items():
+        opts = LivenessOptions(step_timeout_s=step)
+        r = run_check(video_frames(args.data / "video" / "liveness" / name), detector, mesh, "challenge", opts,
+                      tuple(seq.split(",")))  # fmt: skip
+        took = f"{r.finished:.1f}s from the first frame" if r.state == "passed" else r.reason
+        print(f"  {name:<40}{seq:<28}{r.state:<8}{took}")
+    for name in sorted(p.name for p in (args.data / "video" / "liveness").glob("*.mp4")):
+        r = run_check(video_frames(args.data / "video" / "liveness" / name), detector, mesh, "passive", options)
+        done = f"{r.finished:.1f}s from the first frame" if r.state == "passed" else r.reason or "video ended first"
+        print(f"  passive  {name:<40}{r.state:<8}{done}")
+
+    from photo_attacks import KINDS, attack_frames
+
+    photos = sorted(p for p in (args.data / "faces").glob("*/*") if p.suffix.lower() in {".jpg", ".png"})
+    photos = photos[: args.attack_photos]
+    passed: dict[str, list[bool]] = defaultdict(list)
+    depths: dict[str, list[float]] = defaultdict(list)
+    for i, photo in enumerate(photos):
+        image = cv2.imread(str(photo))
+        for kind in KINDS:
+            recorded = list(attack_frames(image, kind, seed=i))
+            for mode in ("challenge", "passive", "events"):
+                r = run_check(recorded, detector, mesh, mode, options)
+                if mode == "events":
+                    depths[kind] += [e.depth or 0.0 for e in r.events if e.kind != "blink"]
+                else:
+                    passed[f"{mode} {kind}"].append(r.state == "passed")
+    print(f"\nprint attacks from {len(photos)} shared photos (tests/photo_attacks.py), APCER:")
+    for key, flags in passed.items():
+        print(f"  {key:<24}{rate(flags)}")
+    for kind, d in depths.items():
+        if d:
+            print(f"  {kind}: {len(d)} turn(s) seen, depth max {max(d):.4f} (a live turn needs {options.min_depth})")
+
+    nuaa(args.data, detector, mesh, options)
+
+
+if __name__ == "__main__":
+    main()
