@@ -85,13 +85,12 @@ def nuaa(data: Path, detector: FaceDetector, mesh: FaceMesh, options: LivenessOp
         print(f"  {cue:<36}{rate(r['APCER']):>20}{rate(r['BPCER']):>20}")
 
 
-def video_frames(path: Path):
-    cap = cv2.VideoCapture(str(path))
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            return
-        yield cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0, frame
+def video_frames(path):
+    """(time in seconds, frame) of a video file, through the product's own source."""
+    from edge_verify.sources import open_source
+
+    with open_source(str(path)) as source:
+        yield from ((f.time, f.image) for f in source)
 
 
 def run_check(frames, detector, mesh, mode, options, sequence=None):

@@ -31,12 +31,11 @@ def parts():
 
 
 def video_frames(path):
-    cap = cv2.VideoCapture(str(path))
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            return
-        yield cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0, frame
+    """(time in seconds, frame) of a video file, through the product's own source."""
+    from edge_verify.sources import open_source
+
+    with open_source(str(path)) as source:
+        yield from ((f.time, f.image) for f in source)
 
 
 def run(parts, frames, mode="events", sequence=None, options=None):
