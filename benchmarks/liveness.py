@@ -32,6 +32,7 @@ from edge_verify.liveness import (  # noqa: E402
     make_check,
     planar_residual,
     sample,
+    watch,
 )
 from edge_verify.pipeline import Verifier  # noqa: E402
 
@@ -94,12 +95,7 @@ def video_frames(path):
 
 
 def run_check(frames, detector, mesh, mode, options, sequence=None):
-    monitor = LivenessMonitor(mesh, make_check(mode, options, sequence))
-    for t, frame in frames:
-        faces = detector.detect(frame)
-        if monitor.feed(frame, faces[0] if faces else None, t).state != "pending":
-            break
-    return monitor.result
+    return watch(LivenessMonitor(mesh, make_check(mode, options, sequence)), detector, frames)
 
 
 def main() -> None:

@@ -183,8 +183,7 @@ def _decide_on_track(args, verifier, source_spec: str, k: int, decide, what: str
                 return decide(ready[0].take(k)), ready[0], dict(tracks.skipped), live
             if mode != "off" and tracks.failed:
                 track, result = tracks.failed[0]
-                nan = float("nan")
-                return Decision(None, nan, nan, False, frames=0), track, dict(tracks.skipped), result
+                return Decision.refused(), track, dict(tracks.skipped), result
             current = next((tracks.result(t).prompt for t in tracks.tracker.tracks if t.id in tracks.monitors), "")
             if current != prompt and source.live and not args.json:
                 print(f"  {current or PROMPTS['look']}", file=sys.stderr)
@@ -196,8 +195,7 @@ def _decide_on_track(args, verifier, source_spec: str, k: int, decide, what: str
         tid, monitor = next(iter(tracks.monitors.items()))
         monitor.check.give_up("the source ended before the check was completed")
         track = next((t for t in tracks.tracker.tracks if t.id == tid), None)
-        nan = float("nan")
-        return Decision(None, nan, nan, False, frames=0), track, dict(tracks.skipped), monitor.result
+        return Decision.refused(), track, dict(tracks.skipped), monitor.result
     raise NoFaceError(
         f"{source_spec}: no face was followed for {k} usable frame(s) (longest track {tracks.longest}"
         + (f"; skipped {detail}" if detail else "")
@@ -755,7 +753,7 @@ def cmd_liveness(args: argparse.Namespace) -> int:
     """Run the liveness check alone on the largest face of a video or camera; print what it saw."""
     from edge_verify.detect import FaceDetector
     from edge_verify.landmarks import FaceMesh
-    from edge_verify.liveness import LivenessMonitor, LivenessOptions, make_check, parse_sequence
+    from edge_verify.liveness import LivenessMonitor, LivenessOptions, make_check, parse_sequence, watch
     from edge_verify.sources import ImageSource, open_source
 
     options = LivenessOptions(step_timeout_s=args.liveness_step_timeout)
@@ -767,21 +765,21 @@ def cmd_liveness(args: argparse.Namespace) -> int:
     with open_source(args.source, timeout_s=args.timeout) as source:
         if isinstance(source, ImageSource):
             raise UsageError(f"{args.source}: a liveness check needs a video or a camera")
-        if monitor.result.prompt and source.live and not args.json:
-            print(f"  {monitor.result.prompt}", file=sys.stderr)
-        for frame in _progress(args, source, desc="liveness", unit="frame"):
-            if frame.index >= args.max_frames:
-                break
-            frames += 1
-            faces = detector.detect(frame.image)
-            prompt = monitor.result.prompt
-            result = monitor.feed(frame.image, faces[0] if faces else None, frame.time)
-            if result.prompt != prompt and source.live and not args.json and result.prompt:
-                print(f"  {result.prompt}", file=sys.stderr)
-            if result.state != "pending":
-                break
-    if args.mode != "events":
-        monitor.check.give_up("the source ended before the check was completed")
+
+        def timed_frames():
+            nonlocal frames
+            shown = ""
+            for frame in _progress(args, source, desc="liveness", unit="frame"):
+                if frame.index >= args.max_frames:
+                    return
+                prompt = monitor.result.prompt
+                if prompt and prompt != shown and source.live and not args.json:
+                    print(f"  {prompt}", file=sys.stderr)
+                shown = prompt
+                frames += 1
+                yield frame.time, frame.image
+
+        watch(monitor, detector, timed_frames())
     elapsed = time.perf_counter() - started
     result = monitor.result
     yaws = [p.yaw for p in monitor.trace]

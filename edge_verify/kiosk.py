@@ -321,10 +321,8 @@ class Kiosk:
         if not any(not t.ended for t in self.tracks.tracker.tracks):
             self.status = {"state": "waiting for a face"}
         events = []
-        nan = float("nan")
         for track, result in self.tracks.failed:
-            decision = Decision(None, nan, self.threshold, False, frames=0)
-            event = self._fire(decision, track.id, name, result)
+            event = self._fire(Decision.refused(self.threshold), track.id, name, result)
             if event is not None:
                 events.append(event)
         for track in ready:

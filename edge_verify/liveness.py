@@ -15,12 +15,13 @@ from __future__ import annotations
 import random
 import secrets
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
-from edge_verify.detect import Face
+from edge_verify.detect import Face, FaceDetector
 from edge_verify.errors import UsageError
 from edge_verify.landmarks import FaceMesh, Mesh, face_from_mesh
 from edge_verify.track import iou
@@ -73,7 +74,7 @@ class Sample:
     eyes: tuple[float, float]  # eye aspect ratios (image-left eye, image-right eye)
     points: np.ndarray  # (468, 2) landmark pixels
     scale: float  # distance between the outer eye corners, pixels
-    grey: np.ndarray | None = None  # the frame in grey, for the planarity cue
+    image: np.ndarray | None = None  # the frame (BGR), for the planarity cue at turns
 
 
 def eye_ratio(points: np.ndarray, eye: tuple) -> float:
@@ -91,14 +92,13 @@ def head_yaw(points: np.ndarray) -> float:
 
 def sample(mesh: Mesh, time: float, frame_bgr: np.ndarray | None = None) -> Sample:
     p = mesh.points
-    grey = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY) if frame_bgr is not None else None
     return Sample(
         time=time,
         yaw=head_yaw(p),
         eyes=(eye_ratio(p, EYE_IMAGE_LEFT), eye_ratio(p, EYE_IMAGE_RIGHT)),
         points=p[:, :2].copy(),
         scale=float(np.linalg.norm(p[33, :2] - p[263, :2])),
-        grey=grey,
+        image=frame_bgr,
     )
 
 
@@ -109,16 +109,17 @@ def planar_residual(a: Sample, b: Sample) -> float | None:
     Corners in the face region of ``a`` are tracked into ``b`` with optical flow; a homography is fitted
     with RANSAC; the result is the median transfer error in eye distances. None without images or
     enough tracked corners."""
-    if a.grey is None or b.grey is None:
+    if a.image is None or b.image is None:
         return None
+    grey_a, grey_b = (cv2.cvtColor(x, cv2.COLOR_BGR2GRAY) for x in (a.image, b.image))
     x0, y0 = np.maximum(a.points.min(0), 0).astype(int)
     x1, y1 = a.points.max(0).astype(int)
-    mask = np.zeros_like(a.grey)
+    mask = np.zeros_like(grey_a)
     mask[y0:y1, x0:x1] = 255
-    corners = cv2.goodFeaturesToTrack(a.grey, 200, 0.01, max(3, int(a.scale / 20)), mask=mask)
+    corners = cv2.goodFeaturesToTrack(grey_a, 200, 0.01, max(3, int(a.scale / 20)), mask=mask)
     if corners is None or len(corners) < 12:
         return None
-    moved, status, _ = cv2.calcOpticalFlowPyrLK(a.grey, b.grey, corners, None, winSize=(21, 21), maxLevel=3)
+    moved, status, _ = cv2.calcOpticalFlowPyrLK(grey_a, grey_b, corners, None, winSize=(21, 21), maxLevel=3)
     ok = status.ravel() == 1
     if ok.sum() < 12:
         return None
@@ -393,7 +394,9 @@ class PassiveCheck(Check):
 
     def __init__(self, options: LivenessOptions | None = None):
         super().__init__("passive", options)
-        self.time_limit = lambda: self.options.passive_timeout_s + 1.0  # type: ignore[method-assign]
+
+    def time_limit(self) -> float:
+        return self.options.passive_timeout_s + 1.0  # _step fails first, naming what was missing
 
     def _step(self, s: Sample, events: list[LiveEvent]) -> None:
         seen = {e.kind for e in self.result.events}
@@ -412,7 +415,9 @@ class EventsOnly(Check):
 
     def __init__(self, options: LivenessOptions | None = None):
         super().__init__("events", options)
-        self.time_limit = lambda: float("inf")  # type: ignore[method-assign]
+
+    def time_limit(self) -> float:
+        return float("inf")
 
     def _step(self, s: Sample, events: list[LiveEvent]) -> None:
         self.result.finished = s.time
@@ -467,3 +472,17 @@ class LivenessMonitor:
         s = sample(mesh, time, frame_bgr)
         self.trace.append(TracePoint(time, s.yaw, s.eyes))
         return self.check.feed(s)
+
+
+def watch(
+    monitor: LivenessMonitor, detector: FaceDetector, frames: Iterable[tuple[float, np.ndarray]]
+) -> LivenessResult:
+    """Feed (time, frame) pairs, the largest face of each, until the check decides; a check still
+    pending when the frames run out has failed (events-only checks never decide)."""
+    for time, frame in frames:
+        faces = detector.detect(frame)
+        if monitor.feed(frame, faces[0] if faces else None, time).state != "pending":
+            break
+    if monitor.check.decides:
+        monitor.check.give_up("the source ended before the check was completed")
+    return monitor.result

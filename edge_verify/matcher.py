@@ -23,6 +23,11 @@ class Decision:
     second_score: float | None = None
     frames: int = 1  # probe frames the score averages
 
+    @classmethod
+    def refused(cls, threshold: float = float("nan")) -> Decision:
+        """A rejection made before any score (a failed liveness check)."""
+        return cls(None, float("nan"), threshold, False, frames=0)
+
 
 def unit(vectors: np.ndarray) -> np.ndarray:
     v = np.atleast_2d(np.asarray(vectors, np.float64))

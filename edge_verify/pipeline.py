@@ -137,12 +137,13 @@ class Verifier:
                 obs.embedding = emb
         return observations
 
-    def observe_single(
-        self, frame: np.ndarray, where: str, largest: bool = False, refused_ok: bool = False
-    ) -> Observation:
+    def observe_single(self, frame: np.ndarray, where: str, largest: bool = False) -> Observation:
         """Exactly one usable face (enroll, check, compare), or with ``largest`` the largest of
-        several; a clear error otherwise (``refused_ok``: a face the quality gate refused comes back
-        without an embedding instead of raising)."""
+        several; a clear error otherwise."""
+        return self.require_embedding(self.observe_one(frame, where, largest), where)
+
+    def observe_one(self, frame: np.ndarray, where: str, largest: bool = False) -> Observation:
+        """The one face in view (or the largest), embedded if the quality gate passed it."""
         if self.detector is not None:
             faces = self.detect(frame)
             if not faces:
@@ -151,10 +152,12 @@ class Verifier:
                 )
             if len(faces) > 1 and not largest:
                 raise MultipleFacesError(f"{where}: {len(faces)} faces found; exactly one person must be in view")
-            obs = self.observe(frame, faces[:1])[0]
-        else:
-            obs = self.observe(frame)[0]
-        if obs.embedding is None and not refused_ok:
+            return self.observe(frame, faces[:1])[0]
+        return self.observe(frame)[0]
+
+    @staticmethod
+    def require_embedding(obs: Observation, where: str) -> Observation:
+        if obs.embedding is None:
             raise QualityError(f"{where}: rejected by the quality gate: {'; '.join(obs.quality.reasons)}")
         return obs
 
@@ -211,10 +214,10 @@ class FaceTracks:
         """Take one frame (``time`` in seconds, for liveness; default: the frame index)."""
         if self.single:
             try:
-                observations = [self.verifier.observe_single(image, name, self.largest, refused_ok=True)]
+                observations = [self.verifier.observe_one(image, name, self.largest)]
                 if observations[0].embedding is None:
                     if self.raise_errors:
-                        self.verifier.observe_single(image, name, self.largest)  # raises the quality error
+                        self.verifier.require_embedding(observations[0], name)
                     self.skipped["quality"] += 1
             except (NoFaceError, MultipleFacesError, QualityError) as exc:
                 if self.raise_errors:

@@ -20,6 +20,7 @@ from edge_verify.liveness import (
     make_check,
     parse_sequence,
     random_sequence,
+    watch,
 )
 from tests.conftest import SAMPLES, make_video, run_cli
 from tests.photo_attacks import KINDS, attack_frames
@@ -40,14 +41,7 @@ def video_frames(path):
 
 def run(parts, frames, mode="events", sequence=None, options=None):
     detector, mesh = parts
-    monitor = LivenessMonitor(mesh, make_check(mode, options or LivenessOptions(), sequence))
-    for t, frame in frames:
-        faces = detector.detect(frame)
-        if monitor.feed(frame, faces[0] if faces else None, t).state != "pending":
-            break
-    if mode != "events":
-        monitor.check.give_up("the video ended")  # as the CLI does when a source ends
-    return monitor.result
+    return watch(LivenessMonitor(mesh, make_check(mode, options or LivenessOptions(), sequence)), detector, frames)
 
 
 def times(result, kind):
