@@ -143,10 +143,12 @@ def convert(
             report["variants"][variant] = {"file": path.name, "bytes": path.stat().st_size, "ops": op_counts(path)}
     int8_path = out_dir / MODEL_INT8
     int8_impostor = None  # validation impostor scores of the int8 model: the 1:N FAR curve
+    if progress:
+        progress("fidelity on " + ("the validation set" if validation is not None else "calibration images"))
     if validation is not None:
-        if progress:
-            progress("fidelity on validation set")
         int8_impostor = _fidelity(out_dir, options, validation, report)
+    else:  # no labels: only how far each variant's embeddings are from fp32's
+        _cosine_vs_fp32(out_dir, options, calib[:300], report)
         int8_eval = report["variants"]["int8"].get("verification")
         if threshold is None and int8_eval:
             far = options.target_far
@@ -177,8 +179,39 @@ def convert(
         "tools": {"tensorflow": tf.__version__, "keras": keras.__version__, "python": platform.python_version()},
         "report": report,
     }
-    (out_dir / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if progress:
+        progress("recording the known-answer self-test")
+    meta["self_test"] = _record_self_test(out_dir, meta, calib)
     return meta
+
+
+def _record_self_test(out_dir: Path, meta: dict, calibration: np.ndarray) -> dict:
+    """Write bundle.json with the self-test (selftest.py) of the new bundle: the packaged sample
+    photos for a face bundle, else 4 calibration inputs kept in the bundle as self_test.npy."""
+    from edge_verify import selftest
+    from edge_verify.pipeline import Verifier, VerifierOptions
+
+    if meta["preprocess"]["alignment"] != "face5":
+        np.save(out_dir / selftest.INPUTS_FILE, np.asarray(calibration[:4], np.float32), allow_pickle=False)
+        meta["files"][selftest.INPUTS_FILE] = sha256_file(out_dir / selftest.INPUTS_FILE)
+    (out_dir / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
+    record = selftest.record(Verifier(VerifierOptions(bundle=out_dir, use_edgetpu=False)))
+    meta["self_test"] = record
+    (out_dir / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return record
+
+
+def _cosine_vs_fp32(out_dir: Path, options: ConvertOptions, images: np.ndarray, report: dict) -> None:
+    if "fp32" not in options.variants:
+        return
+    embeddings = {v: Embedder(out_dir / FILE_NAMES[v], backend="litert").embed(images) for v in options.variants}
+    for variant, emb in embeddings.items():
+        cos = np.sum(embeddings["fp32"] * emb, axis=1)
+        report["variants"][variant]["cosine_vs_fp32"] = {
+            "mean": float(cos.mean()),
+            "min": float(cos.min()),
+            "on": f"{len(images)} calibration images (no labels: no EER)",
+        }
 
 
 def _fidelity(out_dir: Path, options: ConvertOptions, validation, report: dict) -> np.ndarray:
@@ -214,11 +247,9 @@ def format_fidelity(meta: dict) -> str:
     for name, v in rep["variants"].items():
         cos = v.get("cosine_vs_fp32", {})
         ver = v.get("verification", {})
-        lines.append(
-            f"  {name:<8} {v['bytes'] / 1e6:>8.2f}MB"
-            f"  {cos.get('mean', float('nan')):>8.4f} {cos.get('min', float('nan')):>8.4f}"
-            f"  {100 * ver.get('eer', float('nan')):>6.2f}% {100 * ver.get('tar_at_far_1e3', float('nan')):>7.2f}%"
-        )
+        cos_text = f"{cos['mean']:>8.4f} {cos['min']:>8.4f}" if cos else f"{'-':>8} {'-':>8}"
+        ver_text = f"{100 * ver['eer']:>6.2f}% {100 * ver['tar_at_far_1e3']:>7.2f}%" if ver else f"{'-':>7} {'-':>8}"
+        lines.append(f"  {name:<8} {v['bytes'] / 1e6:>8.2f}MB  {cos_text}  {ver_text}")
     tpu = rep["edgetpu"]
     if tpu["mappable"]:
         lines.append("  EdgeTPU static check: every op mappable")
@@ -230,4 +261,6 @@ def format_fidelity(meta: dict) -> str:
     )
     thr = meta["threshold"]
     lines.append(f"  threshold {thr['value']:.4f} (FAR {thr['far']}, {thr['source']})")
+    if not any(v.get("verification") for v in rep["variants"].values()):
+        lines.append("  EER and TAR need labelled data: add --validation")
     return "\n".join(lines)

@@ -8,6 +8,7 @@
 Never imports TensorFlow.
 """
 
+import edge_verify.limits  # noqa: F401 - first: sets OpenCV's pixel limit before cv2 loads
 from edge_verify.bundle import Bundle, load_bundle
 from edge_verify.errors import EdgeVerifyError
 from edge_verify.matcher import Decision, cosine

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
+import re
+import stat
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -16,6 +20,14 @@ DEFAULT_BUNDLE_NAME = "face-resnet29-v1"
 MODEL_INT8 = "model_int8.tflite"
 MODEL_FP32 = "model_fp32.tflite"
 MODEL_EDGETPU = "model_int8_edgetpu.tflite"
+MAX_METADATA_BYTES = 1 << 20
+MAX_MODEL_BYTES = 256 << 20
+MAX_FILES = 16
+# a bundle file is a plain name inside the bundle directory: no path, no leading dot
+FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+SHA256 = re.compile(r"[0-9a-f]{64}")
+COLOR_ORDERS = {"RGB": 3, "BGR": 3, "GRAY": 1}
+ALIGNMENTS = ("face5", "resize")
 
 
 @dataclass(frozen=True)
@@ -39,13 +51,58 @@ class Preprocess:
 
     @classmethod
     def from_dict(cls, d: dict) -> Preprocess:
-        return cls(
-            size=(int(d["size"][0]), int(d["size"][1])),
-            channels=int(d["channels"]),
-            color_order=str(d["color_order"]),
-            alignment=str(d["alignment"]),
-            template=tuple((float(x), float(y)) for x, y in d.get("template", [])),
+        """Validated preprocessing; ValueError names the first field out of its type or range."""
+        _require(isinstance(d, dict), "preprocess must be an object")
+        size = d.get("size")
+        _require(
+            isinstance(size, list) and len(size) == 2 and all(_is_int(v) and 8 <= v <= 2048 for v in size),
+            f"preprocess.size must be [height, width] of 8..2048 pixels, got {_short(size)}",
         )
+        channels, color_order, alignment = d.get("channels"), d.get("color_order"), d.get("alignment")
+        _require(color_order in COLOR_ORDERS, f"preprocess.color_order must be one of {sorted(COLOR_ORDERS)}")
+        _require(
+            _is_int(channels) and channels == COLOR_ORDERS[color_order],
+            f"preprocess.channels must be {COLOR_ORDERS[color_order]} for {color_order}, got {_short(channels)}",
+        )
+        _require(alignment in ALIGNMENTS, f"preprocess.alignment must be one of {list(ALIGNMENTS)}")
+        template = d.get("template", [])
+        _require(isinstance(template, list), "preprocess.template must be a list of [x, y] points")
+        if alignment == "face5":
+            _require(
+                len(template) == 5
+                and all(
+                    isinstance(p, list) and len(p) == 2 and all(_is_number(v) and 0 <= v <= max(size) for v in p)
+                    for p in template
+                ),
+                "preprocess.template must hold 5 [x, y] points inside the chip for face5 alignment",
+            )
+        else:
+            _require(not template, "preprocess.template is only for face5 alignment")
+        return cls(
+            size=(int(size[0]), int(size[1])),
+            channels=int(channels),
+            color_order=str(color_order),
+            alignment=str(alignment),
+            template=tuple((float(x), float(y)) for x, y in template),
+        )
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+
+def _short(v) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
 
 
 @dataclass(frozen=True)
@@ -104,9 +161,17 @@ class Bundle:
         """Path of the ``int8``, ``fp32`` or ``edgetpu`` model; BundleError if the bundle lacks it."""
         name = {"int8": MODEL_INT8, "fp32": MODEL_FP32, "edgetpu": MODEL_EDGETPU}[variant]
         path = self.path / name
-        if name not in self.files or not path.exists():
+        if name not in self.files or not os.path.lexists(path):
             raise BundleError(f"{self.path}: bundle has no {variant} model ({name})")
         return path
+
+    def read_model(self, variant: str = "int8") -> bytes:
+        """The model's bytes, read once and checked against bundle.json (what is checked is what runs)."""
+        path = self.model_path(variant)
+        content = read_bundle_file(path, MAX_MODEL_BYTES)
+        if hashlib.sha256(content).hexdigest() != self.files[path.name]:
+            raise BundleError(f"{path}: sha256 does not match bundle.json (corrupt or tampered model)")
+        return content
 
     def has_model(self, variant: str) -> bool:
         try:
@@ -114,6 +179,29 @@ class Bundle:
         except BundleError:
             return False
         return True
+
+
+def read_bundle_file(path: Path, limit: int) -> bytes:
+    """A bundle file's bytes: a regular file (no symlink, FIFO or device) of at most ``limit`` bytes.
+    Opened without blocking and without following a link, so a hostile bundle can neither hang
+    the runtime nor point it at another file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        raise BundleError(f"{path}: missing; the bundle is incomplete") from None
+    except OSError as exc:
+        reason = "a symbolic link (bundle files must be regular files)" if os.path.islink(path) else exc.strerror
+        raise BundleError(f"{path}: cannot be read: {reason}") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise BundleError(f"{path}: not a regular file (bundle files must be regular files)")
+        if info.st_size > limit:
+            raise BundleError(f"{path}: {info.st_size} bytes, more than the {limit} a bundle file may have")
+        content = f.read(limit + 1)
+    if len(content) > limit:
+        raise BundleError(f"{path}: more than the {limit} bytes a bundle file may have")
+    return content
 
 
 def sha256_file(path: Path) -> str:
@@ -145,48 +233,109 @@ def load_bundle(path: str | Path | None = None, verify: bool = True) -> Bundle:
     if not root.is_dir():
         raise BundleError(f"{root}: model bundle not found (expected a directory with bundle.json)")
     try:
-        meta = json.loads(meta_path.read_text())
-    except FileNotFoundError:
-        raise BundleError(f"{meta_path}: missing; rebuild the bundle with `edge-verify convert`") from None
-    except (OSError, ValueError) as exc:
-        raise BundleError(f"{meta_path}: unreadable bundle metadata ({exc})") from None
+        raw = read_bundle_file(meta_path, MAX_METADATA_BYTES)
+    except BundleError as exc:
+        if not os.path.lexists(meta_path):
+            raise BundleError(f"{meta_path}: missing; rebuild the bundle with `edge-verify convert`") from None
+        raise exc from None
     try:
-        if meta.get("format") != BUNDLE_FORMAT:
-            raise BundleError(f"{meta_path}: bundle format {meta.get('format')!r}, this runtime reads {BUNDLE_FORMAT}")
-        preprocess = Preprocess.from_dict(meta["preprocess"])
-        points, default_point = _operating_points(meta)
-        bundle = Bundle(
-            path=root,
-            name=str(meta["name"]),
-            version=str(meta["version"]),
-            embedding_size=int(meta["embedding_size"]),
-            preprocess=preprocess,
-            operating_points=points,
-            default_point=default_point,
-            files={str(k): str(v) for k, v in meta["files"].items()},
-            fingerprint=str(meta["fingerprint"]),
-            far_curve=tuple(
-                (check_far(p[0], "far_curve"), check_threshold(p[1], "far_curve"), bool(p[2]) if len(p) > 2 else True)
-                for p in meta.get("far_curve", [])
-            ),
-            margin_1n=float(meta.get("margin_1n", DEFAULT_MARGIN)),
-            metadata=meta,
-        )
+        meta = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:120]
+        raise BundleError(f"{meta_path}: unreadable bundle metadata ({reason})") from None
+    try:
+        bundle = _parse(root, meta)
     except UsageError as exc:
         raise BundleError(f"{meta_path}: {exc}") from None
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BundleError(f"{meta_path}: malformed bundle metadata ({exc!r})") from None
-    if MODEL_INT8 not in bundle.files:
-        raise BundleError(f"{meta_path}: bundle lists no {MODEL_INT8}")
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as exc:
+        detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc) or type(exc).__name__
+        raise BundleError(f"{meta_path}: malformed bundle metadata ({detail[:200]})") from None
     if verify:
         verify_bundle(bundle)
     return bundle
 
 
+def _check_self_test(entry, embedding_size: int, files: dict) -> None:
+    """The optional ``self_test`` entry (see selftest.py): known inputs and their embeddings."""
+    if entry is None:
+        return
+    _require(isinstance(entry, dict), "self_test must be an object")
+    inputs, embeddings, bound = entry.get("inputs"), entry.get("embeddings"), entry.get("min_cosine")
+    _require(
+        isinstance(embeddings, list)
+        and 0 < len(embeddings) <= 16
+        and all(isinstance(v, list) and len(v) == embedding_size and all(_is_number(x) for x in v) for v in embeddings),
+        f"self_test.embeddings must be 1..16 lists of {embedding_size} numbers",
+    )
+    _require(_is_number(bound) and 0 < bound <= 1, "self_test.min_cosine must be in (0, 1]")
+    if isinstance(inputs, list):
+        _require(
+            len(inputs) == len(embeddings) and all(isinstance(n, str) and FILE_NAME.fullmatch(n) for n in inputs),
+            "self_test.inputs must name one packaged sample image per embedding",
+        )
+    else:
+        _require(isinstance(inputs, str) and inputs in files, "self_test.inputs must be a file listed in files")
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not a number a bundle may hold")
+
+
+def _parse(root: Path, meta) -> Bundle:
+    """bundle.json's fields with their types and ranges checked (ValueError on the first bad one)."""
+    _require(isinstance(meta, dict), "bundle.json must hold an object")
+    _require(meta.get("format") == BUNDLE_FORMAT, f"bundle format {_short(meta.get('format'))}, this runtime reads 1")
+    name, version = meta["name"], meta["version"]
+    _require(isinstance(name, str) and 0 < len(name) <= 128 and name.isprintable(), "name must be printable text")
+    _require(isinstance(version, (str, int)) and len(str(version)) <= 64, "version must be short text")
+    size = meta["embedding_size"]
+    _require(_is_int(size) and 1 <= size <= 4096, f"embedding_size must be 1..4096, got {_short(size)}")
+    files = meta["files"]
+    _require(isinstance(files, dict) and 0 < len(files) <= MAX_FILES, f"files must map 1..{MAX_FILES} names to sha256")
+    for file_name, digest in files.items():
+        _require(
+            FILE_NAME.fullmatch(file_name) is not None and file_name != "bundle.json",
+            f"files: {_short(file_name)} is not a plain file name inside the bundle",
+        )
+        _require(isinstance(digest, str) and SHA256.fullmatch(digest) is not None, f"files: bad sha256 for {file_name}")
+    _require(MODEL_INT8 in files, f"bundle lists no {MODEL_INT8}")
+    fingerprint = meta["fingerprint"]
+    _require(isinstance(fingerprint, str) and re.fullmatch(r"[0-9a-f]{32}", fingerprint), "fingerprint must be 32 hex")
+    curve = meta.get("far_curve", [])
+    _require(
+        isinstance(curve, list) and all(isinstance(p, list) and len(p) in (2, 3) for p in curve),
+        "far_curve must be a list of [far, threshold(, resolved)]",
+    )
+    margin = meta.get("margin_1n", DEFAULT_MARGIN)
+    _require(_is_number(margin) and 0 <= margin < 1, f"margin_1n must be in [0, 1), got {_short(margin)}")
+    points, default_point = _operating_points(meta)
+    _check_self_test(meta.get("self_test"), size, files)
+    return Bundle(
+        path=root,
+        name=name,
+        version=str(version),
+        embedding_size=size,
+        preprocess=Preprocess.from_dict(meta["preprocess"]),
+        operating_points=points,
+        default_point=default_point,
+        files=dict(files),
+        fingerprint=fingerprint,
+        far_curve=tuple(
+            (check_far(p[0], "far_curve"), check_threshold(p[1], "far_curve"), bool(p[2]) if len(p) > 2 else True)
+            for p in curve
+        ),
+        margin_1n=float(margin),
+        metadata=meta,
+    )
+
+
 def _operating_points(meta: dict) -> tuple[dict[str, OperatingPoint], str]:
     """Named operating points; a bundle with only the older single ``threshold`` has one, "default"."""
     if "operating_points" in meta:
-        points = {str(n): OperatingPoint.from_dict(str(n), d) for n, d in meta["operating_points"].items()}
+        raw = meta["operating_points"]
+        _require(isinstance(raw, dict) and 0 < len(raw) <= 16, "operating_points must map 1..16 names to points")
+        _require(all(isinstance(d, dict) for d in raw.values()), "each operating point must be an object")
+        points = {str(n): OperatingPoint.from_dict(str(n), d) for n, d in raw.items()}
         default = str(meta.get("default_operating_point", "default"))
     else:
         thr = meta["threshold"]
@@ -201,11 +350,9 @@ def verify_bundle(bundle: Bundle) -> None:
     """Check the hash of each model file present and the fingerprint; raise BundleError on mismatch."""
     for name, digest in bundle.files.items():
         path = bundle.path / name
-        if not path.exists():
-            if name == MODEL_INT8:
-                raise BundleError(f"{path}: missing; the bundle is incomplete")
-            continue
-        if sha256_file(path) != digest:
+        if not os.path.lexists(path) and name != MODEL_INT8:
+            continue  # optional variants (fp32, EdgeTPU) may be left out of a device install
+        if hashlib.sha256(read_bundle_file(path, MAX_MODEL_BYTES)).hexdigest() != digest:
             raise BundleError(f"{path}: sha256 does not match bundle.json (corrupt or tampered model)")
     if compute_fingerprint(bundle.files[MODEL_INT8], bundle.preprocess) != bundle.fingerprint:
         raise BundleError(f"{bundle.path / 'bundle.json'}: fingerprint does not match the model and preprocessing")

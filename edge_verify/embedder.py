@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_verify.bundle import Bundle
+from edge_verify.errors import BundleError
 from edge_verify.interpreter import LoadedInterpreter, make_interpreter
 
 
@@ -41,8 +42,12 @@ class Embedder:
         backend: str | None = None,
         threads: int | None = None,
         edgetpu_model: Path | None = None,
+        content: bytes | None = None,
+        edgetpu_content: bytes | None = None,
     ):
-        self.loaded: LoadedInterpreter = make_interpreter(model_path, backend, threads, edgetpu_model)
+        self.loaded: LoadedInterpreter = make_interpreter(
+            model_path, backend, threads, edgetpu_model, content, edgetpu_content
+        )
         interp = self.loaded.interpreter
         self._input = interp.get_input_details()[0]
         self._output = interp.get_output_details()[0]
@@ -57,11 +62,23 @@ class Embedder:
         threads: int | None = None,
         use_edgetpu: bool = True,
     ) -> Embedder:
-        """The bundle's model; its EdgeTPU variant first when present and ``use_edgetpu``."""
-        edgetpu = None
+        """The bundle's model; its EdgeTPU variant first when present and ``use_edgetpu``. The bytes
+        checked against bundle.json are the bytes the interpreter runs; the model's input and output
+        must fit the bundle's preprocessing and embedding size."""
+        edgetpu, edgetpu_content = None, None
         if use_edgetpu and variant == "int8" and bundle.has_model("edgetpu"):
-            edgetpu = bundle.model_path("edgetpu")
-        return cls(bundle.model_path(variant), backend, threads, edgetpu)
+            edgetpu, edgetpu_content = bundle.model_path("edgetpu"), bundle.read_model("edgetpu")
+        path = bundle.model_path(variant)
+        embedder = cls(path, backend, threads, edgetpu, bundle.read_model(variant), edgetpu_content)
+        pre = bundle.preprocess
+        expected = (*pre.size, pre.channels)
+        got_out = int(np.prod(embedder._output["shape"][1:]))
+        if embedder.input_shape != expected or got_out != bundle.embedding_size:
+            raise BundleError(
+                f"{path}: the model takes {'x'.join(map(str, embedder.input_shape))} and gives {got_out} values, "
+                f"but bundle.json says {'x'.join(map(str, expected))} and embedding_size {bundle.embedding_size}"
+            )
+        return embedder
 
     @property
     def backend(self) -> str:

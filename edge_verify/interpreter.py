@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import faulthandler
 import importlib
 import importlib.util
 import logging
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,9 +34,15 @@ class LoadedInterpreter:
     edgetpu: bool  # the EdgeTPU delegate is in use
 
 
+# The one native line hidden from users; anything else the runtime prints reaches stderr.
+_BANNERS = (b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",)
+
+
 @contextlib.contextmanager
-def _quiet_stderr():
-    """Hide the native runtime's one-line INFO banners (e.g. the XNNPACK notice) on fd 2."""
+def _native_stderr_filtered():
+    """Hold back the native runtime's INFO banner on fd 2 while a model loads, and pass on
+    everything else it prints. Should the runtime crash the process meanwhile, faulthandler
+    reports it on the real stderr, so a broken CPU or library never fails silently."""
     try:
         fd = sys.stderr.fileno()
     except (AttributeError, OSError, ValueError):
@@ -42,13 +50,23 @@ def _quiet_stderr():
         return
     sys.stderr.flush()
     saved = os.dup(fd)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), fd)
-        yield
-    finally:
-        os.dup2(saved, fd)
-        os.close(saved)
+    was_enabled = faulthandler.is_enabled()
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), fd)
+        faulthandler.enable(file=saved)
+        try:
+            yield
+        finally:
+            os.dup2(saved, fd)
+            if was_enabled:
+                faulthandler.enable(file=sys.stderr)
+            else:
+                faulthandler.disable()
+            os.close(saved)
+            captured.seek(0)
+            rest = [ln for ln in captured.read().splitlines(keepends=True) if ln.rstrip() not in _BANNERS]
+            if rest:
+                os.write(fd, b"".join(rest))
 
 
 def _backend_module(name: str):
@@ -85,11 +103,14 @@ def make_interpreter(
     backend: str | None = None,
     threads: int | None = None,
     edgetpu_model: Path | None = None,
+    content: bytes | None = None,
+    edgetpu_content: bytes | None = None,
 ) -> LoadedInterpreter:
     """Create an interpreter for ``model_path`` with the first backend that loads.
 
-    If ``edgetpu_model`` is given, try it with the EdgeTPU delegate first and fall back to the
-    CPU model (logging once) when the delegate library or the device is absent.
+    ``content``/``edgetpu_content``: the models' bytes, already read and checked (the path then only
+    names them). If ``edgetpu_model`` is given, try it with the EdgeTPU delegate first and fall back
+    to the CPU model (logging once) when the delegate library or the device is absent.
     """
     names = [backend] if backend else [b for b in BACKENDS if b != "tensorflow"] + ["tensorflow"]
     if backend and backend not in BACKENDS:
@@ -106,16 +127,20 @@ def make_interpreter(
         if edgetpu_model is not None:
             try:
                 delegate = load_delegate(name)
-                interp = Interpreter(model_path=str(edgetpu_model), experimental_delegates=[delegate])
+                interp = Interpreter(**_source(edgetpu_model, edgetpu_content), experimental_delegates=[delegate])
                 interp.allocate_tensors()
                 return LoadedInterpreter(interp, name, edgetpu_model, edgetpu=True)
             except (OSError, ValueError, RuntimeError) as exc:
                 log.warning("EdgeTPU unavailable (%s); using the CPU int8 model", str(exc).splitlines()[0])
         try:
-            with _quiet_stderr():
-                interp = Interpreter(model_path=str(model_path), num_threads=threads)
+            with _native_stderr_filtered():
+                interp = Interpreter(**_source(model_path, content), num_threads=threads)
                 interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise BundleError(f"{model_path}: not a loadable TFLite model ({str(exc).splitlines()[0]})") from None
         return LoadedInterpreter(interp, name, model_path, edgetpu=False)
     raise BackendError("no TFLite backend could be imported (" + "; ".join(errors) + "); pip install ai-edge-litert")
+
+
+def _source(path: Path, content: bytes | None) -> dict:
+    return {"model_content": content} if content is not None else {"model_path": str(path)}

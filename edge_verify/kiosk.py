@@ -15,25 +15,34 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shlex
-import subprocess
 import threading
 import time
-import urllib.request
 from dataclasses import asdict, dataclass, field, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 
-from edge_verify.errors import InputError, SourceError, UnknownIdentityError, UsageError
+from edge_verify import selftest
+from edge_verify.actions import (
+    Action,
+    CommandAction,
+    CommandRunner,
+    Event,
+    Outcome,
+    RelayAction,
+    StatusLed,
+    WebhookAction,
+    check_webhook_url,
+)
+from edge_verify.errors import InputError, SourceError, StoreError, UnknownIdentityError, UsageError
 from edge_verify.liveness import MODES, LivenessOptions, LivenessResult, parse_sequence
 from edge_verify.matcher import Decision, Gallery, identify, verify
 from edge_verify.operating import check_threshold
 from edge_verify.pipeline import FaceTracks, Verifier, resolve_threshold
+from edge_verify.redaction import redact_url
 from edge_verify.sources import open_source
-from edge_verify.store import TemplateStore
+from edge_verify.store import TemplateStore, check_identity_name
 
 log = logging.getLogger("edge_verify.kiosk")
 
@@ -50,8 +59,11 @@ class KioskConfig:
     relay_pin: int | None = None  # BCM pin of the door relay (gpiozero)
     relay_pulse_s: float = 1.0
     led_pin: int | None = None  # lit while a decision is being acted on
-    webhook: str | None = None  # POST JSON here (a local address)
+    webhook: str | None = None  # POST JSON here (this machine, or a host on webhook_allow_hosts)
+    webhook_allow_hosts: list[str] = field(default_factory=list)  # other hosts the webhook may reach
+    webhook_deadline_s: float = 2.0  # the whole call: connect, send, answer
     command: str | None = None  # run with EDGE_VERIFY_* environment variables
+    command_timeout_s: float = 10.0  # its process group is killed after this
     reconnect_s: float = 2.0
     timeout_s: float = 5.0
     status_port: int | None = None  # tiny local status page on 127.0.0.1
@@ -88,6 +100,10 @@ class KioskConfig:
             value = getattr(self, f.name)
             if value is None and "None" in str(f.type):
                 continue
+            if str(f.type).startswith("list[str]"):
+                if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                    raise UsageError(f"kiosk setting {f.name} = {value!r} must be a list of names")
+                continue
             wanted = {"int": int, "float": (int, float), "bool": bool, "str": str}[str(f.type).split(" ")[0]]
             if isinstance(value, bool) is not (wanted is bool) or not isinstance(value, wanted):
                 raise UsageError(f"kiosk setting {f.name} = {value!r} must be of type {str(f.type).split(' ')[0]}")
@@ -98,140 +114,29 @@ class KioskConfig:
         if self.liveness_sequence is not None:
             parse_sequence(self.liveness_sequence)
         for name in ("cooldown_s", "relay_pulse_s", "reconnect_s", "timeout_s", "liveness_step_timeout_s"):
-            if getattr(self, name) < 0:
-                raise UsageError(f"kiosk setting {name} must not be negative")
+            if not 0 <= getattr(self, name) <= 86400:
+                raise UsageError(f"kiosk setting {name} must be between 0 and 86400 seconds")
+        for name in ("webhook_deadline_s", "command_timeout_s"):
+            if not 0 < getattr(self, name) <= 60:
+                raise UsageError(f"kiosk setting {name} must be more than 0 and at most 60 seconds")
+        for name in ("relay_pin", "led_pin"):
+            if getattr(self, name) is not None and not 0 <= getattr(self, name) <= 63:
+                raise UsageError(f"kiosk setting {name} must be a BCM pin number 0..63")
+        if self.status_port is not None and not 1 <= self.status_port <= 65535:
+            raise UsageError("kiosk setting status_port must be 1..65535")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise UsageError("kiosk setting max_frames must be at least 1")
+        if self.webhook is not None:
+            check_webhook_url(self.webhook, tuple(self.webhook_allow_hosts))
+        for name in ("command", "prompt_command"):
+            if getattr(self, name) is not None:
+                CommandRunner(getattr(self, name))  # a command line that cannot be split fails here
         if self.threshold is not None:
             check_threshold(self.threshold, "kiosk setting threshold")
-        if self.identity is not None and not self.identity.strip():
-            raise UsageError("kiosk setting identity is empty (leave it out for 1:N)")
-
-
-@dataclass
-class Event:
-    """A debounced decision that fired."""
-
-    time: float
-    accepted: bool
-    identity: str | None
-    score: float
-    threshold: float
-    frame: str
-    track: int = 0
-    frames: int = 1  # frames whose mean score decided
-    liveness: str | None = None  # the liveness check's outcome
-    audit_id: int = 0
-    actions: list[str] = field(default_factory=list)
-
-
-class Action:
-    name = "action"
-
-    def fire(self, event: Event) -> bool:
-        """Act on a decision; False when this action ignores it (a relay ignores rejections)."""
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-
-def _output_device(pin: int, what: str):
-    try:
-        from gpiozero import DigitalOutputDevice
-    except ImportError:
-        raise UsageError(f"{what} needs gpiozero: pip install 'edge-verify[kiosk]'") from None
-    return DigitalOutputDevice(pin, initial_value=False)
-
-
-class RelayAction(Action):
-    """Pulse a relay (door strike) through gpiozero."""
-
-    name = "relay"
-
-    def __init__(self, pin: int, pulse_s: float):
-        self.relay = _output_device(pin, "relay_pin")
-        self.pulse_s = pulse_s
-
-    def fire(self, event: Event) -> bool:
-        if not event.accepted:
-            return False
-        self.relay.blink(on_time=self.pulse_s, off_time=0, n=1, background=True)
-        return True
-
-    def close(self) -> None:
-        self.relay.off()
-        self.relay.close()
-
-
-class StatusLed:
-    """The kiosk's state on one LED: off while waiting, fast blinking during a liveness check, lit
-    for ``on_s`` on an accept, three slow blinks on a rejection."""
-
-    def __init__(self, pin: int, on_s: float):
-        self.led = _output_device(pin, "led_pin")
-        self.on_s = on_s
-        self.state = "idle"
-
-    def show(self, state: str) -> None:
-        if state == self.state:
-            return
-        self.state = state
-        if state == "challenge":
-            self.led.blink(on_time=0.15, off_time=0.15, background=True)
-        elif state == "accepted":
-            self.led.blink(on_time=self.on_s, off_time=0, n=1, background=True)
-        elif state == "rejected":
-            self.led.blink(on_time=0.4, off_time=0.4, n=3, background=True)
-        else:
-            self.led.off()
-
-    def close(self) -> None:
-        self.led.off()
-        self.led.close()
-
-
-class WebhookAction(Action):
-    """POST the event as JSON; a failure raises, and the kiosk records it against the audit row."""
-
-    name = "webhook"
-
-    def __init__(self, url: str, timeout_s: float = 2.0):
-        self.url = url
-        self.timeout_s = timeout_s
-
-    def fire(self, event: Event) -> bool:
-        body = json.dumps({k: None if v != v else v for k, v in asdict(event).items()}).encode()  # NaN: null
-        request = urllib.request.Request(self.url, body, {"Content-Type": "application/json"}, method="POST")
-        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-            response.read()
-        return True
-
-
-class CommandAction(Action):
-    """Run a command (no shell) with EDGE_VERIFY_ACCEPTED/IDENTITY/SCORE in its environment."""
-
-    name = "command"
-
-    def __init__(self, command: str):
-        self.argv = shlex.split(command)
-        self._running: list[subprocess.Popen] = []
-
-    def fire(self, event: Event) -> bool:
-        env = {
-            **os.environ,
-            "EDGE_VERIFY_ACCEPTED": "1" if event.accepted else "0",
-            "EDGE_VERIFY_IDENTITY": event.identity or "",
-            "EDGE_VERIFY_SCORE": f"{event.score:.4f}",
-        }
-        self._running = [p for p in self._running if p.poll() is None]
-        self._running.append(subprocess.Popen(self.argv, env=env))
-        return True
-
-    def close(self) -> None:
-        for p in self._running:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        if self.identity is not None:
+            if not self.identity.strip():
+                raise UsageError("kiosk setting identity is empty (leave it out for 1:N)")
+            check_identity_name(self.identity)
 
 
 def build_actions(config: KioskConfig) -> list[Action]:
@@ -239,9 +144,9 @@ def build_actions(config: KioskConfig) -> list[Action]:
     if config.relay_pin is not None:
         actions.append(RelayAction(config.relay_pin, config.relay_pulse_s))
     if config.webhook:
-        actions.append(WebhookAction(config.webhook))
+        actions.append(WebhookAction(config.webhook, tuple(config.webhook_allow_hosts), config.webhook_deadline_s))
     if config.command:
-        actions.append(CommandAction(config.command))
+        actions.append(CommandAction(config.command, config.command_timeout_s))
     return actions
 
 
@@ -254,6 +159,11 @@ class Kiosk:
         self.store = store
         self.actions = actions
         self.clock = clock
+        checked = selftest.require(verifier)  # a device that computes wrong embeddings must not guard a door
+        if checked is None:
+            log.warning("bundle %s records no self-test; embeddings are not checked here", verifier.bundle.name)
+        else:
+            log.info("%s", checked.summary())
         self._load(at_start=True)
         self.tracks = FaceTracks(
             verifier,
@@ -263,6 +173,7 @@ class Kiosk:
             sequence=parse_sequence(config.liveness_sequence) if config.liveness_sequence else None,
         )
         self.led = StatusLed(config.led_pin, config.relay_pulse_s) if config.led_pin is not None else None
+        self.prompter = CommandRunner(config.prompt_command, max_running=1) if config.prompt_command else None
         self._prompt = ""
         self.events: list[Event] = []
         self.frames = 0
@@ -333,7 +244,17 @@ class Kiosk:
                 events.append(event)
         if not events:
             self._show_challenge()
+        self._record_outcomes([o for action in self.actions for o in action.finished()])
         return events
+
+    def _record_outcomes(self, outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:
+            if not outcome.ok:
+                log.warning("%s for decision %d failed: %s", outcome.action, outcome.audit_id, outcome.detail)
+            try:
+                self.store.record_action(outcome.audit_id, outcome.action, outcome.ok, outcome.detail)
+            except StoreError as exc:
+                log.error("could not record %s outcome: %s", outcome.action, exc)
 
     def _show_challenge(self) -> None:
         """Status page, LED and prompt hook follow the largest face's liveness check."""
@@ -360,20 +281,22 @@ class Kiosk:
             self._run_prompt_command(result)
 
     def _run_prompt_command(self, result: LivenessResult) -> None:
-        if not self.config.prompt_command:
+        if self.prompter is None:
             return
         action = result.sequence[result.step] if result.state == "pending" and result.sequence else "look"
+        for _, ok, detail in self.prompter.reap():
+            if not ok:
+                log.warning("prompt command: %s", detail)
         try:
-            subprocess.Popen(shlex.split(self.config.prompt_command), env={**os.environ, "EDGE_VERIFY_PROMPT": action})
-        except OSError as exc:  # a missing sound player must not stop the door
-            log.warning("prompt command failed: %s", exc)
+            self.prompter.start(action, EDGE_VERIFY_PROMPT=action)
+        except (OSError, RuntimeError) as exc:  # a missing or slow sound player must not stop the door
+            log.warning("prompt command not run: %s", exc)
 
     def _fire(self, decision: Decision, track: int, name: str, liveness: LivenessResult | None = None) -> Event | None:
         key = decision.identity if decision.accepted else "<rejected>"
         now = self.clock()
         if now - self._last_fired.get(key, -np.inf) < self.config.cooldown_s:
             return None
-        self._last_fired[key] = now
         event = Event(
             time.time(),
             decision.accepted,
@@ -385,23 +308,30 @@ class Kiosk:
             decision.frames,
             liveness.summary() if liveness else None,
         )
-        # the audit row is committed before anything can open the door
-        event.audit_id = self.store.record(
-            "kiosk",
-            self.verifier.bundle.fingerprint,
-            decision,
-            claimed=self.config.identity,
-            source=name,
-            liveness=event.liveness,
-        )
+        # the audit row is committed before anything can open the door; no row, no action
+        try:
+            event.audit_id = self.store.record(
+                "kiosk",
+                self.verifier.bundle.fingerprint,
+                decision,
+                claimed=self.config.identity,
+                source=name,
+                liveness=event.liveness,
+            )
+        except StoreError as exc:
+            log.error("decision not audited, so not acted on: %s", exc)
+            self.status = {"state": "store busy", "error": str(exc)}
+            return None
+        self._last_fired[key] = now
+        outcomes = []
         for action in self.actions:
             try:
                 if action.fire(event):
                     event.actions.append(action.name)
-                    self.store.record_action(event.audit_id, action.name, True)
+                    outcomes.append(Outcome(event.audit_id, action.name, True))
             except Exception as exc:  # an action must never stop the loop; its failure is audited
-                log.warning("%s failed: %s", action.name, exc)
-                self.store.record_action(event.audit_id, action.name, False, f"{type(exc).__name__}: {exc}")
+                outcomes.append(Outcome(event.audit_id, action.name, False, f"{type(exc).__name__}: {exc}"))
+        self._record_outcomes(outcomes)
         self.events.append(event)
         self.status = {"state": "ACCEPTED" if decision.accepted else "REJECTED", **asdict(event)}
         if self.led is not None:
@@ -419,18 +349,19 @@ class Kiosk:
     # -- the loop -------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set (or ``max_frames``); reconnect whenever the source fails."""
-        server = self._start_status_server() if self.config.status_port else None
-        log.info("kiosk running on %s (%s)", self.config.source, self.config.identity or "identify 1:N")
+        server = None
+        log.info("kiosk running on %s (%s)", redact_url(self.config.source), self.config.identity or "identify 1:N")
         try:
-            while not stop.is_set() and not self._done():
+            server = self._start_status_server() if self.config.status_port else None
+            while not stop.is_set() and not self.done():
                 try:
                     with open_source(self.config.source, timeout_s=self.config.timeout_s) as source:
                         self.status = {"state": "waiting for a face"}
                         for frame in source:
-                            if stop.is_set() or self._done():
+                            if stop.is_set() or self.done():
                                 return
                             self.process(frame.image, frame.name, None if source.live else frame.time)
-                    log.warning("%s ended; reopening", self.config.source)
+                    log.warning("%s ended; reopening", redact_url(self.config.source))
                 except (SourceError, InputError) as exc:
                     if isinstance(exc, InputError) and self.frames == 0:
                         raise  # a wrong path at start is a configuration error, not a flaky camera
@@ -440,13 +371,16 @@ class Kiosk:
                 stop.wait(self.config.reconnect_s)
         finally:
             for action in self.actions:
-                action.close()
+                self._record_outcomes(action.close())
+            if self.prompter is not None:
+                self.prompter.close()
             if self.led is not None:
                 self.led.close()
             if server is not None:
                 server.shutdown()
+                server.server_close()
 
-    def _done(self) -> bool:
+    def done(self) -> bool:
         return self.config.max_frames is not None and self.frames >= self.config.max_frames
 
     def _start_status_server(self) -> ThreadingHTTPServer:
@@ -467,7 +401,10 @@ class Kiosk:
             def log_message(self, *args):
                 pass
 
-        server = ThreadingHTTPServer(("127.0.0.1", self.config.status_port), Handler)
+        try:
+            server = ThreadingHTTPServer(("127.0.0.1", self.config.status_port), Handler)
+        except OSError as exc:
+            raise UsageError(f"status_port {self.config.status_port}: cannot listen on it ({exc.strerror})") from None
         threading.Thread(target=server.serve_forever, daemon=True).start()
         return server
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+import stat
+import struct
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,6 +15,8 @@ import cv2
 import numpy as np
 
 from edge_verify.errors import InputError, SourceError
+from edge_verify.limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
+from edge_verify.redaction import redact_url
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mjpg", ".mjpeg"}
@@ -25,15 +31,82 @@ class Frame:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as BGR uint8; InputError with the path if it is missing or not an image."""
+    """Read an image file as BGR uint8; InputError with the path if it is missing, not an image, or
+    larger than the limits (``MAX_IMAGE_BYTES`` on disk, ``MAX_IMAGE_PIXELS`` decoded: checked in
+    the header, before anything is decoded)."""
     path = Path(path)
-    if not path.is_file():
+    try:
+        info = os.stat(path)
+    except OSError:
+        info = None
+    if info is None or not stat.S_ISREG(info.st_mode):
         raise InputError(f"{path}: no such image file")
-    data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if info.st_size > MAX_IMAGE_BYTES:
+        raise InputError(f"{path}: {info.st_size / 1e6:.0f} MB, more than the {MAX_IMAGE_BYTES / 1e6:.0f} MB allowed")
+    with open(path, "rb") as f:
+        data = f.read(MAX_IMAGE_BYTES + 1)
+    size = image_size(data)
+    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise InputError(
+            f"{path}: {size[0]}x{size[1]} pixels, more than the {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels allowed"
+        )
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    except cv2.error:  # OpenCV's own limits (formats whose header is not read here)
+        image = None
     if image is None:
         raise InputError(f"{path}: not a readable image (supported: {', '.join(sorted(IMAGE_EXTENSIONS))})")
     return image
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG, JPEG, BMP, WebP, PGM or PPM header; None for other formats or
+    a header too damaged to say (OpenCV then decides)."""
+    try:
+        if data[:8] == b"\x89PNG\r\n\x1a\n":
+            return struct.unpack(">II", data[16:24])
+        if data[:2] == b"BM":
+            width, height = struct.unpack("<ii", data[18:26])
+            return abs(width), abs(height)
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            return _webp_size(data)
+        if data[:2] == b"\xff\xd8":
+            return _jpeg_size(data)
+        header = re.match(rb"P[1-6](?:\s+|#[^\n]*\n)+(\d+)(?:\s+|#[^\n]*\n)+(\d+)", data[:512])
+        if header:
+            return int(header[1]), int(header[2])
+    except struct.error:
+        return None
+    return None
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # padding
+            i += 1
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+            return width, height
+        i += 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
+    return None
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    chunk = data[12:16]
+    if chunk == b"VP8X":
+        return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
+    if chunk == b"VP8L":
+        bits = int.from_bytes(data[21:25], "little")
+        return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+    if chunk == b"VP8 ":
+        width, height = struct.unpack("<HH", data[26:30])
+        return width & 0x3FFF, height & 0x3FFF
+    return None
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -157,7 +230,7 @@ def open_source(spec: str, timeout_s: float = 5.0) -> FrameSource:
         _, _, num = spec.partition(":")
         return PiCameraSource(int(num or 0))
     if "://" in spec:
-        return CaptureSource(spec, spec.split("@")[-1], live=True, timeout_s=timeout_s)
+        return CaptureSource(spec, redact_url(spec), live=True, timeout_s=timeout_s)
     if spec.isdigit():
         return CaptureSource(int(spec), f"camera {spec}", live=True, timeout_s=timeout_s)
     path = Path(spec)

@@ -2,7 +2,8 @@
 
     pip install -e '.[host,dlib]'
     python scripts/build_default_bundle.py [--data ../shared/data] [--derive-template]
-    python scripts/build_default_bundle.py --operating-points-only   # step 6 alone (no TensorFlow)
+    python scripts/build_default_bundle.py --operating-points-only   # steps 6-7 alone (no TensorFlow)
+    python scripts/build_default_bundle.py --self-test-only          # step 7 alone
 
 Steps, all recorded in bundle.json:
 1. Landmark template (--derive-template): dlib's own pipeline (HOG detector, 5-point shape
@@ -21,6 +22,8 @@ Steps, all recorded in bundle.json:
    device pipeline; each point (strict 1e-4, default 1e-3, convenient 1e-2) takes the strictest
    per-set threshold at its FAR, with FAR/FRR, pair counts and 95% intervals per set recorded in
    bundle.json, plus the 1:N FAR curve. The data itself is never copied into the repository.
+7. Known-answer self-test (edge_verify/selftest.py): the int8 model's embeddings of the packaged
+   sample photos, which doctor, the kiosk and bench compare with what the device computes.
 Only model_int8.tflite and bundle.json are shipped in the package (the fp32 model is 22 MB and is
 rebuilt by this script into --work for fidelity checks).
 """
@@ -106,9 +109,14 @@ def main() -> None:
     parser.add_argument(
         "--operating-points-only", action="store_true", help="recompute step 6 on the shipped int8 model"
     )
+    parser.add_argument("--self-test-only", action="store_true", help="record step 7 on the shipped int8 model")
     args = parser.parse_args()
+    if args.self_test_only:
+        write_self_test()
+        return
     if args.operating_points_only:
         write_operating_points(args.data)
+        write_self_test()
         return
     if not (args.data / "faces").is_dir():
         sys.exit(f"{args.data}: sample face data not found (needs faces/, scenes/, video/)")
@@ -169,6 +177,7 @@ def main() -> None:
     (BUNDLE_DIR / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
     (args.work / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
     write_operating_points(args.data)
+    write_self_test()
     print(f"wrote {BUNDLE_DIR}")
 
 
@@ -196,6 +205,17 @@ def write_operating_points(data: Path) -> None:
                 f"    {m['set']:<18} FAR {m['far']:.2e} {m['far_ci']}  FRR {m['frr']:.3f} {m['frr_ci']}"
                 f"  ({m['genuine_pairs']} genuine / {m['impostor_pairs']} impostor pairs)"
             )
+
+
+def write_self_test() -> None:
+    """Step 7: record the known-answer self-test of the shipped bundle."""
+    from edge_verify import selftest
+    from edge_verify.pipeline import Verifier, VerifierOptions
+
+    meta = json.loads((BUNDLE_DIR / "bundle.json").read_text())
+    meta["self_test"] = selftest.record(Verifier(VerifierOptions(bundle=BUNDLE_DIR, use_edgetpu=False)))
+    (BUNDLE_DIR / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"self-test: {len(meta['self_test']['embeddings'])} reference embeddings recorded")
 
 
 if __name__ == "__main__":

@@ -80,8 +80,25 @@ def test_two_faces_on_check(tmp_path, store_path):
 
 
 def test_unknown_identity(store_path):
+    from edge_verify.store import TemplateStore
+
+    TemplateStore(store_path).close()
     r = run_cli("check", "nobody", "--source", str(SAMPLES / "cameraman.jpg"), *_store_args(store_path))
     _one_line_error(r, 11, "'nobody' is not enrolled")
+    audit = json.loads(run_cli("audit", "--json", *_store_args(store_path)).stdout)["entries"]
+    assert audit[-1]["accepted"] == 0 and "UnknownIdentityError" in audit[-1]["detail"]
+
+
+def test_failed_check_is_audited(tmp_path, enrolled_store):
+    """A check that ends without a decision (no face) leaves a rejected audit row saying why."""
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((200, 200, 3), 127, np.uint8))
+    store = ["--store", str(enrolled_store.path)]
+    r = run_cli("check", "astronaut", "--source", str(blank), *store)
+    assert r.returncode == 5, r.stderr
+    last = json.loads(run_cli("audit", "--json", *store).stdout)["entries"][-1]
+    assert last["command"] == "check" and last["claimed"] == "astronaut" and last["accepted"] == 0
+    assert "NoFaceError" in last["detail"]
 
 
 def test_missing_and_corrupt_bundle(tmp_path):
@@ -124,6 +141,12 @@ def test_corrupt_store_file_via_cli(tmp_path):
 
 
 def test_missing_camera_fails_fast_with_clear_error(store_path):
+    r = run_cli("check", "x", "--source", "/dev/video9", *_store_args(store_path), "--timeout", "1")
+    _one_line_error(r, 9, "no store here")  # a check never creates a store
+    assert not store_path.exists() and not store_path.with_name(store_path.name + ".key").exists()
+    from edge_verify.store import TemplateStore
+
+    TemplateStore(store_path).close()
     r = run_cli("check", "x", "--source", "/dev/video9", *_store_args(store_path), "--timeout", "1")
     _one_line_error(r, 11, "not enrolled")  # identity is checked before the camera is opened
     r = run_cli("enroll", "x", "--source", "/dev/video9", *_store_args(store_path), "--timeout", "1")

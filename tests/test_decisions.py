@@ -171,7 +171,7 @@ def test_explicitly_looser_threshold_and_named_points(store_path):
         ("threshold = -1.0", "threshold must be in (0, 1]"),
         ("threshold = 0.5", "looser than the bundle's"),
         ('debounce = "3"', "debounce"),
-        ("cooldown_s = -5.0", "must not be negative"),
+        ("cooldown_s = -5.0", "must be between 0 and 86400"),
         ('identity = ""', "identity is empty"),
     ],
 )

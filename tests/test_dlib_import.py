@@ -107,7 +107,7 @@ def test_import_dlib_command_writes_a_loadable_model(tmp_path):
     assert json.loads(r.stdout)["params"] > 5_000_000
     import keras
 
-    from edge_verify.cli import _load_keras
+    from edge_verify.cli.host import _load_keras
 
     model = _load_keras(str(out), keras)
     assert model.output_shape == (None, 128) and model.get_layer("descriptor") is not None

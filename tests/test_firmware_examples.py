@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -60,15 +61,21 @@ def test_attendance_flow(tmp_path, store_path):
     )
     r = run_cli("kiosk", "--config", str(config), "--json", *s)
     assert r.returncode == 0, r.stderr
-    r = subprocess.run(
-        ["bash", str(EXAMPLES / "attendance" / "export_day.sh"), "2000-01-01", *s],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"},
-    )
-    assert r.returncode == 0, r.stderr
-    rows = (tmp_path / "attendance-2000-01-01.csv").read_text().splitlines()
+
+    def export(day: str) -> list[str]:
+        r = subprocess.run(
+            ["bash", str(EXAMPLES / "attendance" / "export_day.sh"), day, *s],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"},
+        )
+        assert r.returncode == 0, r.stderr
+        return (tmp_path / f"attendance-{day}.csv").read_text().splitlines()
+
+    yesterday = time.strftime("%Y-%m-%d", time.localtime(time.time() - 86400))
+    assert len(export(yesterday)) == 1  # the header only: a day's export holds that day
+    rows = export(time.strftime("%Y-%m-%d"))
     assert len(rows) == 3  # header, the astronaut once (cooldown one hour), the stranger once
     assert ",astronaut," in rows[1] and rows[1].split(",")[6] == "1"
     assert rows[2].split(",")[6] == "0"

@@ -198,8 +198,10 @@ def test_sigterm_stops_cleanly_and_store_stays_intact(tmp_path, store_path, veri
 
 
 def test_unknown_identity_and_bad_config_fail_fast(tmp_path, store_path):
+    from edge_verify.store import TemplateStore
     from tests.conftest import run_cli
 
+    TemplateStore(store_path).close()
     r = run_cli("kiosk", "--identity", "nobody", "--source", "0", "--store", str(store_path))
     assert r.returncode == 11 and "not enrolled" in r.stderr
     bad = tmp_path / "k.toml"

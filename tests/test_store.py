@@ -182,7 +182,7 @@ store = TemplateStore(sys.argv[1])
 i = 0
 while True:
     v = np.random.default_rng(i).normal(size=128).astype(np.float32)
-    store.put(f"id{i % 50}", v / np.linalg.norm(v), "f" * 32, 1)
+    store.put(f"id{i % 50}", v / np.linalg.norm(v), "f" * 32, 1, replace=True)
     if i == 20:
         print("ready", flush=True)
     i += 1
@@ -213,7 +213,7 @@ store = TemplateStore(sys.argv[1])
 for i in range(150):
     if sys.argv[2] == "write":
         v = np.random.default_rng(i).normal(size=128).astype(np.float32)
-        store.put(f"w{i % 10}", v / np.linalg.norm(v), "f" * 32, 1)
+        store.put(f"w{i % 10}", v / np.linalg.norm(v), "f" * 32, 1, replace=True)
     else:
         store.get("alice", "f" * 32)
         store.audit("check", "f" * 32, True, claimed="alice")

@@ -4,4 +4,5 @@
 set -euo pipefail
 day="${1:-$(date +%F)}"
 shift || true
-edge-verify audit --command kiosk --since "$day" --csv "attendance-$day.csv" "$@"
+next_day="$(date -d "$day + 1 day" +%F)"   # GNU date: the export holds that one day, not everything since
+edge-verify audit --command kiosk --since "$day" --until "$next_day" --csv "attendance-$day.csv" "$@"

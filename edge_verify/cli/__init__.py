@@ -1,0 +1,76 @@
+"""``edge-verify`` command line. Device commands never import TensorFlow; host commands do, lazily.
+
+One module per group of commands: ``identities`` (enroll, check, identify, compare, demo, list,
+remove), ``site`` (calibrate, bench, doctor, audit), ``kiosk`` (kiosk, liveness), ``host`` (train,
+convert, evaluate, import-dlib); ``common`` holds what they share.
+
+Exit codes: 0 success / accepted / same person; 1 rejected / different / unknown; 2 usage;
+3 other error; 4 bad input; 5 no face; 6 several faces; 7 quality gate; 8 bad bundle; 9 store;
+10 tampered template or wrong key; 11 unknown identity; 12 template from another model;
+13 camera/source; 14 no TFLite backend; 15 host extra missing; 16 bad Keras model;
+17 inconsistent enrolment; 18 duplicate identity; 70 internal error (a bug: please report it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import traceback
+
+from edge_verify.cli import host, identities, kiosk, site
+from edge_verify.errors import EdgeVerifyError
+
+INTERNAL_ERROR = 70  # EX_SOFTWARE: an unexpected exception
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    common.add_argument("--bundle", help="model bundle directory (default: the built-in face bundle)")
+    common.add_argument("--store", help="template store file (default: the user data directory)")
+    common.add_argument("--key-file", help="template key file (default: STORE.key, or $EDGE_VERIFY_KEY)")
+    common.add_argument("--backend", choices=["litert", "tflite_runtime", "tensorflow"], help="force an interpreter")
+    common.add_argument("--threads", type=int, help="interpreter threads (default: all cores)")
+    common.add_argument("--no-edgetpu", action="store_true", help="ignore the bundle's EdgeTPU model")
+    common.add_argument("--timeout", type=float, default=5.0, help="camera/stream timeout in seconds")
+    common.add_argument("-v", "--verbose", action="store_true")
+
+    parser = argparse.ArgumentParser(prog="edge-verify", description="On-device face (and image) verification.")
+    from edge_verify import __version__
+
+    parser.add_argument("--version", action="version", version=f"edge-verify {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name, fn, help_text):
+        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        p.set_defaults(func=fn)
+        return p
+
+    for group in (identities, site, kiosk, host):
+        group.register(add)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="edge-verify: %(message)s")
+    try:
+        return args.func(args)
+    except EdgeVerifyError as exc:
+        if args.json:
+            print(json.dumps({"error": str(exc), "type": type(exc).__name__, "exit_code": exc.exit_code}))
+        print(f"edge-verify: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a bug, not a verdict: never the "rejected" code 1
+        if args.verbose:
+            traceback.print_exc()
+        message = f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+        if args.json:
+            print(json.dumps({"error": message, "type": "InternalError", "exit_code": INTERNAL_ERROR}))
+        print(f"edge-verify: {message} (a bug: please report it; -v shows the traceback)", file=sys.stderr)
+        return INTERNAL_ERROR

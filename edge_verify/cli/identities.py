@@ -1,0 +1,437 @@
+"""Enrolment and decisions: enroll, check, identify, compare, demo, list, remove."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge_verify.cli.common import (
+    ACCEPTED,
+    REJECTED,
+    add_liveness_options,
+    add_threshold_options,
+    emit,
+    identity_name,
+    open_store,
+    progress,
+    skipped_text,
+    threshold_choice,
+    verifier_for,
+)
+from edge_verify.errors import (
+    DuplicateIdentityError,
+    EdgeVerifyError,
+    InconsistentEnrolmentError,
+    MultipleFacesError,
+    NoFaceError,
+    QualityError,
+    UsageError,
+)
+from edge_verify.redaction import redact_url
+
+MIN_LIVE_ENROL_FRAMES = 3
+
+
+def _collect(args: argparse.Namespace, verifier, source_spec: str, max_frames: int, what: str):
+    """Embeddings of up to ``max_frames`` usable single-face frames; bad frames are skipped and
+    counted. Files and folders are read to the end if need be; a live source gets ``--timeout``
+    seconds to yield them."""
+    from tqdm import tqdm
+
+    from edge_verify.sources import ImageSource, open_source
+
+    embeddings, names, skipped = [], [], {}
+    with open_source(source_spec, timeout_s=args.timeout) as source:
+        live = source.live
+        single_image = isinstance(source, ImageSource) and len(source.paths) == 1
+        deadline = time.monotonic() + args.timeout
+        with tqdm(
+            total=max_frames,
+            desc=what,
+            unit="frame",
+            leave=False,
+            file=sys.stderr,
+            disable=args.json or not sys.stderr.isatty(),
+        ) as bar:
+            for frame in source:
+                try:
+                    obs = verifier.observe_single(frame.image, frame.name, largest=args.largest_face)
+                    embeddings.append(obs.embedding)
+                    names.append(frame.name)
+                    bar.update()
+                except (NoFaceError, MultipleFacesError, QualityError) as exc:
+                    if single_image:
+                        raise
+                    reason = type(exc).__name__.replace("Error", "").lower()
+                    skipped[reason] = skipped.get(reason, 0) + 1
+                if len(embeddings) >= max_frames or (live and time.monotonic() > deadline):
+                    break
+    if not embeddings:
+        detail = skipped_text(skipped) or "no frames"
+        raise NoFaceError(f"{redact_url(source_spec)}: no usable face in any frame ({detail})")
+    return np.stack(embeddings), names, skipped, live
+
+
+def _liveness_mode(args, source) -> str:
+    """``auto`` (the default of check): a challenge for cameras and streams, off for files."""
+    mode = getattr(args, "liveness", "off")
+    if mode == "auto":
+        return "challenge" if source.live else "off"
+    return mode
+
+
+def _decide_on_track(args, verifier, source_spec: str, k: int, decide, what: str):
+    """Follow the single face in view until one track has ``k`` usable frames (and, with liveness,
+    has passed its check first), then ``decide`` on them (one decision per call).
+    Returns (decision, track, skipped, liveness result or None); a failed liveness check gives a
+    rejection without a score."""
+    from edge_verify.liveness import PROMPTS, LivenessOptions, parse_sequence
+    from edge_verify.matcher import Decision
+    from edge_verify.pipeline import FaceTracks
+    from edge_verify.sources import ImageSource, open_source
+
+    with open_source(source_spec, timeout_s=args.timeout) as source:
+        still = isinstance(source, ImageSource)
+        mode = _liveness_mode(args, source)
+        if still and mode != "off":
+            raise UsageError(
+                f"{redact_url(source_spec)}: a liveness check needs a video or a camera (or --liveness off)"
+            )
+        if still:
+            k = min(k, len(source.paths))  # a photo is one frame; a folder of photos is linked by embedding
+        one_photo = still and len(source.paths) == 1  # then say exactly why it is unusable
+        options = LivenessOptions(step_timeout_s=getattr(args, "liveness_step_timeout", 5.0))
+        sequence = parse_sequence(args.liveness_sequence) if getattr(args, "liveness_sequence", None) else None
+        tracks = FaceTracks(
+            verifier,
+            k,
+            use_boxes=not still,
+            single=True,
+            largest=args.largest_face,
+            raise_errors=one_photo,
+            liveness=mode,
+            liveness_options=options,
+            sequence=sequence,
+        )
+        max_frames = args.max_frames or (900 if mode != "off" else 300)
+        deadline = time.monotonic() + args.timeout + (60 if mode != "off" else 0)
+        prompt = ""
+        for frame in progress(args, source, desc=what, unit="frame"):
+            if frame.index >= max_frames:
+                break
+            ready = tracks.feed(frame.image, frame.index, frame.name, frame.time)
+            if ready:
+                live = tracks.result(ready[0]) if mode != "off" else None
+                return decide(ready[0].take(k)), ready[0], dict(tracks.skipped), live
+            if mode != "off" and tracks.failed:
+                track, result = tracks.failed[0]
+                return Decision.refused(), track, dict(tracks.skipped), result
+            current = next((tracks.result(t).prompt for t in tracks.tracker.tracks if t.id in tracks.monitors), "")
+            if current != prompt and source.live and not args.json:
+                print(f"  {current or PROMPTS['look']}", file=sys.stderr)
+            prompt = current
+            if source.live and time.monotonic() > deadline:
+                break
+    detail = skipped_text(tracks.skipped)
+    if mode != "off" and tracks.monitors:  # a face was there but did not finish its check: a rejection
+        tid, monitor = next(iter(tracks.monitors.items()))
+        monitor.check.give_up("the source ended before the check was completed")
+        track = next((t for t in tracks.tracker.tracks if t.id == tid), None)
+        return Decision.refused(), track, dict(tracks.skipped), monitor.result
+    raise NoFaceError(
+        f"{redact_url(source_spec)}: no face was followed for {k} usable frame(s) (longest track {tracks.longest}"
+        + (f"; skipped {detail}" if detail else "")
+        + (f"; {tracks.tracker.cuts} track(s) cut by a change of person" if tracks.tracker.cuts else "")
+        + ")"
+    )
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from edge_verify.matcher import Gallery, agreement, mean_template, odd_frames
+
+    verifier = verifier_for(args)
+    bundle = verifier.bundle
+    with open_store(args, bundle, create=True) as store:
+        if not args.replace and any(t.identity == args.name for t in store.list()):
+            raise UsageError(f"{args.name!r} is already enrolled; add --replace to overwrite the template")
+        embeddings, names, skipped, live = _collect(args, verifier, args.source, args.frames, f"enroll {args.name}")
+        if live and len(embeddings) < MIN_LIVE_ENROL_FRAMES:
+            raise NoFaceError(
+                f"{redact_url(args.source)}: only {len(embeddings)} good frame(s) in {args.timeout:g}s; enrolment "
+                f"from a camera needs at least {MIN_LIVE_ENROL_FRAMES} (look at the camera, or raise --timeout)"
+            )
+        # every frame must agree with the others: one person, not a mixture
+        consistency = bundle.operating_point().threshold
+        agree = agreement(embeddings)
+        odd = [names[i] for i in odd_frames(embeddings, consistency)]
+        if odd:
+            raise InconsistentEnrolmentError(
+                f"enrolment frames do not show one person: {len(odd)} of {len(names)} disagree with the rest "
+                f"(mean score below {consistency:.4f}): {'; '.join(odd[:5])}" + ("; ..." if len(odd) > 5 else "")
+            )
+        template = mean_template(embeddings)
+        others = {n: t for n, t in store.all_templates(bundle.fingerprint).items() if n != args.name}
+        duplicates = [(n, s) for n, s in Gallery(others).rank(template) if s >= consistency]
+        if duplicates and not args.force:
+            who = ", ".join(f"{n} ({s:.4f})" for n, s in duplicates)
+            raise DuplicateIdentityError(
+                f"these frames match an enrolled identity: {who}; add --force to enrol {args.name!r} anyway"
+            )
+        store.put(args.name, template, bundle.fingerprint, len(embeddings), replace=args.replace)
+        store.audit("enroll", bundle.fingerprint, True, claimed=args.name, source=redact_url(args.source))
+    data = {
+        "identity": args.name,
+        "frames_used": len(embeddings),
+        "frames_skipped": skipped,
+        "agreement_min": float(agree.min()),
+        "matches_enrolled": [{"identity": n, "score": s} for n, s in duplicates],
+        "bundle": bundle.name,
+        "fingerprint": bundle.fingerprint,
+    }
+    text = f"enrolled {args.name} from {len(embeddings)} frame(s)"
+    if skipped:
+        text += f", skipped {sum(skipped.values())} ({skipped_text(skipped)})"
+    if duplicates:
+        text += f" (forced: also matches {', '.join(n for n, _ in duplicates)})"
+    emit(args, data, text)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from edge_verify.matcher import verify
+
+    verifier = verifier_for(args)
+    with open_store(args, verifier.bundle) as store:
+        try:
+            template = store.get(args.name, verifier.bundle.fingerprint)
+            choice = threshold_choice(args, verifier.bundle, store)
+            decision, track, skipped, live = _decide_on_track(
+                args,
+                verifier,
+                args.source,
+                args.frames,
+                lambda probes: verify(probes, template, choice.value, args.name),
+                f"check {args.name}",
+            )
+        except EdgeVerifyError as exc:  # a check that ended without a decision is audited too
+            audit_failure(store, "check", verifier.bundle.fingerprint, exc, claimed=args.name, source=args.source)
+            raise
+        store.record(
+            "check",
+            verifier.bundle.fingerprint,
+            decision,
+            claimed=args.name,
+            source=redact_url(args.source),
+            liveness=live.summary() if live else None,
+        )
+    verdict = "ACCEPTED" if decision.accepted else "REJECTED"
+    if live is not None and live.state == "failed":
+        emit(
+            args,
+            {"identity": args.name, "accepted": False, "score": None, "liveness": live.as_dict()},
+            f"REJECTED {args.name}: liveness {live.mode} failed: {live.reason}",
+        )
+        return REJECTED
+    data = {
+        "identity": args.name,
+        "accepted": decision.accepted,
+        "score": decision.score,
+        "threshold": choice.value,
+        "threshold_source": choice.origin,
+        "far": choice.far,
+        "frames_used": decision.frames,
+        "frames": track.frame_names[-decision.frames :],
+        "frames_skipped": skipped,
+        "liveness": live.as_dict() if live else {"mode": "off"},
+    }
+    emit(
+        args,
+        data,
+        f"{verdict} {args.name}: score {decision.score:.4f} over {decision.frames} frame(s) "
+        f"(threshold {choice.value:.4f}, {choice.origin})" + (f"; liveness {live.mode} passed" if live else ""),
+    )
+    return ACCEPTED if decision.accepted else REJECTED
+
+
+def audit_failure(store, command: str, fingerprint: str, exc: Exception, **fields) -> None:
+    """Record a command that failed before deciding (no face, quality gate, unknown identity...)."""
+    from edge_verify.errors import StoreError
+
+    fields["source"] = redact_url(fields["source"]) if fields.get("source") else None
+    try:
+        store.audit(command, fingerprint, False, detail=f"{type(exc).__name__}: {exc}", **fields)
+    except StoreError:  # the store itself is the problem: the original error says more
+        pass
+
+
+def cmd_identify(args: argparse.Namespace) -> int:
+    from edge_verify.matcher import Gallery, identify
+    from edge_verify.pipeline import FaceTracks
+    from edge_verify.sources import ImageSource, open_source
+
+    verifier = verifier_for(args)
+    results = []
+    with open_store(args, verifier.bundle) as store:
+        gallery = Gallery(store.all_templates(verifier.bundle.fingerprint))
+        if not len(gallery):
+            raise UsageError("nobody is enrolled with this bundle; run `edge-verify enroll NAME --source ...` first")
+        choice = threshold_choice(args, verifier.bundle, store, gallery_size=len(gallery))
+        with open_source(args.source, timeout_s=args.timeout) as source:
+            still = isinstance(source, ImageSource)
+            k = 1 if still else args.track_frames  # a photo is one frame of each face in it
+            tracks = FaceTracks(verifier, k)
+            for frame in progress(args, source, desc="identify", unit="frame"):
+                if frame.index >= args.frames:
+                    break
+                if still:  # photos are unrelated: no track spans two of them
+                    tracks.tracker.end_all()
+                for track in tracks.feed(frame.image, frame.index, frame.name):
+                    probes = track.take(k)
+                    decision = identify(probes, gallery, choice.value, choice.margin)
+                    store.record("identify", verifier.bundle.fingerprint, decision, source=frame.name)
+                    results.append(
+                        {
+                            "frame": frame.name,
+                            "track": track.id,
+                            "box": track.box,
+                            "frames_used": decision.frames,
+                            "identity": decision.identity,
+                            "score": decision.score,
+                            "runner_up": decision.second,
+                            "runner_up_score": decision.second_score,
+                            "top": [{"identity": n, "score": s} for n, s in gallery.rank(probes)[: args.top]],
+                        }
+                    )
+    skipped = tracks.skipped["quality"]
+    if not results:
+        raise NoFaceError(
+            f"{redact_url(args.source)}: no face was followed for {k} usable frame(s) ({skipped} refused by quality)"
+        )
+    lines = []
+    for r in results:
+        box = "" if r["box"] is None else " at ({:.0f},{:.0f})".format(*r["box"][:2])
+        lines.append(f"{r['frame']}{box}: {r['identity'] or 'unknown'} (score {r['score']:.4f})")
+    lines.append(f"threshold {choice.value:.4f}, margin {choice.margin:.2f} ({choice.origin})")
+    emit(args, {**choice.as_dict(), "faces": results, "faces_refused_by_quality": skipped}, "\n".join(lines))
+    return 0 if any(r.get("identity") for r in results) else REJECTED
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from edge_verify.matcher import cosine
+
+    verifier = verifier_for(args)
+    a, b = verifier.embed_image(args.image_a), verifier.embed_image(args.image_b)
+    choice = threshold_choice(args, verifier.bundle, None)
+    score = cosine(a, b)
+    same = score >= choice.value
+    data = {"same": same, "score": score, "threshold": choice.value, "threshold_source": choice.origin}
+    emit(args, data, f"{'SAME' if same else 'DIFFERENT'}: score {score:.4f} (threshold {choice.value:.4f})")
+    return ACCEPTED if same else REJECTED
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    with open_store(args) as store:
+        items = store.list()
+    data = {"identities": [t.__dict__ for t in items]}
+    text = (
+        "\n".join(
+            f"{t.identity}\t{t.frames} frame(s)\tmodel {t.fingerprint[:12]}\t"
+            f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(t.updated))}"
+            for t in items
+        )
+        or "(nobody enrolled)"
+    )
+    emit(args, data, text)
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    with open_store(args) as store:
+        info = {t.identity: t for t in store.list()}.get(args.name)
+        store.remove(args.name)
+        store.audit("remove", info.fingerprint if info else "", True, claimed=args.name)
+    emit(args, {"removed": args.name}, f"removed {args.name}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Enrol the packaged sample identity, then check a second photo of her and one of someone else."""
+    import os
+    import tempfile
+    from importlib import resources
+
+    from edge_verify.matcher import mean_template, score
+    from edge_verify.store import TemplateStore
+
+    samples = Path(str(resources.files("edge_verify") / "samples"))
+    verifier = verifier_for(args)
+    threshold = verifier.bundle.threshold.value
+    results = []
+    with tempfile.TemporaryDirectory() as tmp, TemplateStore(Path(tmp) / "demo.db", key=os.urandom(32)) as store:
+        enrolled = verifier.embed_image(samples / "astronaut_enroll.jpg")
+        store.put("astronaut", mean_template(enrolled[None]), verifier.bundle.fingerprint, 1)
+        template = store.get("astronaut", verifier.bundle.fingerprint)
+        for name, expected in (("astronaut_check.jpg", True), ("cameraman.jpg", False)):
+            s = score(verifier.embed_image(samples / name), template)
+            results.append({"image": name, "score": s, "accepted": s >= threshold, "expected": expected})
+    lines = [
+        f"bundle {verifier.bundle.name} ({verifier.embedder.backend}), threshold {threshold:.4f}",
+        "enrolled 'astronaut' from astronaut_enroll.jpg",
+    ]
+    lines += [
+        f"check astronaut <- {r['image']:<20} {'ACCEPTED' if r['accepted'] else 'REJECTED'} (score {r['score']:.4f})"
+        for r in results
+    ]
+    emit(args, {"threshold": threshold, "checks": results}, "\n".join(lines))
+    return 0 if all(r["accepted"] == r["expected"] for r in results) else 1
+
+
+def register(add) -> None:
+    """Add this group's commands; ``add(name, function, help)`` returns the sub-parser."""
+    p = add("enroll", cmd_enroll, "enrol an identity from a camera, video, image or folder")
+    p.add_argument("name", type=identity_name)
+    p.add_argument(
+        "--source", "-s", required=True, help="image, folder, video, camera index, /dev/videoN, URL, picamera2"
+    )
+    p.add_argument("--frames", "-n", type=int, default=5, help="usable frames to average (default 5; a camera: >= 3)")
+    p.add_argument("--replace", action="store_true", help="overwrite an existing template")
+    p.add_argument("--force", action="store_true", help="enrol even if the frames match another enrolled identity")
+    p.add_argument("--largest-face", action="store_true", help="use the largest face instead of refusing several")
+
+    p = add("check", cmd_check, "1:1 verify NAME; exit 0 accepted, 1 rejected")
+    p.add_argument("name", type=identity_name)
+    p.add_argument("--source", "-s", required=True)
+    p.add_argument(
+        "--frames", "-n", type=int, default=3, help="frames of one tracked face whose mean score decides (default 3)"
+    )
+    p.add_argument(
+        "--max-frames", type=int, help="source frames to read at most (default 300; 900 with a liveness check)"
+    )
+    add_threshold_options(p)
+    p.add_argument("--largest-face", action="store_true", help="use the largest face instead of refusing several")
+    add_liveness_options(p)
+
+    p = add("identify", cmd_identify, "1:N: name every enrolled face in view")
+    p.add_argument("--source", "-s", required=True)
+    p.add_argument("--frames", "-n", type=int, default=1, help="source frames to read (default 1)")
+    p.add_argument(
+        "--track-frames", "-k", type=int, default=3, help="video: frames of one tracked face per decision (default 3)"
+    )
+    p.add_argument("--top", type=int, default=3)
+    add_threshold_options(p)
+
+    p = add("compare", cmd_compare, "compare the faces in two images (nothing stored); exit 0 same, 1 different")
+    p.add_argument("image_a")
+    p.add_argument("image_b")
+    add_threshold_options(p)
+
+    add("demo", cmd_demo, "enrol the bundled sample face and check two photos (no store is touched)")
+
+    add("list", cmd_list, "list enrolled identities")
+
+    p = add("remove", cmd_remove, "delete an identity's template")
+    p.add_argument("name", type=identity_name)

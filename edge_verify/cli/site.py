@@ -1,0 +1,424 @@
+"""Running a site: calibrate, bench, doctor, audit."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge_verify.cli.common import emit, open_store, printable_text, progress, skipped_text, store_path, verifier_for
+from edge_verify.errors import (
+    EdgeVerifyError,
+    InputError,
+    MultipleFacesError,
+    NoFaceError,
+    QualityError,
+    TemplateIntegrityError,
+    UsageError,
+)
+from edge_verify.redaction import redact_url
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from edge_verify.metrics import format_report, threshold_at_far, verification_report
+    from edge_verify.operating import check_far, far_curve, measure, resolvable, round_up
+
+    verifier = verifier_for(args)
+    bundle = verifier.bundle
+    if args.reset:
+        with open_store(args, bundle) as store:
+            removed = store.reset_threshold(bundle.fingerprint)
+            store.audit("calibrate", bundle.fingerprint, True, source="reset")
+        point = bundle.operating_point()
+        text = "removed the site calibration; " if removed else "no site calibration was stored; "
+        emit(
+            args,
+            {"reset": removed, "threshold": point.threshold, "operating_point": point.name},
+            text + f"decisions use the bundle's {point.name!r} operating point ({point.threshold:.4f})",
+        )
+        return 0
+    if not args.data and not args.pairs:
+        raise UsageError("give a folder per identity, or --pairs FILE (or --reset)")
+    far = check_far(args.far, "--far")
+    genuine, impostor, _, skipped = labelled_scores(args, verifier, args.data, args.pairs)
+    origin = Path(args.pairs or args.data).name
+    if len(genuine) == 0 or len(impostor) == 0:
+        raise InputError(f"{origin}: need both same-identity and different-identity pairs")
+    if not resolvable(len(impostor), far) and not args.force:
+        raise UsageError(
+            f"{origin}: {len(impostor)} impostor pairs cannot resolve FAR {far:g} (need about {10 / far:.0f}); "
+            "add labelled people or images, choose a larger --far, or --force"
+        )
+    threshold = round_up(threshold_at_far(impostor, far))
+    default = bundle.operating_point()
+    looser = threshold < default.threshold
+    if looser and not args.allow_looser and not args.dry_run:
+        raise UsageError(
+            f"the threshold at FAR {far:g} on {origin} is {threshold:.4f}, looser than the bundle's "
+            f"{default.name!r} operating point ({default.threshold:.4f}); add --allow-looser to store it"
+        )
+    at = measure(genuine, impostor, threshold, origin)
+    report = verification_report(genuine, impostor)
+    if not args.dry_run:
+        with open_store(args, bundle, create=True) as store:
+            store.set_threshold(
+                bundle.fingerprint,
+                {
+                    "threshold": threshold,
+                    "far": far,
+                    "source": f"{len(genuine)}+{len(impostor)} pairs from {origin}",
+                    "measured": at,
+                    "far_curve": far_curve([impostor]),
+                    "looser_than_default": looser,
+                    "time": time.time(),
+                },
+            )
+            store.audit("calibrate", bundle.fingerprint, True, score=threshold, threshold=threshold, source=origin)
+    data = {
+        "threshold": threshold,
+        "far": far,
+        "written": not args.dry_run,
+        "looser_than_default": looser,
+        "default_threshold": default.threshold,
+        "measured": at,
+        "skipped": skipped,
+        "report": report.as_dict(),
+    }
+    lines = [
+        format_report(report, f"calibration on {origin}"),
+        f"  threshold at FAR {far:g}: {threshold:.4f}"
+        + (" (written to the store; decisions with this bundle use it)" if not args.dry_run else " (dry run)"),
+        f"  at it: FAR {at['far']:.2e} (95% CI {at['far_ci'][0]:.1e}-{at['far_ci'][1]:.1e}), "
+        f"TAR {1 - at['frr']:.2%} / FRR {at['frr']:.2%} (95% CI {at['frr_ci'][0]:.2%}-{at['frr_ci'][1]:.2%})",
+    ]
+    if looser:
+        lines.append(f"  looser than the bundle's {default.name!r} point ({default.threshold:.4f})")
+    if any(skipped.values()):
+        lines.append(f"  skipped: {skipped_text(skipped)}")
+    emit(args, data, "\n".join(lines))
+    return 0
+
+
+def labelled_scores(args: argparse.Namespace, verifier, data: str | None, pairs: str | None):
+    """Genuine and impostor scores from a folder per identity, or from a pairs file, through the
+    device pipeline (detect, align, quality, embed); unusable images are skipped and counted.
+    Returns (genuine, impostor, recall or None, skipped counts)."""
+    from edge_verify.metrics import pair_scores, recall_at_1
+    from edge_verify.sources import list_images
+
+    if pairs:
+        return _pair_file_scores(args, verifier, Path(pairs))
+    root = Path(data or "")
+    if not data or not root.is_dir():
+        raise InputError(f"{root}: not a folder (expected one sub-folder of images per identity), or give --pairs")
+    embeddings, labels, skipped = [], [], {}
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    paths = [(i, p) for i, d in enumerate(folders) for p in list_images(d)]
+    for label, path in progress(args, paths, desc="embed", unit="img"):
+        try:
+            embeddings.append(verifier.embed_image(path))
+            labels.append(label)
+        except (NoFaceError, MultipleFacesError, QualityError, InputError) as exc:
+            reason = type(exc).__name__.replace("Error", "").lower()
+            skipped[reason] = skipped.get(reason, 0) + 1
+    if len(set(labels)) < 2:
+        raise InputError(f"{root}: need usable images of at least 2 identities (found {len(set(labels))})")
+    genuine, impostor = pair_scores(np.stack(embeddings), np.array(labels))
+    if len(genuine) == 0:
+        raise InputError(f"{root}: need at least 2 usable images of one identity")
+    return genuine, impostor, recall_at_1(np.stack(embeddings), np.array(labels)), skipped
+
+
+def _pair_file_scores(args, verifier, pairs: Path):
+    """Lines ``IMAGE_A IMAGE_B 1|0`` (1 = same person), paths relative to the file; a pair with an
+    unusable image is skipped and counted."""
+    from edge_verify.matcher import cosine
+
+    if not pairs.is_file():
+        raise InputError(f"{pairs}: no such pairs file")
+    genuine, impostor = [], []
+    lines = [ln.split() for ln in pairs.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    cache: dict[str, np.ndarray | None] = {}
+    skipped = {"pairs": 0}
+    for n, parts in enumerate(progress(args, lines, desc="pairs"), 1):
+        if len(parts) != 3 or parts[2] not in ("0", "1"):
+            raise InputError(f"{pairs}:{n}: expected `IMAGE_A IMAGE_B 1|0`")
+        for p in parts[:2]:
+            if p not in cache:
+                try:
+                    cache[p] = verifier.embed_image(pairs.parent / p)
+                except (NoFaceError, MultipleFacesError, QualityError, InputError):
+                    cache[p] = None
+        a, b = cache[parts[0]], cache[parts[1]]
+        if a is None or b is None:
+            skipped["pairs"] += 1
+            continue
+        (genuine if parts[2] == "1" else impostor).append(cosine(a, b))
+    skipped["images"] = sum(v is None for v in cache.values())
+    return np.array(genuine), np.array(impostor), None, skipped
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from edge_verify import selftest
+    from edge_verify.align import align_face
+    from edge_verify.matcher import cosine
+    from edge_verify.sources import open_source
+
+    verifier = verifier_for(args)
+    checked = selftest.require(verifier)  # timings of a device that computes wrong embeddings mean nothing
+    stages = {"capture": [], "detect": [], "align": [], "invoke": [], "match": []}
+    template = np.ones(verifier.bundle.embedding_size, np.float32)
+    faces_seen = 0
+    start = time.perf_counter()
+    frames = 0
+    with open_source(args.source, timeout_s=args.timeout) as source:
+        it = iter(source)
+        for _ in progress(args, range(args.frames), desc="bench", unit="frame"):
+            t0 = time.perf_counter()
+            frame = next(it, None)
+            if frame is None:
+                break
+            t1 = time.perf_counter()
+            faces = verifier.detect(frame.image) if verifier.detector else []
+            t2 = time.perf_counter()
+            chips = [align_face(frame.image, f, verifier.bundle.preprocess) for f in faces]
+            t3 = time.perf_counter()
+            embeddings = verifier.embedder.embed(np.stack(chips)) if chips else []
+            t4 = time.perf_counter()
+            for e in embeddings:
+                cosine(e, template)
+            t5 = time.perf_counter()
+            for name, dt in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
+                stages[name].append(dt)
+            faces_seen += len(chips)
+            frames += 1
+    total = time.perf_counter() - start
+    if frames == 0:
+        raise InputError(f"{redact_url(args.source)}: no frames")
+    per_stage = {k: 1000 * float(np.mean(v)) for k, v in stages.items()}
+    invoke_per_face = 1000 * float(np.sum(stages["invoke"])) / max(faces_seen, 1)
+    data = {
+        "frames": frames,
+        "faces": faces_seen,
+        "fps": frames / total,
+        "ms_per_frame": per_stage,
+        "ms_per_embedding": invoke_per_face,
+        "backend": verifier.embedder.backend,
+        "self_test": checked.summary() if checked else "none recorded",
+    }
+    text = [f"{frames} frames, {faces_seen} faces, {frames / total:.1f} frames/s ({verifier.embedder.backend})"]
+    text += [f"  {k:<8} {v:8.2f} ms/frame" for k, v in per_stage.items()]
+    text.append(f"  embedding {invoke_per_face:.2f} ms/face")
+    text.append(f"  {data['self_test']}")
+    emit(args, data, "\n".join(text))
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from edge_verify.bundle import load_bundle
+    from edge_verify.interpreter import available_backends, load_delegate
+
+    checks: dict[str, dict] = {}
+
+    def record(name: str, fn):
+        try:
+            checks[name] = {"ok": True, "detail": fn()}
+        except EdgeVerifyError as exc:
+            checks[name] = {"ok": False, "detail": str(exc)}
+        except Exception as exc:  # doctor reports every failure instead of stopping at the first
+            checks[name] = {"ok": False, "detail": f"{type(exc).__name__}: {exc}"}
+
+    bundle_holder = {}
+
+    def bundle_check():
+        bundle_holder["b"] = b = load_bundle(args.bundle)
+        return f"{b.name} v{b.version} at {b.path}: hashes ok, fingerprint {b.fingerprint}"
+
+    record("bundle", bundle_check)
+    record("backends", lambda: ", ".join(available_backends()) or "none (pip install ai-edge-litert)")
+
+    def backend_check():
+        from edge_verify.embedder import Embedder
+
+        e = Embedder.for_bundle(bundle_holder["b"], backend=args.backend, use_edgetpu=not args.no_edgetpu)
+        return f"{e.backend} loads {e.loaded.model_path.name}"
+
+    record("interpreter", backend_check)
+
+    def self_test_check():
+        from edge_verify import selftest
+
+        result = selftest.require(verifier_for(args))
+        if result is None:
+            return "none recorded in this bundle (made before self-tests: rebuild it with `edge-verify convert`)"
+        return result.summary()
+
+    record("self-test", self_test_check)
+
+    def edgetpu_check():
+        try:
+            load_delegate(args.backend or "litert")
+        except (OSError, ValueError) as exc:
+            return f"not available ({str(exc).splitlines()[0]}); CPU int8 is used"
+        return "libedgetpu.so.1 loaded: EdgeTPU delegate available"
+
+    record("edgetpu", edgetpu_check)
+
+    store_exists = store_path(args).exists()
+
+    def store_check():
+        if not store_exists:
+            return f"{store_path(args)}: no store yet (the first enrolment makes it)"
+        with open_store(args) as store:
+            problems = store.integrity_check()
+            if problems:
+                raise EdgeVerifyError("; ".join(problems))
+            return f"{store.path}: {len(store.list())} template(s) and settings, all authenticate"
+
+    record("store", store_check)
+
+    def decision_check():
+        from edge_verify.pipeline import resolve_threshold
+
+        bundle = bundle_holder["b"]
+        if not store_exists:
+            choice = resolve_threshold(bundle, None)
+        else:
+            with open_store(args) as store:
+                store.pin_bundle(bundle, repin=args.repin)
+                choice = resolve_threshold(bundle, store)
+        points = ", ".join(f"{p.name} {p.threshold:.4f}" for p in bundle.operating_points.values())
+        pinned = "re-pinned" if args.repin else "match the store's pin" if store_exists else "pinned at first use"
+        return f"threshold {choice.value:.4f} ({choice.origin}); bundle points {points}; {pinned}"
+
+    record("decision", decision_check)
+    if args.source:
+
+        def source_check():
+            from edge_verify.sources import open_source
+
+            with open_source(args.source, timeout_s=args.timeout) as src:
+                frame = next(iter(src), None)
+            if frame is None:
+                raise EdgeVerifyError(f"{redact_url(args.source)}: opened but gave no frame")
+            return f"{redact_url(args.source)}: frame {frame.image.shape[1]}x{frame.image.shape[0]}"
+
+        record("source", source_check)
+    ok = all(c["ok"] for c in checks.values())
+    emit(
+        args,
+        {"ok": ok, "checks": checks},
+        "\n".join(f"{'ok  ' if c['ok'] else 'FAIL'} {name:<12} {c['detail']}" for name, c in checks.items()),
+    )
+    return 0 if ok else 3
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Show, export (CSV) or verify the audit log: time, command, claimed, matched, score, decision."""
+    import csv
+    import io
+
+    since, until = parse_time(args.since, "--since"), parse_time(args.until, "--until")
+    with open_store(args) as store:
+        if args.verify:
+            problems = store.verify_audit()
+            count = len(store.audit_log(limit=-1))
+        else:
+            entries = store.audit_log(args.limit, since=since, until=until, command=args.command_filter)
+    if args.verify:
+        text = "\n".join(f"TAMPERED {p}" for p in problems) or f"audit log intact: {count} entries, chain verified"
+        emit(args, {"ok": not problems, "entries": count, "problems": problems}, text)
+        return 0 if not problems else TemplateIntegrityError.exit_code
+    entries.reverse()  # oldest first
+    columns = "time command claimed matched score threshold accepted source liveness detail".split()
+    rows = [
+        [
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.ts)),
+            e.command,
+            e.claimed or "",
+            e.matched or "",
+            "" if e.score is None else f"{e.score:.4f}",
+            "" if e.threshold is None else f"{e.threshold:.4f}",
+            int(e.accepted),
+            e.source or "",
+            e.liveness or "",
+            e.detail or "",
+        ]
+        for e in entries
+    ]
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            csv.writer(f).writerows([columns, *[[spreadsheet_safe(v) for v in r] for r in rows]])
+    buffer = io.StringIO()
+    printable = [[printable_text(v) for v in r] for r in rows]
+    csv.writer(buffer, delimiter="\t", lineterminator="\n").writerows([columns, *printable])
+    emit(
+        args,
+        {"entries": [dict(zip(columns, r, strict=True)) for r in rows], "csv": args.csv},
+        f"wrote {len(rows)} entries to {args.csv}" if args.csv else buffer.getvalue().rstrip(),
+    )
+    return 0
+
+
+def spreadsheet_safe(value):
+    """A CSV cell a spreadsheet shows as text: a leading =, +, -, @, tab or CR (a formula) gets a '."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        try:
+            float(value)
+            return value  # a negative score is a number, not a formula
+        except ValueError:
+            return "'" + value
+    return value
+
+
+def parse_time(text: str | None, option: str) -> float | None:
+    """``YYYY-MM-DD``, ``YYYY-MM-DD HH:MM[:SS]`` (local time), ``today``, ``yesterday``, or an age
+    such as ``90m``, ``12h``, ``7d``; UsageError naming the option otherwise."""
+    import datetime as dt
+    import re
+
+    if text is None:
+        return None
+    value = text.strip().lower()
+    today = dt.datetime.combine(dt.date.today(), dt.time())
+    if value in ("today", "yesterday"):
+        return (today - dt.timedelta(days=value == "yesterday")).timestamp()
+    age = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([mhd])", value)
+    if age:
+        return time.time() - float(age[1]) * {"m": 60, "h": 3600, "d": 86400}[age[2]]
+    try:
+        return dt.datetime.fromisoformat(text.strip()).timestamp()
+    except ValueError:
+        raise UsageError(
+            f"{option} {text!r}: use YYYY-MM-DD, 'YYYY-MM-DD HH:MM', today, yesterday, or an age like 12h or 7d"
+        ) from None
+
+
+def register(add) -> None:
+    """Add this group's commands; ``add(name, function, help)`` returns the sub-parser."""
+    p = add("calibrate", cmd_calibrate, "set the threshold at a target FAR from labelled faces")
+    p.add_argument("data", nargs="?", help="folder with one sub-folder of images per identity")
+    p.add_argument("--pairs", help="pairs file: `IMAGE_A IMAGE_B 1|0` per line, instead of the folder")
+    p.add_argument("--far", type=float, default=1e-3, help="target false-accept rate (default 1e-3)")
+    p.add_argument("--dry-run", action="store_true", help="report only; do not write the threshold")
+    p.add_argument("--force", action="store_true", help="accept a FAR the data cannot resolve (< 10/FAR impostors)")
+    p.add_argument("--allow-looser", action="store_true", help="store a threshold looser than the bundle default")
+    p.add_argument("--reset", action="store_true", help="remove the site calibration (back to the bundle default)")
+
+    p = add("bench", cmd_bench, "per-stage latency and frames/s on a source")
+    p.add_argument("--source", "-s", required=True)
+    p.add_argument("--frames", "-n", type=int, default=100)
+
+    p = add("doctor", cmd_doctor, "check backend, EdgeTPU, bundle hashes, store integrity, camera")
+    p.add_argument("--source", "-s", help="also try to read a frame from this source")
+    p.add_argument("--repin", action="store_true", help="accept the bundle's current thresholds (after an upgrade)")
+
+    p = add("audit", cmd_audit, "show or export the audit log (attendance: --csv)")
+    p.add_argument("--csv", help="write CSV to this file")
+    p.add_argument("--limit", type=int, default=100000, help="newest N entries among those that match (default 100000)")
+    p.add_argument("--since", help="from this time: YYYY-MM-DD, 'YYYY-MM-DD HH:MM', today, yesterday, 12h, 7d")
+    p.add_argument("--until", help="before this time (same forms as --since)")
+    p.add_argument("--verify", action="store_true", help="check the audit chain: exit 10 if rows were edited/deleted")
+    p.add_argument("--command", dest="command_filter", help="only entries of this command (check, identify, kiosk)")
