@@ -169,12 +169,13 @@ class WebhookAction(Action):
     def fire(self, event: Event) -> bool:
         body = json.dumps({k: None if v != v else v for k, v in asdict(event).items()}).encode()  # NaN: null
         parts = urlsplit(self.url)
+        patience = 2 * self.deadline_s  # per socket operation; the deadline below cuts the whole call first
         if parts.scheme == "https":
             conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                parts.hostname, parts.port, timeout=self.deadline_s, context=ssl.create_default_context()
+                parts.hostname, parts.port, timeout=patience, context=ssl.create_default_context()
             )
         else:
-            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=self.deadline_s)
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=patience)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         headers = {"Content-Type": "application/json", "Connection": "close"}
         if parts.username is not None:

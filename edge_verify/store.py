@@ -316,8 +316,8 @@ class TemplateStore:
                 self._db.execute("INSERT OR REPLACE INTO meta VALUES ('key_check', ?)", (blob.hex(),))
                 self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
                 for table in _AUDIT_COLUMNS:
-                    if self._get_setting(f"audit_head:{table}") is None:
-                        self._put_setting(f"audit_head:{table}", {"id": 0, "mac": ""}, in_transaction=True)
+                    self._put_setting(f"audit_head:{table}", {"id": 0, "mac": ""}, in_transaction=True)
+                self._put_setting("audit_chain", {"since": time.time()}, in_transaction=True)
             return
         blob = bytes.fromhex(row[0])
         try:
@@ -551,19 +551,25 @@ class TemplateStore:
         self._put_setting(f"audit_head:{table}", {"id": row_id, "mac": mac}, in_transaction=True)
 
     def _seal_unchained_rows(self) -> None:
-        """Rows written before the chain existed (older stores) are sealed once, in order."""
+        """A store from before the chain has its rows sealed once, in order, when first opened.
+        After that an unsealed row is one written outside edge-verify, and verify_audit says so."""
+        if self._get_setting("audit_chain") is not None:
+            return
         for table in _AUDIT_COLUMNS:
             key = "rowid" if table == "audit_actions" else "id"
-            head_id, _ = self._head(table)
-            for (row_id,) in self._db.execute(
-                f"SELECT {key} FROM {table} WHERE mac IS NULL AND {key} > ? ORDER BY {key}", (head_id,)
-            ).fetchall():
+            for (row_id,) in self._db.execute(f"SELECT {key} FROM {table} ORDER BY {key}").fetchall():
                 self._chain(table, row_id)
+        self._put_setting("audit_chain", {"since": time.time()}, in_transaction=True)
 
     def verify_audit(self) -> list[str]:
         """Walk both audit chains; return each row edited, inserted or deleted outside edge-verify
         (empty: intact). A store copied back whole from an earlier day is not detected here."""
         problems = []
+        try:
+            if self._get_setting("audit_chain") is None:
+                problems.append("the audit chain's start record was deleted")
+        except TemplateIntegrityError:
+            problems.append("the audit chain's start record was changed outside edge-verify")
         for table in _AUDIT_COLUMNS:
             key = "rowid" if table == "audit_actions" else "id"
             try:

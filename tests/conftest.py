@@ -58,6 +58,19 @@ def fashion_mnist():
     return load_fashion_mnist("train"), load_fashion_mnist("t10k")
 
 
+@pytest.fixture
+def pins():
+    """gpiozero's own test double for the GPIO pins (MockFactory)."""
+    gpiozero = pytest.importorskip("gpiozero")
+    from gpiozero.pins.mock import MockFactory
+
+    factory = MockFactory()
+    gpiozero.Device.pin_factory = factory
+    yield factory
+    factory.reset()
+    gpiozero.Device.pin_factory = None
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run ``edge-verify`` in a fresh interpreter, as a user would."""
     full_env = {**os.environ, **(env or {})}

@@ -78,6 +78,26 @@ def test_float_model_is_flagged_for_edgetpu(bundle_dir):
     assert "not quantised" in report.first_unmapped["reason"]
 
 
+def test_without_validation_fidelity_comes_from_calibration_images(trained, tmp_path):
+    from converters.convert import format_fidelity
+
+    model, _, (x, _), _ = trained
+    meta = convert(model, x[:200], tmp_path, ConvertOptions(name="nolabels", variants=("fp32", "int8")))
+    table = format_fidelity(meta)
+    assert "nan" not in table and "add --validation" in table
+    assert meta["report"]["variants"]["int8"]["cosine_vs_fp32"]["mean"] >= 0.99
+
+
+def test_converted_bundle_records_a_self_test_that_passes(bundle_dir):
+    from edge_verify import selftest
+    from edge_verify.pipeline import Verifier, VerifierOptions
+
+    bundle = load_bundle(bundle_dir)
+    assert bundle.metadata["self_test"]["inputs"] == selftest.INPUTS_FILE and selftest.INPUTS_FILE in bundle.files
+    result = selftest.require(Verifier(VerifierOptions(bundle=bundle_dir)))
+    assert result is not None and result.ok and result.worst[1] > 0.9999
+
+
 def test_uint8_io(trained, tmp_path):
     model, _, (x, _), _ = trained
     convert(model, x[:200], tmp_path, ConvertOptions(name="u8", io_dtype="uint8", variants=("int8",)))

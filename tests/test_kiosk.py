@@ -19,7 +19,6 @@ from edge_verify.store import TemplateStore
 from tests.conftest import ROOT, SAMPLES, make_video
 
 gpiozero = pytest.importorskip("gpiozero")
-from gpiozero.pins.mock import MockFactory  # noqa: E402
 
 
 class Receiver:
@@ -43,15 +42,6 @@ class Receiver:
 
     def close(self):
         self.server.shutdown()
-
-
-@pytest.fixture
-def pins():
-    factory = MockFactory()
-    gpiozero.Device.pin_factory = factory
-    yield factory
-    factory.reset()
-    gpiozero.Device.pin_factory = None
 
 
 def test_enrolled_face_pulses_relay_and_webhook_once_per_cooldown(tmp_path, verifier, enrolled_store, pins):

@@ -17,6 +17,7 @@ from edge_verify.cli.common import (
     emit,
     identity_name,
     open_store,
+    printable_text,
     progress,
     skipped_text,
     threshold_choice,
@@ -339,7 +340,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     data = {"identities": [t.__dict__ for t in items]}
     text = (
         "\n".join(
-            f"{t.identity}\t{t.frames} frame(s)\tmodel {t.fingerprint[:12]}\t"
+            f"{printable_text(t.identity)}\t{t.frames} frame(s)\tmodel {t.fingerprint[:12]}\t"
             f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(t.updated))}"
             for t in items
         )
