@@ -147,13 +147,13 @@ def convert(
         progress("fidelity on " + ("the validation set" if validation is not None else "calibration images"))
     if validation is not None:
         int8_impostor = _fidelity(out_dir, options, validation, report)
-    else:  # no labels: only how far each variant's embeddings are from fp32's
-        _cosine_vs_fp32(out_dir, options, calib[:300], report)
         int8_eval = report["variants"]["int8"].get("verification")
         if threshold is None and int8_eval:
             far = options.target_far
             key = "threshold_at_far_1e3" if far <= 1e-3 else "threshold_at_far_1e2"
             threshold = Threshold(float(int8_eval[key]), far, "int8 model on the validation set")
+    else:  # no labels: only how far each variant's embeddings are from fp32's
+        _cosine_vs_fp32(out_dir, options, calib[:300], report)
     threshold = threshold or Threshold(0.5, None, "default (not calibrated): run `edge-verify calibrate`")
     edgetpu = check_edgetpu(int8_path)
     compiled = compile_edgetpu(int8_path, out_dir, edgetpu)

@@ -144,7 +144,7 @@ def test_unreadable_calibration_images(tmp_path):
 
 
 def test_saved_model_reloads_with_custom_layer(trained, tmp_path):
-    from edge_verify.cli import _load_keras
+    from edge_verify.cli.host import _load_keras
 
     path = tmp_path / "m.keras"
     trained[0].save(path)
