@@ -17,6 +17,19 @@ SHARED = ROOT.parent / "shared" / "data"
 SAMPLES = Path(str(resources.files("edge_verify") / "samples"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_data_dir(tmp_path_factory):
+    """No test (or CLI it runs) may touch the user's real store: the default store lives in a
+    temporary XDG data directory for the whole session."""
+    old = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("xdg-data"))
+    yield
+    if old is None:
+        del os.environ["XDG_DATA_HOME"]
+    else:
+        os.environ["XDG_DATA_HOME"] = old
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED / "faces").is_dir():
