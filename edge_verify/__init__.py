@@ -1,15 +1,17 @@
 """edge-verify: on-device visual verification with quantised TFLite embedding models.
 
-    from edge_verify import Verifier, cosine
-    v = Verifier()                          # the built-in face bundle
-    a, b = v.embed_image("a.jpg"), v.embed_image("b.jpg")
-    same = cosine(a, b) >= v.bundle.threshold.value
+    import edge_verify as ev
+    score = ev.compare("a.jpg", "b.jpg")        # paths or BGR numpy arrays
+    same = score >= ev.threshold()
 
+See ``edge_verify.api`` (detect, embed, compare, enroll, verify, open_store, Options).
 Never imports TensorFlow.
 """
 
 import edge_verify.limits  # noqa: F401 - first: sets OpenCV's pixel limit before cv2 loads
+from edge_verify.api import Options, compare, detect, embed, embed_one, enroll, open_store, threshold, verify
 from edge_verify.bundle import Bundle, load_bundle
+from edge_verify.detect import Face
 from edge_verify.errors import EdgeVerifyError
 from edge_verify.matcher import Decision, cosine
 from edge_verify.pipeline import Verifier, VerifierOptions
@@ -19,10 +21,20 @@ __all__ = [
     "Bundle",
     "Decision",
     "EdgeVerifyError",
+    "Face",
+    "Options",
     "TemplateStore",
     "Verifier",
     "VerifierOptions",
+    "compare",
     "cosine",
+    "detect",
+    "embed",
+    "embed_one",
+    "enroll",
     "load_bundle",
+    "open_store",
+    "threshold",
+    "verify",
 ]
 __version__ = "0.1.0"

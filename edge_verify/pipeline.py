@@ -11,7 +11,7 @@ import numpy as np
 
 from edge_verify.align import align_face, resize_frame
 from edge_verify.bundle import Bundle, load_bundle
-from edge_verify.detect import Face, FaceDetector
+from edge_verify.detect import WORKING_SIDE, Face, FaceDetector
 from edge_verify.embedder import Embedder
 from edge_verify.errors import MultipleFacesError, NoFaceError, QualityError, UsageError
 from edge_verify.landmarks import FaceMesh
@@ -28,6 +28,7 @@ class VerifierOptions:
     threads: int | None = None
     use_edgetpu: bool = True
     detector_score: float = 0.7
+    detect_side: int | None = WORKING_SIDE  # large frames are searched at about this size; None: full size
     quality: QualityOptions = field(default_factory=QualityOptions)
 
 
@@ -105,7 +106,15 @@ class Verifier:
             threads=self.options.threads,
             use_edgetpu=self.options.use_edgetpu,
         )
-        self.detector = FaceDetector(self.options.detector_score) if self.bundle.is_face else None
+        self.detector = (
+            FaceDetector(
+                self.options.detector_score,
+                working_side=self.options.detect_side,
+                min_face_px=self.options.quality.min_face_px,
+            )
+            if self.bundle.is_face
+            else None
+        )
 
     @property
     def continuity(self) -> float:

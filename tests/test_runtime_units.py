@@ -100,3 +100,25 @@ def test_embedder_outputs_unit_vectors_close_to_keras_scale(verifier):
     chips = np.random.default_rng(0).integers(0, 255, (2, 150, 150, 3)).astype(np.uint8)
     out = verifier.embedder.embed(chips)
     assert out.shape == (2, 128) and np.allclose(np.linalg.norm(out, axis=1), 1, atol=1e-5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 400), seed=st.integers(0, 10**6), ties=st.booleans())
+def test_identify_equals_exact_float64_scoring(n, seed, ties):
+    """The float32 product only preselects: the decision equals the exact float64 one, ties included."""
+    from edge_verify.matcher import Gallery, identify, unit
+
+    rng = np.random.default_rng(seed)
+    templates = unit(rng.normal(size=(n, 32))).astype(np.float32)
+    if ties and n > 3:
+        templates[1] = templates[0]  # two identities with the same template
+        templates[2] = unit(templates[0] + 1e-4 * rng.normal(size=32)).astype(np.float32)
+    probes = unit(templates[0] + 0.3 * rng.normal(size=(3, 32)))
+    gallery = Gallery({f"id{i}": t for i, t in enumerate(templates)})
+    exact = templates.astype(np.float64) @ unit(probes).mean(0)
+    order = np.argsort(-exact, kind="stable")
+    decision = identify(probes, gallery, threshold=0.5, margin=0.01)
+    assert decision.score == pytest.approx(exact[order[0]], abs=1e-12)
+    assert decision.second_score == (pytest.approx(exact[order[1]], abs=1e-12) if n > 1 else None)
+    assert decision.accepted == (exact[order[0]] >= 0.5 and (n == 1 or exact[order[0]] - exact[order[1]] >= 0.01))
+    assert [s for _, s in gallery.rank(probes, top=3)] == pytest.approx([exact[i] for i in order[:3]], abs=1e-12)

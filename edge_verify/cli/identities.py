@@ -24,9 +24,7 @@ from edge_verify.cli.common import (
     verifier_for,
 )
 from edge_verify.errors import (
-    DuplicateIdentityError,
     EdgeVerifyError,
-    InconsistentEnrolmentError,
     MultipleFacesError,
     NoFaceError,
     QualityError,
@@ -152,7 +150,7 @@ def _decide_on_track(args, verifier, source_spec: str, k: int, decide, what: str
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
-    from edge_verify.matcher import Gallery, agreement, mean_template, odd_frames
+    from edge_verify.enrolment import enrol
 
     verifier = verifier_for(args)
     bundle = verifier.bundle
@@ -165,39 +163,30 @@ def cmd_enroll(args: argparse.Namespace) -> int:
                 f"{redact_url(args.source)}: only {len(embeddings)} good frame(s) in {args.timeout:g}s; enrolment "
                 f"from a camera needs at least {MIN_LIVE_ENROL_FRAMES} (look at the camera, or raise --timeout)"
             )
-        # every frame must agree with the others: one person, not a mixture
-        consistency = bundle.operating_point().threshold
-        agree = agreement(embeddings)
-        odd = [names[i] for i in odd_frames(embeddings, consistency)]
-        if odd:
-            raise InconsistentEnrolmentError(
-                f"enrolment frames do not show one person: {len(odd)} of {len(names)} disagree with the rest "
-                f"(mean score below {consistency:.4f}): {'; '.join(odd[:5])}" + ("; ..." if len(odd) > 5 else "")
-            )
-        template = mean_template(embeddings)
-        others = {n: t for n, t in store.all_templates(bundle.fingerprint).items() if n != args.name}
-        duplicates = [(n, s) for n, s in Gallery(others).rank(template) if s >= consistency]
-        if duplicates and not args.force:
-            who = ", ".join(f"{n} ({s:.4f})" for n, s in duplicates)
-            raise DuplicateIdentityError(
-                f"these frames match an enrolled identity: {who}; add --force to enrol {args.name!r} anyway"
-            )
-        store.put(args.name, template, bundle.fingerprint, len(embeddings), replace=args.replace)
-        store.audit("enroll", bundle.fingerprint, True, claimed=args.name, source=redact_url(args.source))
+        enrolment = enrol(
+            store,
+            bundle,
+            args.name,
+            embeddings,
+            names,
+            replace=args.replace,
+            force=args.force,
+            source=redact_url(args.source),
+        )
     data = {
         "identity": args.name,
         "frames_used": len(embeddings),
         "frames_skipped": skipped,
-        "agreement_min": float(agree.min()),
-        "matches_enrolled": [{"identity": n, "score": s} for n, s in duplicates],
+        "agreement_min": enrolment.agreement_min,
+        "matches_enrolled": [{"identity": n, "score": s} for n, s in enrolment.matches_enrolled],
         "bundle": bundle.name,
         "fingerprint": bundle.fingerprint,
     }
     text = f"enrolled {args.name} from {len(embeddings)} frame(s)"
     if skipped:
         text += f", skipped {sum(skipped.values())} ({skipped_text(skipped)})"
-    if duplicates:
-        text += f" (forced: also matches {', '.join(n for n, _ in duplicates)})"
+    if enrolment.matches_enrolled:
+        text += f" (forced: also matches {', '.join(n for n, _ in enrolment.matches_enrolled)})"
     emit(args, data, text)
     return 0
 
@@ -304,7 +293,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
                             "score": decision.score,
                             "runner_up": decision.second,
                             "runner_up_score": decision.second_score,
-                            "top": [{"identity": n, "score": s} for n, s in gallery.rank(probes)[: args.top]],
+                            "top": [{"identity": n, "score": s} for n, s in gallery.rank(probes, top=args.top)],
                         }
                     )
     skipped = tracks.skipped["quality"]

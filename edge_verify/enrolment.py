@@ -1,0 +1,52 @@
+"""Enrol one identity from its frames' embeddings: one person (no mixture), not someone already
+enrolled, never over an existing template unless asked; stored and audited in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge_verify.errors import DuplicateIdentityError, InconsistentEnrolmentError
+from edge_verify.matcher import Gallery, agreement, mean_template, odd_frames
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    identity: str
+    frames: int
+    agreement_min: float  # the least any frame agrees with the others
+    matches_enrolled: tuple[tuple[str, float], ...]  # other identities it matches (only with force)
+
+
+def enrol(
+    store,
+    bundle,
+    identity: str,
+    embeddings: np.ndarray,
+    frame_names: list[str],
+    replace: bool = False,
+    force: bool = False,
+    source: str | None = None,
+) -> Enrolment:
+    """Check and store the template of ``identity``; raises InconsistentEnrolmentError when the
+    frames show more than one person, DuplicateIdentityError when they match another enrolled
+    identity (unless ``force``), UsageError when ``identity`` exists (unless ``replace``)."""
+    consistency = bundle.operating_point().threshold
+    odd = [frame_names[i] for i in odd_frames(embeddings, consistency)]
+    if odd:
+        raise InconsistentEnrolmentError(
+            f"enrolment frames do not show one person: {len(odd)} of {len(frame_names)} disagree with the rest "
+            f"(mean score below {consistency:.4f}): {'; '.join(odd[:5])}" + ("; ..." if len(odd) > 5 else "")
+        )
+    template = mean_template(embeddings)
+    others = {n: t for n, t in store.all_templates(bundle.fingerprint).items() if n != identity}
+    duplicates = tuple((n, s) for n, s in Gallery(others).rank(template) if s >= consistency)
+    if duplicates and not force:
+        who = ", ".join(f"{n} ({s:.4f})" for n, s in duplicates)
+        raise DuplicateIdentityError(
+            f"these frames match an enrolled identity: {who}; add --force to enrol {identity!r} anyway"
+        )
+    store.put(identity, template, bundle.fingerprint, len(embeddings), replace=replace)
+    store.audit("enroll", bundle.fingerprint, True, claimed=identity, source=source)
+    return Enrolment(identity, len(embeddings), float(agreement(embeddings).min()), duplicates)

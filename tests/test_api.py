@@ -1,0 +1,64 @@
+"""The Python API: the README's example as it stands, arrays and paths alike, the CLI's errors."""
+
+from __future__ import annotations
+
+import re
+
+import cv2
+import numpy as np
+import pytest
+
+import edge_verify as ev
+from edge_verify.errors import MultipleFacesError, NoFaceError
+from tests.conftest import ROOT, SAMPLES
+
+
+def test_readme_example_runs(tmp_path, capsys, monkeypatch):
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Python API", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "same person: True" in out and "refused: no_such_file.jpg: no such image file" in out
+    assert (tmp_path / "doors.db").exists()
+
+
+def test_arrays_and_paths_give_the_same_answers():
+    path = SAMPLES / "astronaut_check.jpg"
+    image = cv2.imread(str(path))
+    assert np.allclose(ev.embed(path), ev.embed(image))
+    assert ev.compare(path, SAMPLES / "astronaut_enroll.jpg") == pytest.approx(
+        ev.compare(image, ev.embed_one(SAMPLES / "astronaut_enroll.jpg"))
+    )
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    assert len(ev.detect(grey)) == 1
+
+
+def test_errors_are_the_clis(tmp_path):
+    blank = np.full((300, 300, 3), 127, np.uint8)
+    with pytest.raises(NoFaceError):
+        ev.embed_one(blank)
+    assert ev.embed(blank).shape == (0, 128)
+    pair = np.concatenate([cv2.imread(str(SAMPLES / "astronaut_check.jpg"))] * 2, axis=1)
+    with pytest.raises(MultipleFacesError):
+        ev.compare(pair, SAMPLES / "cameraman.jpg")
+    assert ev.compare(pair, SAMPLES / "astronaut_enroll.jpg", ev.Options(largest_face=True)) > ev.threshold()
+    with pytest.raises(ev.EdgeVerifyError, match="need 8-bit BGR"):
+        ev.embed(np.zeros((10, 10, 3), np.float32))
+    with ev.open_store(tmp_path / "s.db") as store, pytest.raises(ev.EdgeVerifyError, match="not enrolled"):
+        ev.verify(SAMPLES / "cameraman.jpg", "nobody", store)
+
+
+def test_enroll_keeps_the_clis_rules(tmp_path):
+    with ev.open_store(tmp_path / "s.db") as store:
+        ev.enroll("astronaut", [SAMPLES / "astronaut_enroll.jpg"], store)
+        with pytest.raises(ev.EdgeVerifyError, match="already enrolled"):
+            ev.enroll("astronaut", [SAMPLES / "astronaut_check.jpg"], store)
+        with pytest.raises(ev.EdgeVerifyError, match="do not show one person"):
+            ev.enroll("mixed", [SAMPLES / "astronaut_enroll.jpg", SAMPLES / "cameraman.jpg"], store)
+        with pytest.raises(ev.EdgeVerifyError, match="match an enrolled identity"):
+            ev.enroll("again", [SAMPLES / "astronaut_check.jpg"], store)
+        assert [t.identity for t in store.list()] == ["astronaut"]
+        strict = ev.Options(operating_point="strict")
+        assert ev.threshold(strict) > ev.threshold()
