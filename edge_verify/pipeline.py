@@ -11,7 +11,7 @@ import numpy as np
 
 from edge_verify.align import align_face, resize_frame
 from edge_verify.bundle import Bundle, load_bundle
-from edge_verify.detect import WORKING_SIDE, Face, FaceDetector
+from edge_verify.detect import Face, FaceDetector
 from edge_verify.embedder import Embedder
 from edge_verify.errors import MultipleFacesError, NoFaceError, QualityError, UsageError
 from edge_verify.landmarks import FaceMesh
@@ -28,7 +28,7 @@ class VerifierOptions:
     threads: int | None = None
     use_edgetpu: bool = True
     detector_score: float = 0.7
-    detect_side: int | None = WORKING_SIDE  # large frames are searched at about this size; None: full size
+    detect_side: int | None = None  # search large frames at about this long side (e.g. WORKING_SIDE); None: full
     quality: QualityOptions = field(default_factory=QualityOptions)
 
 

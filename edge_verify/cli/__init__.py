@@ -35,6 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--threads", type=int, help="interpreter threads (default: all cores)")
     common.add_argument("--no-edgetpu", action="store_true", help="ignore the bundle's EdgeTPU model")
     common.add_argument("--timeout", type=float, default=5.0, help="camera/stream timeout in seconds")
+    common.add_argument(
+        "--detect-size",
+        type=int,
+        metavar="PX",
+        help="search frames larger than PX (e.g. 640) on a scaled copy, landmarks re-read at full size: "
+        "faster and lighter on big photos (default: full size, as the shipped thresholds were measured)",
+    )
     common.add_argument("-v", "--verbose", action="store_true")
 
     parser = argparse.ArgumentParser(prog="edge-verify", description="On-device face (and image) verification.")

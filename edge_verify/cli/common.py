@@ -35,13 +35,23 @@ def progress(args: argparse.Namespace, iterable, **kw):
     return tqdm(iterable, disable=args.json or not sys.stderr.isatty(), file=sys.stderr, leave=False, **kw)
 
 
-def verifier_for(args: argparse.Namespace, bundle: str | None = None):
+def verifier_for(args: argparse.Namespace, bundle: str | None = None, self_test: bool = False):
+    """The pipeline for the command's options; with ``self_test`` (commands whose decisions or
+    templates last) the bundle's known-answer self-test must pass first."""
+    from edge_verify import selftest
     from edge_verify.pipeline import Verifier, VerifierOptions
 
     options = VerifierOptions(
-        bundle=bundle or args.bundle, backend=args.backend, threads=args.threads, use_edgetpu=not args.no_edgetpu
+        bundle=bundle or args.bundle,
+        backend=args.backend,
+        threads=args.threads,
+        use_edgetpu=not args.no_edgetpu,
+        detect_side=args.detect_size,
     )
-    return Verifier(options)
+    verifier = Verifier(options)
+    if self_test:
+        selftest.require(verifier)
+    return verifier
 
 
 def open_store(args: argparse.Namespace, bundle=None, create: bool = False):

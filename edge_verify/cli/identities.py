@@ -152,7 +152,7 @@ def _decide_on_track(args, verifier, source_spec: str, k: int, decide, what: str
 def cmd_enroll(args: argparse.Namespace) -> int:
     from edge_verify.enrolment import enrol
 
-    verifier = verifier_for(args)
+    verifier = verifier_for(args, self_test=True)
     bundle = verifier.bundle
     with open_store(args, bundle, create=True) as store:
         if not args.replace and any(t.identity == args.name for t in store.list()):
@@ -194,7 +194,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from edge_verify.matcher import verify
 
-    verifier = verifier_for(args)
+    verifier = verifier_for(args, self_test=True)
     with open_store(args, verifier.bundle) as store:
         try:
             template = store.get(args.name, verifier.bundle.fingerprint)
@@ -263,7 +263,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
     from edge_verify.pipeline import FaceTracks
     from edge_verify.sources import ImageSource, open_source
 
-    verifier = verifier_for(args)
+    verifier = verifier_for(args, self_test=True)
     results = []
     with open_store(args, verifier.bundle) as store:
         gallery = Gallery(store.all_templates(verifier.bundle.fingerprint))
@@ -358,7 +358,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from edge_verify.store import TemplateStore
 
     samples = Path(str(resources.files("edge_verify") / "samples"))
-    verifier = verifier_for(args)
+    verifier = verifier_for(args, self_test=True)
     threshold = verifier.bundle.threshold.value
     results = []
     with tempfile.TemporaryDirectory() as tmp, TemplateStore(Path(tmp) / "demo.db", key=os.urandom(32)) as store:
