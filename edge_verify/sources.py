@@ -6,6 +6,7 @@ import os
 import re
 import stat
 import struct
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -154,6 +155,8 @@ class CaptureSource(FrameSource):
         self.live = live
         self.timeout_s = timeout_s
         self._cap: cv2.VideoCapture | None = None
+        self._reader: threading.Thread | None = None
+        self._stop = threading.Event()
 
     def open(self) -> cv2.VideoCapture:
         params = []
@@ -169,24 +172,66 @@ class CaptureSource(FrameSource):
 
     def frames(self) -> Iterator[Frame]:
         cap = self._cap or self.open()
+        if self.live:
+            yield from self._newest_frames(cap)
+            return
         index = 0
-        deadline = time.monotonic() + self.timeout_s
         while True:
             ok, image = cap.read()
             if not ok or image is None:
-                if not self.live:
-                    return
-                if time.monotonic() > deadline:
-                    raise SourceError(f"{self.name}: no frame for {self.timeout_s:.0f}s (camera disconnected?)")
-                time.sleep(0.05)
-                continue
-            now = time.monotonic()
-            deadline = now + self.timeout_s
-            stamp = now if self.live else cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
-            yield Frame(image, index, f"{self.name}#{index}", stamp)
+                return
+            yield Frame(image, index, f"{self.name}#{index}", cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0)
             index += 1
 
+    def _newest_frames(self, cap: cv2.VideoCapture) -> Iterator[Frame]:
+        """A thread reads the camera continuously and keeps only the newest frame, so a slow loop
+        decides on what is in front of the camera now, not on frames queued seconds ago (indices
+        then skip). No frame for ``timeout_s``: SourceError."""
+        newest: list[Frame] = []
+        failure: list[SourceError] = []
+        ready = threading.Condition()
+
+        def read() -> None:
+            index, deadline = 0, time.monotonic() + self.timeout_s
+            while not self._stop.is_set():
+                ok, image = cap.read()
+                now = time.monotonic()
+                if not ok or image is None:
+                    if now > deadline:
+                        with ready:
+                            failure.append(
+                                SourceError(f"{self.name}: no frame for {self.timeout_s:.0f}s (camera disconnected?)")
+                            )
+                            ready.notify()
+                        return
+                    time.sleep(0.05)
+                    continue
+                deadline = now + self.timeout_s
+                with ready:
+                    newest[:] = [Frame(image, index, f"{self.name}#{index}", now)]
+                    ready.notify()
+                index += 1
+
+        self._stop.clear()
+        self._reader = threading.Thread(target=read, name=f"capture {self.name}", daemon=True)
+        self._reader.start()
+        last = -1
+        while True:
+            with ready:
+                ready.wait_for(lambda seen=last: failure or (newest and newest[0].index > seen), self.timeout_s + 1)
+                if failure:
+                    raise failure[0]
+                if not newest or newest[0].index <= last:
+                    raise SourceError(f"{self.name}: no frame for {self.timeout_s:.0f}s (camera disconnected?)")
+                frame = newest[0]
+            last = frame.index
+            yield frame
+
     def close(self) -> None:
+        self._stop.set()
+        if self._reader is not None:
+            self._reader.join(self.timeout_s + 1)  # the reader must be out of cap.read() before release
+            self._reader = None
         if self._cap is not None:
             self._cap.release()
             self._cap = None

@@ -14,7 +14,7 @@ from edge_verify.kiosk import KioskConfig
 from tests.conftest import ROOT, SAMPLES, make_video, run_cli
 
 EXAMPLES = ROOT / "firmware_examples"
-SCRIPTS = sorted(EXAMPLES.glob("*/*.sh"))
+SCRIPTS = sorted(EXAMPLES.glob("*/*.sh")) + sorted((ROOT / "scripts").glob("*.sh"))
 
 
 def test_systemd_unit_verifies(tmp_path):
@@ -32,7 +32,7 @@ def test_systemd_unit_verifies(tmp_path):
     assert r.returncode == 0 and not problems, r.stdout + r.stderr
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=[str(s.relative_to(EXAMPLES)) for s in SCRIPTS])
+@pytest.mark.parametrize("script", SCRIPTS, ids=[str(s.relative_to(ROOT)) for s in SCRIPTS])
 def test_install_scripts_pass_shellcheck(script):
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:

@@ -78,6 +78,29 @@ def test_directory_and_video_sources(tmp_path):
     assert len(frames) == 7 and frames[0].image.shape == img.shape
 
 
+def test_live_source_hands_over_the_newest_frame(tmp_path):
+    """A camera is read by a thread that keeps only the newest frame: a slow loop skips frames
+    instead of falling behind; a camera that stops delivering is a SourceError after the timeout."""
+    import time
+
+    from edge_verify.sources import CaptureSource
+
+    video = tmp_path / "camera.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 30, (64, 48))
+    for i in range(300):
+        writer.write(np.full((48, 64, 3), i % 256, np.uint8))
+    writer.release()
+    camera = CaptureSource(str(video), "fake camera", live=True, timeout_s=0.5)  # a file played as a camera
+    indices = []
+    with camera, pytest.raises(SourceError, match="no frame for"):
+        for frame in camera:
+            indices.append(frame.index)
+            time.sleep(0.02)  # a loop slower than the camera
+    assert indices == sorted(set(indices)) and len(indices) < 300
+    assert max(np.diff(indices)) > 1  # frames were dropped, not queued
+    assert camera._reader is None  # closed: the reader thread was joined before the release
+
+
 def test_bad_sources(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         open_source(str(tmp_path / "nothing.jpg"))
