@@ -132,6 +132,8 @@ class Bundle:
     far_curve: tuple[tuple[float, float, bool], ...] = ()  # (FAR, threshold, resolved by every set) for 1:N
     margin_1n: float = DEFAULT_MARGIN
     metadata: dict = field(default_factory=dict, compare=False, repr=False)
+    # device models already read and checked by verify_bundle, handed over once by read_model
+    _checked: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def is_face(self) -> bool:
@@ -168,10 +170,7 @@ class Bundle:
     def read_model(self, variant: str = "int8") -> bytes:
         """The model's bytes, read once and checked against bundle.json (what is checked is what runs)."""
         path = self.model_path(variant)
-        content = read_bundle_file(path, MAX_MODEL_BYTES)
-        if hashlib.sha256(content).hexdigest() != self.files[path.name]:
-            raise BundleError(f"{path}: sha256 does not match bundle.json (corrupt or tampered model)")
-        return content
+        return self._checked.pop(path.name, None) or read_checked(path, self.files[path.name])
 
     def has_model(self, variant: str) -> bool:
         try:
@@ -201,6 +200,14 @@ def read_bundle_file(path: Path, limit: int) -> bytes:
         content = f.read(limit + 1)
     if len(content) > limit:
         raise BundleError(f"{path}: more than the {limit} bytes a bundle file may have")
+    return content
+
+
+def read_checked(path: Path, digest: str) -> bytes:
+    """A bundle file's bytes, refused unless their sha256 is ``digest``."""
+    content = read_bundle_file(path, MAX_MODEL_BYTES)
+    if hashlib.sha256(content).hexdigest() != digest:
+        raise BundleError(f"{path}: sha256 does not match bundle.json (corrupt or tampered model)")
     return content
 
 
@@ -352,7 +359,8 @@ def verify_bundle(bundle: Bundle) -> None:
         path = bundle.path / name
         if not os.path.lexists(path) and name != MODEL_INT8:
             continue  # optional variants (fp32, EdgeTPU) may be left out of a device install
-        if hashlib.sha256(read_bundle_file(path, MAX_MODEL_BYTES)).hexdigest() != digest:
-            raise BundleError(f"{path}: sha256 does not match bundle.json (corrupt or tampered model)")
+        content = read_checked(path, digest)
+        if name in (MODEL_INT8, MODEL_EDGETPU):  # kept for the interpreter: each file read and hashed once
+            bundle._checked[name] = content
     if compute_fingerprint(bundle.files[MODEL_INT8], bundle.preprocess) != bundle.fingerprint:
         raise BundleError(f"{bundle.path / 'bundle.json'}: fingerprint does not match the model and preprocessing")

@@ -79,13 +79,11 @@ class FaceDetector:
             if faces or max(h, w) <= WORKING_SIDE:
                 return faces
             scale = WORKING_SIDE / max(h, w)  # a face that fills a large frame
-            small = cv2.resize(frame_bgr, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
             return [
                 Face(tuple(v / scale for v in f.box), f.landmarks / np.float32(scale), f.score)  # type: ignore[arg-type]
-                for f in self._detect(small)
+                for f in self._detect(_shrink(frame_bgr, scale))
             ]
-        small = cv2.resize(frame_bgr, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-        faces = [_scaled(f, 1 / scale) for f in self._detect(small)]
+        faces = [_scaled(f, 1 / scale) for f in self._detect(_shrink(frame_bgr, scale))]
         return sorted((self._refine(frame_bgr, f) for f in faces), key=lambda f: f.box[2] * f.box[3], reverse=True)
 
     def search_scale(self, width: int, height: int) -> float:
@@ -103,10 +101,7 @@ class FaceDetector:
         x1, y1 = min(int(cx + side / 2), frame_bgr.shape[1]), min(int(cy + side / 2), frame_bgr.shape[0])
         crop = frame_bgr[y0:y1, x0:x1]
         zoom = min(1.0, REFINE_FACE_PX / max(bw, bh))
-        if zoom < 1.0:
-            crop = cv2.resize(crop, (max(round(crop.shape[1] * zoom), 1), max(round(crop.shape[0] * zoom), 1)),
-                              interpolation=cv2.INTER_AREA)  # fmt: skip
-        found = [_scaled(f, 1 / zoom, (x0, y0)) for f in self._detect(crop)]
+        found = [_scaled(f, 1 / zoom, (x0, y0)) for f in self._detect(_shrink(crop, zoom))]
         best = max(found, key=lambda f: _overlap(f.box, face.box), default=None)
         return best if best is not None and _overlap(best.box, face.box) > 0.5 else face
 
@@ -126,6 +121,14 @@ def _faces(rows: np.ndarray | None) -> list[Face]:
         Face(box=tuple(float(v) for v in r[:4]), landmarks=r[4:14].reshape(5, 2).astype(np.float32), score=float(r[14]))
         for r in rows
     ]
+
+
+def _shrink(image: np.ndarray, scale: float) -> np.ndarray:
+    """``image`` scaled by ``scale`` <= 1 (area averaging); itself when ``scale`` is 1."""
+    if scale >= 1.0:
+        return image
+    h, w = image.shape[:2]
+    return cv2.resize(image, (max(round(w * scale), 1), max(round(h * scale), 1)), interpolation=cv2.INTER_AREA)
 
 
 def _scaled(face: Face, factor: float, offset: tuple[float, float] = (0.0, 0.0)) -> Face:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_verify.bundle import MAX_MODEL_BYTES, Bundle, read_bundle_file
+from edge_verify.bundle import Bundle, read_checked
 from edge_verify.errors import BundleError
 
 SAMPLE_IMAGES = ("astronaut_enroll.jpg", "astronaut_check.jpg", "cameraman.jpg")
@@ -62,7 +62,7 @@ def self_test_inputs(verifier) -> dict[str, np.ndarray]:
 def load_inputs(bundle: Bundle) -> np.ndarray:
     if INPUTS_FILE not in bundle.files:
         raise BundleError(f"{bundle.path}: bundle lists no {INPUTS_FILE} for its self-test")
-    content = read_bundle_file(bundle.path / INPUTS_FILE, MAX_MODEL_BYTES)
+    content = read_checked(bundle.path / INPUTS_FILE, bundle.files[INPUTS_FILE])
     try:
         return np.load(io.BytesIO(content), allow_pickle=False)
     except ValueError as exc:
