@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from model_tampering import alter_layer, reseal_copy  # noqa: E402
 
 from edge_verify import selftest  # noqa: E402
-from edge_verify.bundle import MODEL_INT8, default_bundle_path  # noqa: E402
+from edge_verify.bundle import MODEL_INT8, bundle_path  # noqa: E402
 from edge_verify.interpreter import available_backends  # noqa: E402
 from edge_verify.matcher import cosine  # noqa: E402
 from edge_verify.pipeline import Verifier, VerifierOptions  # noqa: E402
@@ -56,7 +56,7 @@ def row(label: str, verifier: Verifier) -> None:
 
 
 def main() -> None:
-    bundle = default_bundle_path()
+    bundle = bundle_path("resnet29")  # a bundle with a model of its own, to alter
     print(f"bound: cosine >= {selftest.MIN_COSINE} on every input\n")
     row("litert, all threads", Verifier(VerifierOptions(use_edgetpu=False)))
     row("litert, 1 thread", Verifier(VerifierOptions(threads=1, use_edgetpu=False)))

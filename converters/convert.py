@@ -38,6 +38,7 @@ class ConvertOptions:
     variants: tuple[str, ...] = VARIANTS
     target_far: float = 1e-3
     max_calibration: int = 300
+    calibration: str = "minmax"  # activation ranges: minmax (TFLite's) or mse (converters/calibration.py)
 
 
 def check_embedding_model(model, sample: np.ndarray) -> None:
@@ -76,8 +77,12 @@ def face_preprocess(model) -> Preprocess:
     )
 
 
-def _to_tflite(saved_model: Path, variant: str, calibration: np.ndarray, io_dtype: str) -> bytes:
+def _to_tflite(
+    saved_model: Path, variant: str, calibration: np.ndarray, io_dtype: str, ranges: str = "minmax"
+) -> bytes:
     import tensorflow as tf
+
+    from converters import calibration as activation_ranges
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
     if variant == "fp16":
@@ -97,6 +102,10 @@ def _to_tflite(saved_model: Path, variant: str, calibration: np.ndarray, io_dtyp
         dtype = tf.uint8 if io_dtype == "uint8" else tf.int8
         converter.inference_input_type = dtype
         converter.inference_output_type = dtype
+        if ranges == "mse":
+            converter._experimental_calibrate_only = True  # min/max per tensor, then our ranges
+            clipped = activation_ranges.clip_ranges(converter.convert(), calibration[:150])
+            return activation_ranges.quantize(clipped, io_dtype)
     return converter.convert()
 
 
@@ -139,7 +148,7 @@ def convert(
             if progress:
                 progress(f"converting {variant}")
             path = out_dir / FILE_NAMES[variant]
-            path.write_bytes(_to_tflite(saved, variant, calib, options.io_dtype))
+            path.write_bytes(_to_tflite(saved, variant, calib, options.io_dtype, options.calibration))
             report["variants"][variant] = {"file": path.name, "bytes": path.stat().st_size, "ops": op_counts(path)}
     int8_path = out_dir / MODEL_INT8
     int8_impostor = None  # validation impostor scores of the int8 model: the 1:N FAR curve

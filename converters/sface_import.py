@@ -81,8 +81,10 @@ def fetch_sface(dest: Path = SFACE_FILE) -> Path:
     return dest
 
 
-def import_sface(path: Path = SFACE_FILE, verify_hash: bool = True):
-    """The SFace network as a Keras model: (None, 112, 112, 3) RGB 0..255 -> (None, 128) unit vectors."""
+def import_sface(path: Path = SFACE_FILE, verify_hash: bool = True, decompose: bool = True):
+    """The SFace network as a Keras model: (None, 112, 112, 3) RGB 0..255 -> (None, 128) unit vectors.
+
+    ``decompose``: rewritten by ``split_prelu`` for int8 (same function, max abs difference ~5e-7)."""
     import keras
     import onnx
     from onnx import numpy_helper
@@ -150,7 +152,64 @@ def import_sface(path: Path = SFACE_FILE, verify_hash: bool = True):
             tensors[out] = layer(tensors[ins[0]])
             layer.set_weights([weight.T * a.get("alpha", 1.0), bias * a.get("beta", 1.0)])
     outputs = L2Normalize(name="l2_normalize")(tensors[graph.output[0].name])
-    return keras.Model(inputs, outputs, name="sface")
+    model = keras.Model(inputs, outputs, name="sface")
+    return split_prelu(model) if decompose else model
+
+
+def split_prelu(model):
+    """The same function with each convolution -> batch norm -> PReLU written as
+    ``relu(conv(x)) - a * relu(-conv(x))``: the convolution (batch norm folded in) twice, once
+    negated, each with a fused ReLU, then a 1x1 depthwise scale by -a and an Add. LiteRT's XNNPACK
+    runs no int8 PRELU (TFLite's reference kernel did, 5x slower, splitting the graph at every
+    layer), and each half gets its own int8 range instead of sharing one across both signs."""
+    import keras
+
+    x = model.input
+    pending: list = []  # a convolution, then its batch norm, waiting for a PReLU
+    for layer in model.layers[1:]:
+        conv_like = isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
+        if conv_like or (isinstance(layer, keras.layers.BatchNormalization) and len(pending) == 1):
+            pending.append(layer)
+            continue
+        if isinstance(layer, keras.layers.PReLU) and len(pending) == 2:
+            x = _split(keras, x, *pending, layer.get_weights()[0].reshape(-1), layer.name)
+            pending = []
+            continue
+        for held in pending:  # a convolution not followed by batch norm and PReLU: as it was
+            x = _copy(held, x)
+        pending = []
+        x = _copy(layer, x)
+    for held in pending:
+        x = _copy(held, x)
+    return keras.Model(model.input, x, name=model.name)
+
+
+def _copy(layer, x):
+    new = layer.__class__.from_config(layer.get_config())
+    y = new(x)
+    if layer.weights:
+        new.set_weights(layer.get_weights())
+    return y
+
+
+def _split(keras, x, conv, bn, alpha: np.ndarray, name: str):
+    weights = conv.get_weights()
+    kernel, bias = weights[0], weights[1] if len(weights) > 1 else 0.0
+    gamma, beta, mean, var = bn.get_weights()
+    factor = gamma / np.sqrt(var + bn.epsilon)
+    depthwise = isinstance(conv, keras.layers.DepthwiseConv2D)
+    kernel = kernel * factor.reshape((1, 1, -1, 1) if depthwise else (1, 1, 1, -1))
+    bias = (bias - mean) * factor + beta
+    halves = []
+    for sign, suffix in ((1.0, "pos"), (-1.0, "neg")):
+        options = dict(kernel_size=conv.kernel_size, strides=conv.strides, activation="relu", name=f"{name}_{suffix}")
+        half = keras.layers.DepthwiseConv2D(**options) if depthwise else keras.layers.Conv2D(conv.filters, **options)
+        halves.append(half(x))
+        half.set_weights([sign * kernel, sign * bias])
+    scale = keras.layers.DepthwiseConv2D(1, use_bias=False, name=f"{name}_scale")
+    y = keras.layers.Add(name=name)([halves[0], scale(halves[1])])
+    scale.set_weights([-alpha.reshape(1, 1, -1, 1)])
+    return y
 
 
 def _conv(keras, x, weight: np.ndarray, bias: np.ndarray | None, a: dict, name: str):

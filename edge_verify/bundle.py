@@ -8,7 +8,7 @@ import math
 import os
 import re
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from edge_verify.errors import BundleError, UsageError
 from edge_verify.operating import DEFAULT_MARGIN, OperatingPoint, check_far, check_threshold
 
 BUNDLE_FORMAT = 1
-DEFAULT_BUNDLE_NAME = "face-resnet29-v1"
+DEFAULT_BUNDLE_NAME = "face-fused-v1"  # chosen by benchmarks/bundles.py (README)
 MODEL_INT8 = "model_int8.tflite"
 MODEL_FP32 = "model_fp32.tflite"
 MODEL_EDGETPU = "model_int8_edgetpu.tflite"
@@ -131,6 +131,8 @@ class Bundle:
     fingerprint: str
     far_curve: tuple[tuple[float, float, bool], ...] = ()  # (FAR, threshold, resolved by every set) for 1:N
     margin_1n: float = DEFAULT_MARGIN
+    # a fused bundle: (member bundle, weight) pairs whose models all embed each face (see fused_fingerprint)
+    members: tuple[tuple[Bundle, float], ...] = ()
     metadata: dict = field(default_factory=dict, compare=False, repr=False)
     # device models already read and checked by verify_bundle, handed over once by read_model
     _checked: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
@@ -161,6 +163,8 @@ class Bundle:
 
     def model_path(self, variant: str = "int8") -> Path:
         """Path of the ``int8``, ``fp32`` or ``edgetpu`` model; BundleError if the bundle lacks it."""
+        if self.members:
+            raise BundleError(f"{self.path}: a fused bundle has no model of its own; its members' models run")
         name = {"int8": MODEL_INT8, "fp32": MODEL_FP32, "edgetpu": MODEL_EDGETPU}[variant]
         path = self.path / name
         if name not in self.files or not os.path.lexists(path):
@@ -219,23 +223,50 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def fused_fingerprint(members: list[tuple[str, float]]) -> str:
+    """Identity of a fused embedding: its members' fingerprints and weights, in order."""
+    canonical = json.dumps({"members": [[fp, round(float(w), 6)] for fp, w in members]})
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
 def compute_fingerprint(int8_sha256: str, preprocess: Preprocess) -> str:
     """Identity of what an embedding means: the int8 model plus the preprocessing that feeds it."""
     canonical = json.dumps({"model": int8_sha256, "preprocess": preprocess.as_dict()}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
+# Bundles shipped in the package, by the short names --bundle accepts (their full names work too).
+PACKAGED_BUNDLES = {
+    "default": DEFAULT_BUNDLE_NAME,
+    "resnet29": "face-resnet29-v1",
+    "sface": "face-sface-v1",
+    "fused": "face-fused-v1",
+}
+
+
 def default_bundle_path() -> Path:
     return Path(str(resources.files("edge_verify") / "models" / DEFAULT_BUNDLE_NAME))
 
 
-def load_bundle(path: str | Path | None = None, verify: bool = True) -> Bundle:
-    """Load a bundle directory (the packaged default face bundle when ``path`` is None).
+def bundle_path(bundle: str | Path | None = None) -> Path:
+    """The directory of ``bundle``: a path, or the name of a packaged bundle (``PACKAGED_BUNDLES``).
+    An existing directory of that name wins over a packaged bundle; None is the default bundle."""
+    if bundle is None:
+        return default_bundle_path()
+    path = Path(bundle)
+    name = PACKAGED_BUNDLES.get(str(bundle), str(bundle))
+    if path.is_dir() or name not in PACKAGED_BUNDLES.values():
+        return path
+    return Path(str(resources.files("edge_verify") / "models" / name))
+
+
+def load_bundle(path: str | Path | None = None, verify: bool = True, _member: bool = False) -> Bundle:
+    """Load a bundle directory, or a packaged bundle by name (``bundle_path``; None: the default).
 
     With ``verify`` the sha256 of every listed model file present is checked, so a truncated or
     tampered model is refused before an interpreter ever sees it.
     """
-    root = Path(path) if path is not None else default_bundle_path()
+    root = bundle_path(path)
     meta_path = root / "bundle.json"
     if not root.is_dir():
         raise BundleError(f"{root}: model bundle not found (expected a directory with bundle.json)")
@@ -257,9 +288,32 @@ def load_bundle(path: str | Path | None = None, verify: bool = True) -> Bundle:
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as exc:
         detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc) or type(exc).__name__
         raise BundleError(f"{meta_path}: malformed bundle metadata ({detail[:200]})") from None
+    if "members" in meta:
+        if _member:
+            raise BundleError(f"{meta_path}: a fused bundle cannot be the member of another")
+        bundle = _load_members(bundle, meta["members"], verify)
     if verify:
         verify_bundle(bundle)
     return bundle
+
+
+def _load_members(bundle: Bundle, entries: list[dict], verify: bool) -> Bundle:
+    """A fused bundle with its members loaded: sibling bundle directories, each with the
+    fingerprint bundle.json records, together as wide as ``embedding_size``."""
+    members = []
+    for entry in entries:
+        member = load_bundle(bundle.path.parent / entry["bundle"], verify=verify, _member=True)
+        if member.fingerprint != entry["fingerprint"]:
+            raise BundleError(
+                f"{bundle.path / 'bundle.json'}: member {entry['bundle']} has fingerprint {member.fingerprint}, "
+                f"not the {entry['fingerprint']} this fused bundle was calibrated with"
+            )
+        members.append((member, float(entry["weight"])))
+    if sum(m.embedding_size for m, _ in members) != bundle.embedding_size:
+        raise BundleError(f"{bundle.path / 'bundle.json'}: embedding_size is not the sum of its members' sizes")
+    if members[0][0].preprocess != bundle.preprocess:
+        raise BundleError(f"{bundle.path / 'bundle.json'}: preprocess must be that of its first member")
+    return replace(bundle, members=tuple(members))
 
 
 def _check_self_test(entry, embedding_size: int, files: dict) -> None:
@@ -284,6 +338,22 @@ def _check_self_test(entry, embedding_size: int, files: dict) -> None:
         _require(isinstance(inputs, str) and inputs in files, "self_test.inputs must be a file listed in files")
 
 
+def _check_members(entries) -> None:
+    """A fused bundle's ``members``: 2..4 sibling bundles by plain name, fingerprint and weight
+    (weights in (0, 1], summing to 1)."""
+    _require(isinstance(entries, list) and 2 <= len(entries) <= 4, "members must list 2..4 bundles")
+    for entry in entries:
+        _require(isinstance(entry, dict), "each member must be an object")
+        name, fp, weight = entry.get("bundle"), entry.get("fingerprint"), entry.get("weight")
+        _require(
+            isinstance(name, str) and FILE_NAME.fullmatch(name) is not None,
+            f"members: {_short(name)} is not a bundle directory name beside this bundle",
+        )
+        _require(isinstance(fp, str) and re.fullmatch(r"[0-9a-f]{32}", fp) is not None, "members: bad fingerprint")
+        _require(_is_number(weight) and 0 < weight <= 1, f"members: weight must be in (0, 1], got {_short(weight)}")
+    _require(abs(sum(e["weight"] for e in entries) - 1) < 1e-6, "members: weights must sum to 1")
+
+
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not a number a bundle may hold")
 
@@ -297,15 +367,21 @@ def _parse(root: Path, meta) -> Bundle:
     _require(isinstance(version, (str, int)) and len(str(version)) <= 64, "version must be short text")
     size = meta["embedding_size"]
     _require(_is_int(size) and 1 <= size <= 4096, f"embedding_size must be 1..4096, got {_short(size)}")
+    fused = "members" in meta
+    if fused:
+        _check_members(meta["members"])
     files = meta["files"]
-    _require(isinstance(files, dict) and 0 < len(files) <= MAX_FILES, f"files must map 1..{MAX_FILES} names to sha256")
+    _require(
+        isinstance(files, dict) and (fused or len(files) > 0) and len(files) <= MAX_FILES,
+        f"files must map 1..{MAX_FILES} names to sha256",
+    )
     for file_name, digest in files.items():
         _require(
             FILE_NAME.fullmatch(file_name) is not None and file_name != "bundle.json",
             f"files: {_short(file_name)} is not a plain file name inside the bundle",
         )
         _require(isinstance(digest, str) and SHA256.fullmatch(digest) is not None, f"files: bad sha256 for {file_name}")
-    _require(MODEL_INT8 in files, f"bundle lists no {MODEL_INT8}")
+    _require(fused or MODEL_INT8 in files, f"bundle lists no {MODEL_INT8}")
     fingerprint = meta["fingerprint"]
     _require(isinstance(fingerprint, str) and re.fullmatch(r"[0-9a-f]{32}", fingerprint), "fingerprint must be 32 hex")
     curve = meta.get("far_curve", [])
@@ -362,5 +438,9 @@ def verify_bundle(bundle: Bundle) -> None:
         content = read_checked(path, digest)
         if name in (MODEL_INT8, MODEL_EDGETPU):  # kept for the interpreter: each file read and hashed once
             bundle._checked[name] = content
-    if compute_fingerprint(bundle.files[MODEL_INT8], bundle.preprocess) != bundle.fingerprint:
+    if bundle.members:
+        expected = fused_fingerprint([(m.fingerprint, w) for m, w in bundle.members])
+    else:
+        expected = compute_fingerprint(bundle.files[MODEL_INT8], bundle.preprocess)
+    if expected != bundle.fingerprint:
         raise BundleError(f"{bundle.path / 'bundle.json'}: fingerprint does not match the model and preprocessing")

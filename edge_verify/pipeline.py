@@ -12,7 +12,7 @@ import numpy as np
 from edge_verify.align import align_face, resize_frame
 from edge_verify.bundle import Bundle, load_bundle
 from edge_verify.detect import Face, FaceDetector
-from edge_verify.embedder import Embedder
+from edge_verify.embedder import Embedder, l2_normalize
 from edge_verify.errors import MultipleFacesError, NoFaceError, QualityError, UsageError
 from edge_verify.landmarks import FaceMesh
 from edge_verify.liveness import MODES, LivenessMonitor, LivenessOptions, LivenessResult, make_check
@@ -27,6 +27,7 @@ class VerifierOptions:
     backend: str | None = None  # litert, tflite_runtime or tensorflow; None: first that loads
     threads: int | None = None
     use_edgetpu: bool = True
+    variant: str = "int8"  # int8 (what devices run), or fp32 where a host bundle keeps it (evaluate)
     detector_score: float = 0.7
     detect_side: int | None = None  # search large frames at about this long side (e.g. WORKING_SIDE); None: full
     quality: QualityOptions = field(default_factory=QualityOptions)
@@ -100,12 +101,22 @@ class Verifier:
     def __init__(self, options: VerifierOptions | None = None, bundle: Bundle | None = None):
         self.options = options or VerifierOptions()
         self.bundle = bundle or load_bundle(self.options.bundle)
-        self.embedder = Embedder.for_bundle(
-            self.bundle,
-            backend=self.options.backend,
-            threads=self.options.threads,
-            use_edgetpu=self.options.use_edgetpu,
-        )
+        # (preprocess, embedder, weight) per model: one for a plain bundle, each member of a fused one
+        self.members = [
+            (
+                member.preprocess,
+                Embedder.for_bundle(
+                    member,
+                    variant=self.options.variant,
+                    backend=self.options.backend,
+                    threads=self.options.threads,
+                    use_edgetpu=self.options.use_edgetpu,
+                ),
+                weight,
+            )
+            for member, weight in (self.bundle.members or ((self.bundle, 1.0),))
+        ]
+        self.embedder = self.members[0][1]
         self.detector = (
             FaceDetector(
                 self.options.detector_score,
@@ -129,22 +140,35 @@ class Verifier:
 
     def observe(self, frame: np.ndarray, faces: list[Face] | None = None) -> list[Observation]:
         """One observation per face (or one for the whole frame), embedded when it passes quality."""
-        pre = self.bundle.preprocess
         if self.detector is None:
-            chip = resize_frame(frame, pre)
-            items = [(None, chip, assess(chip, None, self.options.quality))]
+            chip = resize_frame(frame, self.bundle.preprocess)
+            items = [(None, [chip], assess(chip, None, self.options.quality))]
         else:
             faces = self.detect(frame) if faces is None else faces
             items = []
             for face in faces:
-                chip = align_face(frame, face, pre)
-                items.append((face, chip, assess(chip, face.size, self.options.quality)))
-        observations = [Observation(f, c, q) for f, c, q in items]
-        good = [o for o in observations if o.quality.ok]
+                chips = self.align(frame, face)
+                items.append((face, chips, assess(chips[0], face.size, self.options.quality)))
+        observations = [Observation(f, c[0], q) for f, c, q in items]
+        good = [(o, chips) for o, (_, chips, _) in zip(observations, items, strict=True) if o.quality.ok]
         if good:
-            for obs, emb in zip(good, self.embedder.embed(np.stack([o.chip for o in good])), strict=True):
+            for (obs, _), emb in zip(good, self.embed_chips([c for _, c in good]), strict=True):
                 obs.embedding = emb
         return observations
+
+    def align(self, frame: np.ndarray, face: Face) -> list[np.ndarray]:
+        """The face's chip for each model (one, or one per member of a fused bundle)."""
+        return [align_face(frame, face, pre) for pre, _, _ in self.members]
+
+    def embed_chips(self, chips: list[list[np.ndarray]]) -> np.ndarray:
+        """(N, D) unit vectors for N faces given as ``align``'s chips. A fused bundle's vector is its
+        members' unit vectors scaled by sqrt(weight) and joined, so the cosine of two fused vectors
+        is the weighted mean of the members' cosines."""
+        parts = [
+            embedder.embed(np.stack([c[i] for c in chips])) * np.float32(np.sqrt(weight))
+            for i, (_, embedder, weight) in enumerate(self.members)
+        ]
+        return parts[0] if len(parts) == 1 else l2_normalize(np.concatenate(parts, axis=1))
 
     def observe_single(self, frame: np.ndarray, where: str, largest: bool = False) -> Observation:
         """Exactly one usable face (enroll, check, compare), or with ``largest`` the largest of

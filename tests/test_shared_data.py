@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from edge_verify.bundle import load_bundle
 from tests.conftest import face_images, run_cli
 
 pytestmark = pytest.mark.shared_data
@@ -39,7 +40,7 @@ def test_identify_in_group_photos_never_misnames(shared_data, store_path):
         data = json.loads(r.stdout)
         named = {f["identity"] for f in data["faces"]} - {None}
         assert named <= people, scene  # the 1:N threshold for 4 people may leave someone unnamed, never misnamed
-        assert data["gallery_size"] == 4 and data["threshold"] > 0.9466
+        assert data["gallery_size"] == 4 and data["threshold"] > load_bundle().threshold.value
         r = run_cli("identify", "--source", source, "--operating-point", "convenient", "--json", *s)
         assert {f["identity"] for f in json.loads(r.stdout)["faces"]} - {None} == people, scene
 
@@ -91,7 +92,7 @@ def test_calibrate_guards_and_reset(shared_data, store_path):
     assert out["threshold"] == pytest.approx(data["threshold"]) and out["threshold_source"].startswith("site")
     assert run_cli("calibrate", "--reset", *s).returncode == 0
     r = run_cli("check", "obama", "--source", str(photo[1]), "--json", *s)
-    assert json.loads(r.stdout)["threshold"] == 0.9466
+    assert json.loads(r.stdout)["threshold"] == load_bundle().threshold.value
 
 
 def test_evaluate_default_bundle_on_the_faces(shared_data):

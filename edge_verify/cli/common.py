@@ -47,6 +47,7 @@ def verifier_for(args: argparse.Namespace, bundle: str | None = None, self_test:
         threads=args.threads,
         use_edgetpu=not args.no_edgetpu,
         detect_side=args.detect_size,
+        variant=getattr(args, "variant", "int8"),
     )
     verifier = Verifier(options)
     if self_test:

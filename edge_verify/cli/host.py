@@ -66,6 +66,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         io_dtype=args.io,
         target_far=args.far,
         max_calibration=args.num_calibration,
+        calibration=args.ranges,
     )
     meta = convert(
         model,
@@ -105,10 +106,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     title = f"{target.name} on {Path(args.pairs or args.data).name}"
     if target.is_dir() and args.data != FASHION_MNIST:
         verifier = verifier_for(args, bundle=str(target))
-        if args.variant != "int8":
-            from edge_verify.embedder import Embedder
-
-            verifier.embedder = Embedder.for_bundle(verifier.bundle, args.variant, args.backend, use_edgetpu=False)
         genuine, impostor, recall, _ = labelled_scores(args, verifier, args.data, args.pairs)
     else:
         from training.data import load_dataset
@@ -199,6 +196,12 @@ def register(add) -> None:
     )
     p.add_argument("--far", type=float, default=1e-3, help="FAR for the bundle threshold")
     p.add_argument("--num-calibration", type=int, default=300)
+    p.add_argument(
+        "--ranges",
+        choices=["minmax", "mse"],
+        default="minmax",
+        help="int8 activation ranges: TFLite's min..max, or clipped for least quantisation error (mse)",
+    )
     p.add_argument("--max-validation", type=int, default=2000)
 
     p = add("evaluate", cmd_evaluate, "ROC AUC, EER, TAR@FAR, recall@1 of a bundle or .keras model")

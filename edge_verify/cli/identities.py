@@ -329,7 +329,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     data = {"identities": [t.__dict__ for t in items]}
     text = (
         "\n".join(
-            f"{printable_text(t.identity)}\t{t.frames} frame(s)\tmodel {t.fingerprint[:12]}\t"
+            f"{printable_text(t.identity)}\t{t.frames} frame(s)\t{t.bundle or 'model ' + t.fingerprint[:12]}\t"
             f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(t.updated))}"
             for t in items
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -162,7 +163,6 @@ def _pair_file_scores(args, verifier, pairs: Path):
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from edge_verify import selftest
-    from edge_verify.align import align_face
     from edge_verify.matcher import cosine
     from edge_verify.sources import open_source
 
@@ -183,9 +183,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             t1 = time.perf_counter()
             faces = verifier.detect(frame.image) if verifier.detector else []
             t2 = time.perf_counter()
-            chips = [align_face(frame.image, f, verifier.bundle.preprocess) for f in faces]
+            chips = [verifier.align(frame.image, f) for f in faces]
             t3 = time.perf_counter()
-            embeddings = verifier.embedder.embed(np.stack(chips)) if chips else []
+            embeddings = verifier.embed_chips(chips) if chips else []
             t4 = time.perf_counter()
             for e in embeddings:
                 cosine(e, template)
@@ -242,8 +242,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     def backend_check():
         from edge_verify.embedder import Embedder
 
-        e = Embedder.for_bundle(bundle_holder["b"], backend=args.backend, use_edgetpu=not args.no_edgetpu)
-        return f"{e.backend} loads {e.loaded.model_path.name}"
+        bundle = bundle_holder["b"]
+        loaded = []
+        for member, _ in bundle.members or ((bundle, 1.0),):
+            e = Embedder.for_bundle(member, backend=args.backend, use_edgetpu=not args.no_edgetpu)
+            loaded.append(f"{e.backend} loads {member.name + '/' if bundle.members else ''}{e.loaded.model_path.name}")
+        return "; ".join(loaded)
 
     record("interpreter", backend_check)
 
@@ -275,7 +279,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             problems = store.integrity_check()
             if problems:
                 raise EdgeVerifyError("; ".join(problems))
-            return f"{store.path}: {len(store.list())} template(s) and settings, all authenticate"
+            templates = store.list()
+        counts = Counter(t.bundle or f"model {t.fingerprint[:12]}" for t in templates)
+        made_by = ", ".join(f"{n} from {name}" for name, n in sorted(counts.items()))
+        bundle = bundle_holder.get("b")
+        other = bundle is not None and sum(t.fingerprint != bundle.fingerprint for t in templates)
+        return (
+            f"{store.path}: {len(templates)} template(s) and settings, all authenticate"
+            + (f" ({made_by})" if templates else "")
+            + (f"; {other} made by another bundle: re-enrol them with this one" if other else "")
+        )
 
     record("store", store_check)
 
