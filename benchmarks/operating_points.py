@@ -1,6 +1,6 @@
-"""Operating points of the built-in face bundle, measured on the labelled development sets.
+"""Operating points of a packaged face bundle, measured on the labelled development sets.
 
-    python benchmarks/operating_points.py [--data ../shared/data]
+    python benchmarks/operating_points.py [--data ../shared/data] [--bundle resnet29|sface|fused|DIR]
 
 Prints, in one run, from the shipped int8 model through the device pipeline:
 1. each operating point's threshold, and FAR / FRR with pair counts and 95% Wilson intervals per set
@@ -127,11 +127,13 @@ def one_to_n(bundle, sets, rng, probes_n=2000, draws=3):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--draws", type=int, default=3, help="galleries drawn per probe for the 1:N figures")
+    parser.add_argument("--bundle", default=None, help="a packaged bundle's name or a directory (default: the default)")
     args = parser.parse_args()
     if not (args.data / "faces_dev").is_dir():
         sys.exit(f"{args.data}: faces_dev/ not found (the labelled development sets)")
     rng = np.random.default_rng(0)
-    verifier = Verifier(VerifierOptions(use_edgetpu=False))
+    verifier = Verifier(VerifierOptions(bundle=args.bundle, use_edgetpu=False))
     bundle = verifier.bundle
     start = time.perf_counter()
     sets = load_dev_sets(verifier, args.data)
@@ -150,7 +152,7 @@ def main() -> None:
     points = {name: p.threshold for name, p in bundle.operating_points.items()}
     photo_frames(sets, points, rng)
     video_frames(verifier, args.data, sets[0], points, rng)
-    one_to_n(bundle, sets, rng)
+    one_to_n(bundle, sets, rng, draws=args.draws)
 
 
 if __name__ == "__main__":
