@@ -185,7 +185,8 @@ def test_train_from_a_folder_per_identity(tmp_path, fashion_mnist):
 
 def test_own_face_model_with_face_alignment(tmp_path):
     """A (untrained) mobile_embedder as someone's own face model: converted with --align face5
-    from folders of photos, EdgeTPU-mappable, and usable by the device commands."""
+    from folders of photos (activation ranges by --ranges mse), EdgeTPU-mappable, and usable by
+    the device commands."""
     from tests.conftest import SAMPLES, run_cli
     from training.models import mobile_embedder
 
@@ -198,8 +199,9 @@ def test_own_face_model_with_face_alignment(tmp_path):
     (calib / "notes.txt").write_text("not an image")
     out = tmp_path / "bundle"
     r = run_cli(
-        "convert", str(model_path), "--calibration", str(calib), "--align", "face5", "--out", str(out), "--json"
-    )
+        "convert", str(model_path), "--calibration", str(calib), "--align", "face5", "--out", str(out), "--json",
+        "--ranges", "mse",
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr
     meta = json.loads(r.stdout)
     assert meta["preprocess"]["alignment"] == "face5" and meta["preprocess"]["size"] == [112, 112]
