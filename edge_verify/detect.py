@@ -45,10 +45,10 @@ class FaceDetector:
     (long side ``working_side``, or larger so that a face of ``min_face_px`` is still
     ``MIN_SEARCH_FACE_PX``), then each face's box and landmarks are measured again by YuNet on a
     crop of the full-resolution frame around it, scaled so the face is at most ``REFINE_FACE_PX``
-    wide: on the shared photos the same FRR and FAR as full-resolution search at a third of its
-    cost (benchmarks/detection_size.py), though not the same embeddings (cosine >= 0.986), and a
-    face that fills a large frame (which YuNet scores poorly at full size) is found.
-    ``working_side=None`` (the default: the shipped operating points were measured so) searches
+    wide: on big photos FRR and FAR as good as full-resolution search at a third of its cost
+    (benchmarks/detection_size.py), though not the same embeddings, and a face that fills a large
+    frame (which YuNet scores poorly at full size) is found. The pipeline's default
+    (``VerifierOptions.detect_side``). ``working_side=None`` searches
     the frame itself, and only when it finds nothing in a frame larger than ``WORKING_SIDE``
     searches a copy of that size (a close-up at 1280x720: 27 of 263 frames found at full size).
     """

@@ -11,7 +11,7 @@ import numpy as np
 
 from edge_verify.align import align_face, resize_frame
 from edge_verify.bundle import Bundle, load_bundle
-from edge_verify.detect import Face, FaceDetector
+from edge_verify.detect import WORKING_SIDE, Face, FaceDetector
 from edge_verify.embedder import Embedder, l2_normalize
 from edge_verify.errors import MultipleFacesError, NoFaceError, QualityError, UsageError
 from edge_verify.landmarks import FaceMesh
@@ -29,7 +29,7 @@ class VerifierOptions:
     use_edgetpu: bool = True
     variant: str = "int8"  # int8 (what devices run), or fp32 where a host bundle keeps it (evaluate)
     detector_score: float = 0.7
-    detect_side: int | None = None  # search large frames at about this long side (e.g. WORKING_SIDE); None: full
+    detect_side: int | None = WORKING_SIDE  # search larger frames on a copy of about this long side; None: full
     quality: QualityOptions = field(default_factory=QualityOptions)
 
 

@@ -211,6 +211,11 @@ def test_own_face_model_with_face_alignment(tmp_path):
         "compare", str(SAMPLES / "astronaut_enroll.jpg"), str(SAMPLES / "cameraman.jpg"), "--bundle", str(out), "--json"
     )
     assert r.returncode in (0, 1) and 0 < abs(json.loads(r.stdout)["score"]) <= 1.0
+    from edge_verify.pipeline import Verifier, VerifierOptions
+
+    for variant in ("int8", "fp32"):  # `evaluate --variant fp32` runs the host's fp32 model through the pipeline
+        verifier = Verifier(VerifierOptions(bundle=out, use_edgetpu=False, variant=variant))
+        assert verifier.embedder.loaded.model_path.name == f"model_{variant}.tflite"
     r = run_cli("convert", str(model_path), "--calibration", "fashion-mnist", "--align", "face5", "--out", str(out))
     assert r.returncode == 2 and "needs folders of face photos" in r.stderr
 

@@ -20,6 +20,7 @@ import sys
 import traceback
 
 from edge_verify.cli import host, identities, kiosk, site
+from edge_verify.detect import WORKING_SIDE
 from edge_verify.errors import EdgeVerifyError
 
 INTERNAL_ERROR = 70  # EX_SOFTWARE: an unexpected exception
@@ -38,9 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--detect-size",
         type=int,
+        default=WORKING_SIDE,
         metavar="PX",
-        help="search frames larger than PX (e.g. 640) on a scaled copy, landmarks re-read at full size: "
-        "faster and lighter on big photos (default: full size, as the shipped thresholds were measured)",
+        help=f"search frames larger than PX on a scaled copy, landmarks re-read at full size: faster and "
+        f"lighter on big photos (default {WORKING_SIDE}; 0: search every frame at full size)",
     )
     common.add_argument("-v", "--verbose", action="store_true")
 

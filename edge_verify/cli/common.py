@@ -46,7 +46,7 @@ def verifier_for(args: argparse.Namespace, bundle: str | None = None, self_test:
         backend=args.backend,
         threads=args.threads,
         use_edgetpu=not args.no_edgetpu,
-        detect_side=args.detect_size,
+        detect_side=args.detect_size or None,
         variant=getattr(args, "variant", "int8"),
     )
     verifier = Verifier(options)
