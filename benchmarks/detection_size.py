@@ -9,7 +9,7 @@ Prints:
    how close each photo's embedding is to the baseline's;
 2. faces found in the shared scene photos and frames/s plus faces embedded on the sample video
    (640x360: at or below the working size, so both ways search the same frame);
-3. (with faces_dev) the same on 320 celebrity photos upscaled 8x to 1536x1536, with usable photos;
+3. (with faces_dev) the same on up to 8 photos of each of 40 celebrities, upscaled 8x to 1536x1536;
 4. cold `edge-verify compare obama_1.jpg obama_3.jpg --detect-size 0|640` in a fresh interpreter:
    wall time and peak memory (RSS), both ways. 640 is the default (`--detect-size 0`: full size).
    What varies between machines: the times (these are one x86-64 core pair); the ratios and the
