@@ -129,3 +129,12 @@ def test_member_model_tampered_is_refused(tmp_path):
     with pytest.raises(BundleError, match="sha256 does not match"):
         load_bundle(path)
     load_bundle("fused")  # the packaged bundles are untouched
+
+
+def test_detection_size_option():
+    """640 (the default) and 0 (full size) both find the face; a negative size is a usage error."""
+    images = (str(SAMPLES / "astronaut_enroll.jpg"), str(SAMPLES / "astronaut_check.jpg"))
+    for size in ("640", "0", "300"):
+        assert run_cli("compare", *images, "--detect-size", size).returncode == 0, size
+    r = run_cli("compare", *images, "--detect-size", "-1")
+    assert r.returncode == 2 and "--detect-size must be" in r.stderr and "Traceback" not in r.stderr

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_verify.errors import HostDependencyError
+from edge_verify.errors import HostDependencyError, UsageError
 
 ACCEPTED, REJECTED = 0, 1
 
@@ -41,6 +41,8 @@ def verifier_for(args: argparse.Namespace, bundle: str | None = None, self_test:
     from edge_verify import selftest
     from edge_verify.pipeline import Verifier, VerifierOptions
 
+    if (args.detect_size or 0) < 0:
+        raise UsageError("--detect-size must be a number of pixels, or 0 to search at full size")
     options = VerifierOptions(
         bundle=bundle or args.bundle,
         backend=args.backend,
@@ -128,7 +130,6 @@ def printable_text(value):
 
 def identity_name(text: str) -> str:
     """argparse type of an identity name (printable, see store.check_identity_name)."""
-    from edge_verify.errors import UsageError
     from edge_verify.store import check_identity_name
 
     try:
