@@ -95,10 +95,10 @@ def main() -> None:
             if sub == "faces":
                 strangers = dev.embeddings[np.isin(dev.labels, STRANGERS)]
         scores["video pairs"] = video_scores(verifier, args.data, strangers)
-        rows[name] = (scores, face_time(verifier, faces, args.repeat), verifier.bundle.metadata.get("version"))
+        rows[name] = (scores, face_time(verifier, faces, args.repeat))
 
     print(f"{'bundle':<18} {'set':<17} {'genuine':>8} {'impostor':>9} {'EER':>7} {'TAR@1e-3':>9} {'TAR@1e-4':>9}")
-    for name, (scores, _, _) in rows.items():
+    for name, (scores, _) in rows.items():
         for sub, (g, i) in scores.items():
             print(
                 f"{name:<18} {sub:<17} {len(g):>8} {len(i):>9} {100 * eer(g, i)[0]:>6.2f}%"
@@ -106,7 +106,7 @@ def main() -> None:
             )
     print(f"\ndetection (shared, YuNet on {len(sample)} photos of faces/): {detect_ms:.1f} ms per photo")
     base = rows["resnet29"][1]
-    for name, (_, ms, _) in rows.items():
+    for name, (_, ms) in rows.items():
         print(f"{name:<18} align + embed one face: {ms:6.1f} ms  ({ms / base:.2f}x resnet29)")
 
 

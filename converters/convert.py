@@ -38,7 +38,7 @@ class ConvertOptions:
     variants: tuple[str, ...] = VARIANTS
     target_far: float = 1e-3
     max_calibration: int = 300
-    calibration: str = "minmax"  # activation ranges: minmax (TFLite's) or mse (converters/calibration.py)
+    ranges: str = "minmax"  # int8 activation ranges: minmax (TFLite's) or mse (converters/calibration.py)
 
 
 def check_embedding_model(model, sample: np.ndarray) -> None:
@@ -104,7 +104,7 @@ def _to_tflite(
         converter.inference_output_type = dtype
         if ranges == "mse":
             converter._experimental_calibrate_only = True  # min/max per tensor, then our ranges
-            clipped = activation_ranges.clip_ranges(converter.convert(), calibration[:150])
+            clipped = activation_ranges.clip_ranges(converter.convert(), calibration)
             return activation_ranges.quantize(clipped, io_dtype)
     return converter.convert()
 
@@ -148,7 +148,7 @@ def convert(
             if progress:
                 progress(f"converting {variant}")
             path = out_dir / FILE_NAMES[variant]
-            path.write_bytes(_to_tflite(saved, variant, calib, options.io_dtype, options.calibration))
+            path.write_bytes(_to_tflite(saved, variant, calib, options.io_dtype, options.ranges))
             report["variants"][variant] = {"file": path.name, "bytes": path.stat().st_size, "ops": op_counts(path)}
     int8_path = out_dir / MODEL_INT8
     int8_impostor = None  # validation impostor scores of the int8 model: the 1:N FAR curve

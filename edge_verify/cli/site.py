@@ -244,7 +244,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
         bundle = bundle_holder["b"]
         loaded = []
-        for member, _ in bundle.members or ((bundle, 1.0),):
+        for member, _ in bundle.models:
             e = Embedder.for_bundle(member, backend=args.backend, use_edgetpu=not args.no_edgetpu)
             loaded.append(f"{e.backend} loads {member.name + '/' if bundle.members else ''}{e.loaded.model_path.name}")
         return "; ".join(loaded)
@@ -282,8 +282,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             templates = store.list()
         counts = Counter(t.bundle or f"model {t.fingerprint[:12]}" for t in templates)
         made_by = ", ".join(f"{n} from {name}" for name, n in sorted(counts.items()))
-        bundle = bundle_holder.get("b")
-        other = bundle is not None and sum(t.fingerprint != bundle.fingerprint for t in templates)
+        bundle = bundle_holder.get("b")  # absent when the bundle check failed
+        other = sum(t.fingerprint != bundle.fingerprint for t in templates) if bundle else 0
         return (
             f"{store.path}: {len(templates)} template(s) and settings, all authenticate"
             + (f" ({made_by})" if templates else "")
