@@ -13,6 +13,12 @@ XNNPACK splits the graph into.
   - split PReLU (converters/sface_import.split_prelu), min..max;
   - split PReLU, mse (what scripts/build_default_bundle.py --model sface ships).
 Chips are the set's own 112x112 aligned crops, resized; no detector runs.
+
+Then the shipped model (edge_verify/models/face-sface-v1) against the fp32 port on the chips a
+device makes: faces YuNet finds in the shared photos, in the group photos of scenes/ and in every
+10th frame of the sample video (640x360, compressed), aligned to SFace's template as the device
+does, and the 100 held-out celebrity chips shrunk to 28 px and enlarged again. The video's faces
+lose the most to int8; the last row is the resnet29 bundle on the same video faces, for scale.
 """
 
 from __future__ import annotations
@@ -76,6 +82,55 @@ def main() -> None:
                     f" {cosine.min():>8.4f} {1000 * statistics.median(times):>9.1f} {pieces:>6}",
                     flush=True,
                 )
+    shipped_on_device_chips(args.data, held, import_sface(path))
+
+
+def shipped_on_device_chips(data: Path, held: np.ndarray, reference_model) -> None:
+    """Mean and lowest cosine, shipped int8 vs the fp32 port, on real device chips and small faces."""
+    import cv2
+
+    from edge_verify.align import align_face
+    from edge_verify.bundle import MODEL_INT8, bundle_path, load_bundle
+    from edge_verify.detect import FaceDetector
+    from edge_verify.embedder import Embedder
+    from edge_verify.sources import list_images, open_source, read_image
+
+    bundle = load_bundle(bundle_path("sface"))
+    detector = FaceDetector()
+
+    def chips_for(frames, preprocess):
+        faces = ((f, face) for f in frames for face in detector.detect(f) if face.size >= 40)
+        return [align_face(f, face, preprocess) for f, face in faces]
+
+    def chips(frames):
+        return chips_for(frames, bundle.preprocess)
+
+    with open_source(str(data / "video" / "short_hamilton_clip.mp4")) as video:
+        video_frames = [f.image for f in video if f.index % 10 == 0]
+    small = [cv2.resize(cv2.resize(c, (28, 28), interpolation=cv2.INTER_AREA), (112, 112)) for c in held]
+    photos = [read_image(p) for d in sorted((data / "faces").iterdir()) for p in list_images(d)]
+    groups = {
+        "shared photos (faces/)": chips(photos),
+        "group photos (scenes/)": chips(read_image(p) for p in list_images(data / "scenes")),
+        "sample video, every 10th frame": chips(video_frames),
+        "held-out celebrities at 28 px": small,
+    }
+    embedder = Embedder(bundle.path / MODEL_INT8, threads=2)
+    print(f"\nshipped face-sface-v1 int8 vs fp32 port\n{'chips':<32} {'n':>4} {'cos mean':>8} {'cos min':>8}")
+    for name, group in groups.items():
+        x = np.stack(group).astype(np.float32)
+        cosine = np.sum(embedder.embed(x) * reference_model.predict(x, verbose=0), axis=1)
+        print(f"{name:<32} {len(x):>4} {cosine.mean():>8.4f} {cosine.min():>8.4f}", flush=True)
+    from converters.dlib_import import find_dlib_face_model, import_dlib_face_model
+
+    resnet = load_bundle(bundle_path("resnet29"))
+    x = np.stack(chips_for(video_frames, resnet.preprocess)).astype(np.float32)
+    cosine = np.sum(
+        Embedder(resnet.path / MODEL_INT8).embed(x)
+        * import_dlib_face_model(find_dlib_face_model()).predict(x, verbose=0),
+        axis=1,
+    )
+    print(f"{'video, resnet29 int8 vs fp32':<32} {len(x):>4} {cosine.mean():>8.4f} {cosine.min():>8.4f}")
 
 
 if __name__ == "__main__":
