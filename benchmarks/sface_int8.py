@@ -82,55 +82,44 @@ def main() -> None:
                     f" {cosine.min():>8.4f} {1000 * statistics.median(times):>9.1f} {pieces:>6}",
                     flush=True,
                 )
-    shipped_on_device_chips(args.data, held, import_sface(path))
+    shipped_on_device_chips(args.data, held, model)  # the split port: the same function as the PReLU graph
 
 
 def shipped_on_device_chips(data: Path, held: np.ndarray, reference_model) -> None:
     """Mean and lowest cosine, shipped int8 vs the fp32 port, on real device chips and small faces."""
     import cv2
 
-    from edge_verify.align import align_face
-    from edge_verify.bundle import MODEL_INT8, bundle_path, load_bundle
-    from edge_verify.detect import FaceDetector
-    from edge_verify.embedder import Embedder
+    from converters.dlib_import import find_dlib_face_model, import_dlib_face_model
+    from edge_verify.pipeline import Verifier, VerifierOptions
     from edge_verify.sources import list_images, open_source, read_image
 
-    bundle = load_bundle(bundle_path("sface"))
-    detector = FaceDetector()
+    def device_chips(verifier: Verifier, frames) -> np.ndarray:
+        """Every face of at least 40 px, detected and aligned by the device pipeline."""
+        faces = ((f, face) for f in frames for face in verifier.detect(f) if face.size >= 40)
+        return np.stack([verifier.align(f, face)[0] for f, face in faces]).astype(np.float32)
 
-    def chips_for(frames, preprocess):
-        faces = ((f, face) for f in frames for face in detector.detect(f) if face.size >= 40)
-        return [align_face(f, face, preprocess) for f, face in faces]
+    def row(name: str, verifier: Verifier, chips: np.ndarray, reference) -> None:
+        cosine = np.sum(verifier.embed_chips([[c] for c in chips]) * reference.predict(chips, verbose=0), axis=1)
+        print(f"{name:<32} {len(chips):>4} {cosine.mean():>8.4f} {cosine.min():>8.4f}", flush=True)
 
-    def chips(frames):
-        return chips_for(frames, bundle.preprocess)
-
+    sface = Verifier(VerifierOptions(bundle="sface", use_edgetpu=False))
     with open_source(str(data / "video" / "short_hamilton_clip.mp4")) as video:
         video_frames = [f.image for f in video if f.index % 10 == 0]
-    small = [cv2.resize(cv2.resize(c, (28, 28), interpolation=cv2.INTER_AREA), (112, 112)) for c in held]
     photos = [read_image(p) for d in sorted((data / "faces").iterdir()) for p in list_images(d)]
-    groups = {
-        "shared photos (faces/)": chips(photos),
-        "group photos (scenes/)": chips(read_image(p) for p in list_images(data / "scenes")),
-        "sample video, every 10th frame": chips(video_frames),
-        "held-out celebrities at 28 px": small,
-    }
-    embedder = Embedder(bundle.path / MODEL_INT8, threads=2)
+    small = [cv2.resize(cv2.resize(c, (28, 28), interpolation=cv2.INTER_AREA), (112, 112)) for c in held]
     print(f"\nshipped face-sface-v1 int8 vs fp32 port\n{'chips':<32} {'n':>4} {'cos mean':>8} {'cos min':>8}")
-    for name, group in groups.items():
-        x = np.stack(group).astype(np.float32)
-        cosine = np.sum(embedder.embed(x) * reference_model.predict(x, verbose=0), axis=1)
-        print(f"{name:<32} {len(x):>4} {cosine.mean():>8.4f} {cosine.min():>8.4f}", flush=True)
-    from converters.dlib_import import find_dlib_face_model, import_dlib_face_model
-
-    resnet = load_bundle(bundle_path("resnet29"))
-    x = np.stack(chips_for(video_frames, resnet.preprocess)).astype(np.float32)
-    cosine = np.sum(
-        Embedder(resnet.path / MODEL_INT8).embed(x)
-        * import_dlib_face_model(find_dlib_face_model()).predict(x, verbose=0),
-        axis=1,
+    row("shared photos (faces/)", sface, device_chips(sface, photos), reference_model)
+    row(
+        "group photos (scenes/)",
+        sface,
+        device_chips(sface, map(read_image, list_images(data / "scenes"))),
+        reference_model,
     )
-    print(f"{'video, resnet29 int8 vs fp32':<32} {len(x):>4} {cosine.mean():>8.4f} {cosine.min():>8.4f}")
+    row("sample video, every 10th frame", sface, device_chips(sface, video_frames), reference_model)
+    row("held-out celebrities at 28 px", sface, np.stack(small).astype(np.float32), reference_model)
+    resnet = Verifier(VerifierOptions(bundle="resnet29", use_edgetpu=False))
+    dlib_fp32 = import_dlib_face_model(find_dlib_face_model())
+    row("video, resnet29 int8 vs fp32", resnet, device_chips(resnet, video_frames), dlib_fp32)
 
 
 if __name__ == "__main__":
