@@ -709,6 +709,15 @@ def test_self_test_catches_altered_weights(altered_bundle, store_path):
     assert "ok   self-test    self-test passed" in ok.stdout
 
 
+def test_self_test_does_not_depend_on_the_commands_detection_options():
+    """A smaller search size changes the landmarks a photo gets, not the model: the self-test must
+    still pass (it used to refuse, blaming the CPU), and a stranger is still refused at that size."""
+    r = run_cli("demo", "--detect-size", "320", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    checks = json.loads(r.stdout)["checks"]
+    assert [c["accepted"] for c in checks] == [c["expected"] for c in checks] == [True, False], checks
+
+
 def test_native_output_passes_and_a_native_crash_is_reported():
     code = (
         "import ctypes, os\n"
