@@ -19,6 +19,12 @@ device makes: faces YuNet finds in the shared photos, in the group photos of sce
 10th frame of the sample video (640x360, compressed), aligned to SFace's template as the device
 does, and the 100 held-out celebrity chips shrunk to 28 px and enlarged again. The video's faces
 lose the most to int8; the last row is the resnet29 bundle on the same video faces, for scale.
+
+Last, what reaching 0.995 would cost (held-out celebrities, the same 28 px chips, the video faces;
+ms per embedding, 1 thread): the shipped recipe; the same with the input shift and the first two
+PReLU blocks (9 ops) left in float, which no EdgeTPU maps (its first op would run on the CPU, and
+with it everything after); and 16-bit activations (TFLite's 16x8 mode: no L2_NORMALIZATION kernel,
+so the model ends before it and the output is normalised here), which XNNPACK does not run.
 """
 
 from __future__ import annotations
@@ -82,11 +88,14 @@ def main() -> None:
                     f" {cosine.min():>8.4f} {1000 * statistics.median(times):>9.1f} {pieces:>6}",
                     flush=True,
                 )
-    shipped_on_device_chips(args.data, held, model)  # the split port: the same function as the PReLU graph
+    # the split port (the same function as the PReLU graph) is the fp32 reference from here on
+    small, video = shipped_on_device_chips(args.data, held, model)
+    alternatives(model, calibration, {"held-out": held, "28 px": small, "video": video})
 
 
-def shipped_on_device_chips(data: Path, held: np.ndarray, reference_model) -> None:
-    """Mean and lowest cosine, shipped int8 vs the fp32 port, on real device chips and small faces."""
+def shipped_on_device_chips(data: Path, held: np.ndarray, reference_model) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and lowest cosine, shipped int8 vs the fp32 port, on real device chips and small faces;
+    returns the 28 px chips and the video's chips."""
     import cv2
 
     from converters.dlib_import import find_dlib_face_model, import_dlib_face_model
@@ -115,11 +124,70 @@ def shipped_on_device_chips(data: Path, held: np.ndarray, reference_model) -> No
         device_chips(sface, map(read_image, list_images(data / "scenes"))),
         reference_model,
     )
-    row("sample video, every 10th frame", sface, device_chips(sface, video_frames), reference_model)
-    row("held-out celebrities at 28 px", sface, np.stack(small).astype(np.float32), reference_model)
+    video = device_chips(sface, video_frames)
+    row("sample video, every 10th frame", sface, video, reference_model)
+    small_chips = np.stack(small).astype(np.float32)
+    row("held-out celebrities at 28 px", sface, small_chips, reference_model)
     resnet = Verifier(VerifierOptions(bundle="resnet29", use_edgetpu=False))
     dlib_fp32 = import_dlib_face_model(find_dlib_face_model())
     row("video, resnet29 int8 vs fp32", resnet, device_chips(resnet, video_frames), dlib_fp32)
+    return small_chips, video
+
+
+FLOAT_STEM = ("/_minusscalar0", "/conv_1_relu", "/conv_2_dw_relu")  # the input shift, the first two PReLU blocks
+
+
+def alternatives(model, calibration: np.ndarray, sets: dict[str, np.ndarray]) -> None:
+    """Mean cosine to fp32 per set and ms per embedding: shipped recipe, float stem, 16x8."""
+    import keras
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    from converters.convert import _to_tflite
+    from edge_verify.embedder import Embedder
+
+    references = {name: model.predict(chips, verbose=0) for name, chips in sets.items()}
+    signature = [tf.TensorSpec((1, 112, 112, 3), tf.float32)]
+    print(f"\nwhat 0.995 would cost\n{'conversion':<28} " + " ".join(f"{n:>9}" for n in sets) + f" {'ms/embed':>9}")
+    with tempfile.TemporaryDirectory() as tmp:
+        saved, unnormalised = Path(tmp) / "saved", Path(tmp) / "unnormalised"
+        model.export(str(saved), verbose=False, input_signature=signature)
+        before_l2 = keras.Model(model.input, model.layers[-2].output)
+        before_l2.export(str(unnormalised), verbose=False, input_signature=signature)
+        shipped = _to_tflite(saved, "int8", calibration, "int8", "mse")
+        interpreter = Interpreter(model_content=shipped)
+        interpreter.allocate_tensors()
+        names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+        stem = tuple(
+            names[op["outputs"][0]]
+            for op in interpreter._get_ops_details()
+            if any(part in names[op["outputs"][0]] for part in FLOAT_STEM)
+        )
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(unnormalised))
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([x[None]] for x in calibration)
+        ops = tf.lite.OpsSet
+        converter.target_spec.supported_ops = [ops.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        conversions = {
+            "int8, mse (shipped recipe)": shipped,
+            f"int8, first {len(stem)} ops float": _to_tflite(saved, "int8", calibration, "int8", "mse", stem),
+            "16x8 (int16 activations)": converter.convert(),
+        }
+        for label, content in conversions.items():
+            tflite = Path(tmp) / "model.tflite"
+            tflite.write_bytes(content)
+            embedder, timed = Embedder(tflite), Embedder(tflite, threads=1)
+            cosines = []
+            for name, chips in sets.items():
+                out = embedder.embed(chips)
+                out /= np.linalg.norm(out, axis=1, keepdims=True)
+                cosines.append(float(np.mean(np.sum(out * references[name], axis=1))))
+            times = []
+            for _ in range(5):
+                t = time.perf_counter()
+                timed.embed(chips[:1])
+                times.append(time.perf_counter() - t)
+            print(f"{label:<28} " + " ".join(f"{c:>9.4f}" for c in cosines) + f" {1000 * min(times):>9.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -65,13 +65,20 @@ def clip_ranges(calibrated: bytes, images: np.ndarray, seed: int = 0) -> bytes:
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
-def quantize(calibrated: bytes, io_dtype: str) -> bytes:
-    """Full-integer quantisation of a calibrated model (what TFLiteConverter does after calibrating)."""
+def quantize(calibrated: bytes, io_dtype: str, keep_float: tuple[str, ...] = ()) -> bytes:
+    """Full-integer quantisation of a calibrated model (what TFLiteConverter does after calibrating).
+    ``keep_float``: names of ops (their output tensors' names) left in float, quantised after."""
     import tensorflow as tf
     from tensorflow.lite.python import convert as tflite_convert
 
     dtype = tf.uint8 if io_dtype == "uint8" else tf.int8
-    return tflite_convert.mlir_quantize(calibrated, fully_quantize=True, input_data_type=dtype, output_data_type=dtype)
+    return tflite_convert.mlir_quantize(
+        calibrated,
+        fully_quantize=True,
+        input_data_type=dtype,
+        output_data_type=dtype,
+        denylisted_nodes=list(keep_float) or None,
+    )
 
 
 def _has_range(q) -> bool:

@@ -78,7 +78,12 @@ def face_preprocess(model) -> Preprocess:
 
 
 def _to_tflite(
-    saved_model: Path, variant: str, calibration: np.ndarray, io_dtype: str, ranges: str = "minmax"
+    saved_model: Path,
+    variant: str,
+    calibration: np.ndarray,
+    io_dtype: str,
+    ranges: str = "minmax",
+    keep_float: tuple[str, ...] = (),
 ) -> bytes:
     import tensorflow as tf
 
@@ -102,10 +107,12 @@ def _to_tflite(
         dtype = tf.uint8 if io_dtype == "uint8" else tf.int8
         converter.inference_input_type = dtype
         converter.inference_output_type = dtype
-        if ranges == "mse":
+        if ranges == "mse" or keep_float:
             converter._experimental_calibrate_only = True  # min/max per tensor, then our ranges
-            clipped = activation_ranges.clip_ranges(converter.convert(), calibration)
-            return activation_ranges.quantize(clipped, io_dtype)
+            calibrated = converter.convert()
+            if ranges == "mse":
+                calibrated = activation_ranges.clip_ranges(calibrated, calibration)
+            return activation_ranges.quantize(calibrated, io_dtype, keep_float)
     return converter.convert()
 
 

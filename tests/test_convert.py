@@ -253,3 +253,27 @@ def test_clipped_activation_range_has_less_quantisation_error():
     bulk = rng.normal(0, 1, 100_000).astype(np.float32)  # no outliers: clipping would only hurt
     assert best_range(bulk, float(bulk.min()), float(bulk.max()))[1] >= 0.9 * bulk.max()
     assert best_range(np.zeros(10, np.float32), 0.0, 0.0) == (0.0, 0.0)
+
+
+def test_ops_kept_in_float_run_in_float_and_the_edgetpu_check_names_the_first(trained, bundle_dir, tmp_path):
+    """``keep_float``: the named op computes in float (quantised again after it), the model still
+    matches Keras, and the EdgeTPU check stops where the float island starts (its DEQUANTIZE) and
+    lists the kept op."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from converters.convert import _to_tflite
+
+    model, _, (x, _), (xt, _) = trained
+    shipped = Interpreter(model_path=str(bundle_dir / "model_int8.tflite"))
+    names = {t["index"]: t["name"] for t in shipped.get_tensor_details()}
+    first_conv = next(op for op in shipped._get_ops_details() if op["op_name"] == "CONV_2D")
+    kept = names[first_conv["outputs"][0]]
+    saved = tmp_path / "saved"
+    model.export(str(saved), verbose=False, input_signature=[tf.TensorSpec((1, *model.input_shape[1:]), tf.float32)])
+    path = tmp_path / "mixed.tflite"
+    path.write_bytes(_to_tflite(saved, "int8", x[:100], "int8", "mse", keep_float=(kept,)))
+    report = check_edgetpu(path)
+    assert not report.mappable and report.first_unmapped["op"] == "DEQUANTIZE"
+    assert any(p.startswith(f"op #{first_conv['index'] + 1} CONV_2D") and "float32" in p for p in report.problems)
+    keras_emb = model.predict(xt[:50].astype(np.float32), verbose=0)
+    assert np.mean(np.sum(keras_emb * Embedder(path).embed(xt[:50]), axis=1)) >= 0.995
