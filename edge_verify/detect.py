@@ -75,15 +75,15 @@ class FaceDetector:
         h, w = frame_bgr.shape[:2]
         scale = self.search_scale(w, h)
         if scale >= 1.0:
-            faces = self._detect(frame_bgr)
+            faces = self.search(frame_bgr)
             if faces or max(h, w) <= WORKING_SIDE:
                 return faces
             scale = WORKING_SIDE / max(h, w)  # a face that fills a large frame
             return [
                 Face(tuple(v / scale for v in f.box), f.landmarks / np.float32(scale), f.score)  # type: ignore[arg-type]
-                for f in self._detect(_shrink(frame_bgr, scale))
+                for f in self.search(_shrink(frame_bgr, scale))
             ]
-        faces = [_scaled(f, 1 / scale) for f in self._detect(_shrink(frame_bgr, scale))]
+        faces = [_scaled(f, 1 / scale) for f in self.search(_shrink(frame_bgr, scale))]
         return sorted((self._refine(frame_bgr, f) for f in faces), key=lambda f: f.box[2] * f.box[3], reverse=True)
 
     def search_scale(self, width: int, height: int) -> float:
@@ -101,11 +101,12 @@ class FaceDetector:
         x1, y1 = min(int(cx + side / 2), frame_bgr.shape[1]), min(int(cy + side / 2), frame_bgr.shape[0])
         crop = frame_bgr[y0:y1, x0:x1]
         zoom = min(1.0, REFINE_FACE_PX / max(bw, bh))
-        found = [_scaled(f, 1 / zoom, (x0, y0)) for f in self._detect(_shrink(crop, zoom))]
+        found = [_scaled(f, 1 / zoom, (x0, y0)) for f in self.search(_shrink(crop, zoom))]
         best = max(found, key=lambda f: _overlap(f.box, face.box), default=None)
         return best if best is not None and _overlap(best.box, face.box) > 0.5 else face
 
-    def _detect(self, frame_bgr: np.ndarray) -> list[Face]:
+    def search(self, frame_bgr: np.ndarray) -> list[Face]:
+        """Faces in ``frame_bgr`` searched at its own size (no scaled copy, no refine), largest first."""
         h, w = frame_bgr.shape[:2]
         if self._size != (w, h):
             self._detector.setInputSize((w, h))

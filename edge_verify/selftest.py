@@ -3,9 +3,9 @@ embeds the same inputs and refuses to run when it does not get (nearly) the same
 
 This catches what hashes cannot: a broken interpreter, delegate, CPU (e.g. mis-emulated vector
 instructions) or a model whose weights were changed together with its recorded hash. A face bundle
-uses the packaged sample photos (detector, alignment and embedding all run, the detector always
-with the settings the record was made with, whatever a command's ``--detect-size``); other bundles
-keep their inputs as ``self_test.npy`` in the bundle.
+uses the packaged sample photos (detector, alignment and embedding all run; each photo, 512 px or
+less, is searched at its own size as when it was recorded, whatever a command's ``--detect-size``);
+other bundles keep their inputs as ``self_test.npy`` in the bundle.
 """
 
 from __future__ import annotations
@@ -55,20 +55,18 @@ def self_test_inputs(verifier) -> dict[str, np.ndarray]:
     """The fixed inputs of ``verifier``'s bundle, embedded by ``verifier`` (name -> unit vector)."""
     bundle: Bundle = verifier.bundle
     if bundle.is_face:
-        from edge_verify.detect import FaceDetector
-
-        detector = FaceDetector()  # the record's settings: a command's --detect-size changes landmarks, not the model
-        return {name: _embed_sample(verifier, detector, samples_dir() / name) for name in SAMPLE_IMAGES}
+        return {name: _embed_sample(verifier, samples_dir() / name) for name in SAMPLE_IMAGES}
     inputs = load_inputs(bundle)
     return {f"input {i}": e for i, e in enumerate(verifier.embedder.embed(inputs))}
 
 
-def _embed_sample(verifier, detector, path: Path) -> np.ndarray:
-    """The largest face in ``path`` as ``verifier`` embeds it (no quality gate: that is the command's)."""
+def _embed_sample(verifier, path: Path) -> np.ndarray:
+    """The largest face in ``path``, searched at the photo's own size (a command's search size would
+    move the landmarks, not test the model), as ``verifier`` embeds it; the quality gate is the command's."""
     from edge_verify.sources import read_image
 
     image = read_image(path)
-    faces = detector.detect(image)
+    faces = verifier.detector.search(image)
     if not faces:
         raise BundleError(f"{path}: self-test photo shows no face; reinstall edge-verify")
     return verifier.embed_chips([verifier.align(image, faces[0])])[0]
