@@ -8,14 +8,45 @@ See ``edge_verify.api`` (detect, embed, compare, enroll, verify, open_store, Opt
 Never imports TensorFlow.
 """
 
+import importlib
+
 import edge_verify.limits  # noqa: F401 - first: sets OpenCV's pixel limit before cv2 loads
-from edge_verify.api import Options, compare, detect, embed, embed_one, enroll, open_store, threshold, verify
-from edge_verify.bundle import Bundle, load_bundle
-from edge_verify.detect import Face
-from edge_verify.errors import EdgeVerifyError
-from edge_verify.matcher import Decision, cosine
-from edge_verify.pipeline import Verifier, VerifierOptions
-from edge_verify.store import TemplateStore
+
+# Public names load on first use, so a command pays only for the modules it runs (the store's
+# cryptography alone is 7 MB and 13 ms that `compare` never needs).
+_HOME = {
+    "Options": "api",
+    "compare": "api",
+    "detect": "api",
+    "embed": "api",
+    "embed_one": "api",
+    "enroll": "api",
+    "open_store": "api",
+    "threshold": "api",
+    "verify": "api",
+    "Bundle": "bundle",
+    "load_bundle": "bundle",
+    "Face": "detect",
+    "EdgeVerifyError": "errors",
+    "Decision": "matcher",
+    "cosine": "matcher",
+    "Verifier": "pipeline",
+    "VerifierOptions": "pipeline",
+    "TemplateStore": "store",
+}
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module 'edge_verify' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"edge_verify.{_HOME[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOME])
+
 
 __all__ = [
     "Bundle",
