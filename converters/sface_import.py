@@ -126,8 +126,8 @@ def import_sface(path: Path = SFACE_FILE, verify_hash: bool = True, decompose: b
             scale, offset = (1.0, -value) if op == "Sub" else (value, 0.0)
             tensors[out] = keras.layers.Rescaling(scale, offset, name=name)(tensors[ins[0]])
         elif op == "Conv":
-            tensors[out] = _conv(keras, tensors[ins[0]], const[ins[1]], const.get(ins[2]) if len(ins) > 2 else None,
-                                 a, name)  # fmt: skip
+            bias = const.get(ins[2]) if len(ins) > 2 else None
+            tensors[out] = conv_layer(keras, tensors[ins[0]], const[ins[1]], bias, a, name)
         elif op == "BatchNormalization":
             layer = keras.layers.BatchNormalization(epsilon=a.get("epsilon", 1e-5), name=name)
             tensors[out] = layer(tensors[ins[0]])
@@ -212,7 +212,7 @@ def _split(keras, x, conv, bn, alpha: np.ndarray, name: str):
     return y
 
 
-def _conv(keras, x, weight: np.ndarray, bias: np.ndarray | None, a: dict, name: str):
+def conv_layer(keras, x, weight: np.ndarray, bias: np.ndarray | None, a: dict, name: str):
     """ONNX Conv (NCHW weights) as Keras: explicit padding, then a valid convolution."""
     top, left, bottom, right = a.get("pads", [0, 0, 0, 0])
     if top or left or bottom or right:

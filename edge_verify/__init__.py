@@ -12,6 +12,11 @@ import importlib
 
 import edge_verify.limits  # noqa: F401 - first: sets OpenCV's pixel limit before cv2 loads
 
+# ``edge_verify.detect`` is the API's detect(): load the submodule of that name now and drop the
+# attribute its import sets, so that no later import can shadow the function.
+importlib.import_module("edge_verify.detect")
+globals().pop("detect")
+
 # Public names load on first use, so a command pays only for the modules it runs (the store's
 # cryptography alone is 7 MB and 13 ms that `compare` never needs).
 _HOME = {

@@ -1,7 +1,9 @@
-"""Face detection with YuNet (``cv2.FaceDetectorYN``)."""
+"""Face detection with YuNet, run by LiteRT (``converters/yunet_import.py`` makes the float model from
+OpenCV Zoo's ONNX file; the decoding below is that of OpenCV's ``FaceDetectorYN``)."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -10,8 +12,13 @@ import cv2
 import numpy as np
 
 from edge_verify.errors import BundleError
+from edge_verify.interpreter import make_interpreter
 
-YUNET_FILE = "face_detection_yunet_2023mar_int8bq.onnx"
+YUNET_FILE = "face_detection_yunet_2023mar_int8bq.onnx"  # the source (host), licence beside it
+YUNET_SHA256 = "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10"
+YUNET_TFLITE = "face_detection_yunet_2023mar.tflite"  # what the device runs: scripts/build_yunet.py
+YUNET_TFLITE_SHA256 = "30a65a9beb5e13193768d2d7dccb774ac26b2194d1da303cab776f5305de9b58"
+STRIDES = (8, 16, 32)  # the model's three output maps: (1, H/s, W/s, 16) = class, objectness, box, landmarks
 
 
 @dataclass(frozen=True)
@@ -29,7 +36,13 @@ class Face:
 
 
 def yunet_path() -> Path:
-    return Path(str(resources.files("edge_verify") / "models" / "yunet" / YUNET_FILE))
+    """The detector's TFLite model in the package."""
+    return Path(str(resources.files("edge_verify") / "models" / "yunet" / YUNET_TFLITE))
+
+
+def yunet_onnx_path() -> Path:
+    """The ONNX file it is built from."""
+    return yunet_path().with_name(YUNET_FILE)
 
 
 WORKING_SIDE = 640  # a large frame is searched on a copy whose long side is about this
@@ -39,7 +52,8 @@ REFINE_CONTEXT = 2.0  # that crop is this many face boxes wide
 
 
 class FaceDetector:
-    """YuNet face detector; ``detect`` returns faces largest first, in the frame's pixels.
+    """YuNet face detector; ``detect`` returns faces largest first, in the frame's pixels. The
+    model's bytes are checked against ``YUNET_TFLITE_SHA256`` before they are run.
 
     With ``working_side`` (e.g. ``WORKING_SIDE``), a larger frame is searched on a scaled copy
     (long side ``working_side``, or larger so that a face of ``min_face_px`` is still
@@ -58,16 +72,23 @@ class FaceDetector:
         score_threshold: float = 0.7,
         nms_threshold: float = 0.3,
         top_k: int = 50,
-        model: Path | None = None,
         working_side: int | None = None,
         min_face_px: float = 40.0,
+        backend: str | None = None,
+        threads: int | None = None,
     ):
-        model = model or yunet_path()
-        if not model.exists():
-            raise BundleError(f"{model}: face detector model missing; reinstall edge-verify")
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-        self._detector = cv2.FaceDetectorYN.create(str(model), "", (320, 320), score_threshold, nms_threshold, top_k)
-        self._size: tuple[int, int] | None = None
+        model = yunet_path()
+        try:
+            content = model.read_bytes()
+        except OSError:
+            raise BundleError(f"{model}: face detector model missing; reinstall edge-verify") from None
+        if hashlib.sha256(content).hexdigest() != YUNET_TFLITE_SHA256:
+            raise BundleError(f"{model}: face detector model altered or damaged (sha256 differs); reinstall")
+        self.loaded = make_interpreter(model, backend, threads, content=content)
+        self._input = self.loaded.interpreter.get_input_details()[0]["index"]
+        self._padded: tuple[int, int] | None = None
+        self._outputs: list[int] = []
+        self.score_threshold, self.nms_threshold, self.top_k = score_threshold, nms_threshold, top_k
         self.working_side = working_side
         self.min_face_px = min_face_px
 
@@ -108,11 +129,39 @@ class FaceDetector:
     def search(self, frame_bgr: np.ndarray) -> list[Face]:
         """Faces in ``frame_bgr`` searched at its own size (no scaled copy, no refine), largest first."""
         h, w = frame_bgr.shape[:2]
-        if self._size != (w, h):
-            self._detector.setInputSize((w, h))
-            self._size = (w, h)
-        _, rows = self._detector.detect(frame_bgr)
+        padded = (-(-h // 32) * 32, -(-w // 32) * 32)  # zero-padded below and right, as OpenCV pads
+        interp = self.loaded.interpreter
+        if self._padded != padded:
+            interp.resize_tensor_input(self._input, [1, *padded, 3])
+            interp.allocate_tensors()
+            maps = sorted(interp.get_output_details(), key=lambda d: -int(d["shape"][1]))  # strides 8, 16, 32
+            self._outputs, self._padded = [d["index"] for d in maps], padded
+        blob = np.zeros((1, *padded, 3), np.float32)
+        blob[0, :h, :w] = frame_bgr
+        interp.set_tensor(self._input, blob)
+        interp.invoke()
+        maps = [interp.get_tensor(i)[0] for i in self._outputs]
+        rows = np.concatenate([_decode(m, s, self.score_threshold) for m, s in zip(maps, STRIDES, strict=True)])
+        if len(rows) > 1:
+            boxes = rows[:, :4].astype(np.int32)  # truncated, as OpenCV's NMS sees them
+            keep = cv2.dnn.NMSBoxes(boxes, rows[:, 14], self.score_threshold, self.nms_threshold, 1.0, self.top_k)
+            rows = rows[np.asarray(keep, int).reshape(-1)]
         return sorted(_faces(rows), key=lambda f: f.box[2] * f.box[3], reverse=True)
+
+
+def _decode(head: np.ndarray, stride: int, score_threshold: float) -> np.ndarray:
+    """(n, 15) rows (box x, y, w, h, 5 landmarks, score) of one stride's (H/s, W/s, 16) map."""
+    cols = head.shape[1]
+    head = head.reshape(-1, 16)
+    score = np.sqrt(np.clip(head[:, 0], 0, 1) * np.clip(head[:, 1], 0, 1))
+    keep = np.flatnonzero(score >= score_threshold)
+    head, score = head[keep], score[keep]
+    cell = np.stack([keep % cols, keep // cols], axis=1).astype(np.float32)  # (c, r)
+    s = np.float32(stride)
+    centre = (cell + head[:, 2:4]) * s
+    size = np.exp(head[:, 4:6]) * s
+    landmarks = (head[:, 6:16].reshape(-1, 5, 2) + cell[:, None]) * s
+    return np.concatenate([centre - size / 2, size, landmarks.reshape(-1, 10), score[:, None]], axis=1)
 
 
 def _faces(rows: np.ndarray | None) -> list[Face]:

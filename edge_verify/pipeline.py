@@ -122,6 +122,8 @@ class Verifier:
                 self.options.detector_score,
                 working_side=self.options.detect_side,
                 min_face_px=self.options.quality.min_face_px,
+                backend=self.options.backend,
+                threads=self.options.threads,
             )
             if self.bundle.is_face
             else None

@@ -309,10 +309,11 @@ def write_operating_points(data: Path, bundle_dir: Path = BUNDLE_DIR) -> None:
     sets = load_dev_sets(verifier, data, progress=lambda items: tqdm(items, desc="embed", leave=False))
     decision = calibrate_points(sets)
     meta = json.loads((bundle_dir / "bundle.json").read_text())
+    if meta.get("operating_points") not in (None, decision["operating_points"]):
+        major, minor, *_ = meta["version"].split(".")
+        meta["version"] = f"{major}.{int(minor) + 1}.0"  # new thresholds: stores pinned to the old ones say so
     meta.pop("threshold", None)
     meta.update(decision)
-    if bundle_dir.name == "face-resnet29-v1":
-        meta["version"] = "1.1.0"
     (bundle_dir / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
     for name, point in decision["operating_points"].items():
         print(f"{name:<10} threshold {point['threshold']:.4f} at FAR {point['far']:g}")

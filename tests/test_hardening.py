@@ -5,6 +5,7 @@ races, hostile names and options, and a model that computes wrong embeddings."""
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -32,6 +33,8 @@ from edge_verify.kiosk import Kiosk, KioskConfig, build_actions
 from edge_verify.sources import read_image
 from edge_verify.store import TemplateStore
 from tests.conftest import ROOT, SAMPLES, make_video, random_unit, run_cli
+
+detect = importlib.import_module("edge_verify.detect")  # the module; ``edge_verify.detect`` is api.detect
 
 FP = "f" * 32
 DEFAULT = bundle_path("resnet29")  # a bundle with a model of its own, to tamper with
@@ -731,3 +734,32 @@ def test_native_output_passes_and_a_native_crash_is_reported():
     assert r.returncode != 0
     assert "native warning" in r.stderr and "XNNPACK" not in r.stderr
     assert "Segmentation fault" in r.stderr, r.stderr
+
+
+@pytest.fixture
+def detector_copy(tmp_path, monkeypatch):
+    """A copy of the detector model that the detector loads instead of the packaged one."""
+    copy = tmp_path / detect.yunet_path().name
+    shutil.copy(detect.yunet_path(), copy)
+    monkeypatch.setattr(detect, "yunet_path", lambda: copy)
+    return copy
+
+
+def test_altered_detector_model_is_refused_before_it_runs(detector_copy, capsys):
+    """One bit of one weight changed would move every landmark; the detector is hash-pinned."""
+    from edge_verify.cli import main
+
+    content = bytearray(detector_copy.read_bytes())
+    content[len(content) // 2] ^= 0x01  # one bit of one weight
+    detector_copy.write_bytes(bytes(content))
+    with pytest.raises(BundleError, match="altered or damaged"):
+        detect.FaceDetector()
+    code = main(["compare", str(SAMPLES / "astronaut_enroll.jpg"), str(SAMPLES / "astronaut_check.jpg")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(err) == 1 and "face detector model altered or damaged" in err[0]
+
+
+def test_missing_detector_model_says_so(detector_copy):
+    detector_copy.unlink()
+    with pytest.raises(BundleError, match="face detector model missing"):
+        detect.FaceDetector()

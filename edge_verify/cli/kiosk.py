@@ -107,7 +107,7 @@ def cmd_liveness(args: argparse.Namespace) -> int:
     options = LivenessOptions(step_timeout_s=args.liveness_step_timeout)
     sequence = parse_sequence(args.liveness_sequence) if args.liveness_sequence else None
     monitor = LivenessMonitor(FaceMesh(threads=args.threads), make_check(args.mode, options, sequence))
-    detector = FaceDetector()
+    detector = FaceDetector(backend=args.backend, threads=args.threads)
     started = time.perf_counter()
     frames = 0
     with open_source(args.source, timeout_s=args.timeout) as source:
