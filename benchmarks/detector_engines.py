@@ -28,7 +28,7 @@ import sys, cv2
 from edge_verify.detect import FaceDetector, _faces, yunet_onnx_path
 from edge_verify.cli import main
 
-def search(self, frame):
+def search(self, frame, runner=None):  # runner: the LiteRT refine interpreter, unused here
     h, w = frame.shape[:2]
     if getattr(self, "_cv_size", None) != (w, h):
         if not hasattr(self, "_cv"):

@@ -49,6 +49,7 @@ WORKING_SIDE = 640  # a large frame is searched on a copy whose long side is abo
 MIN_SEARCH_FACE_PX = 10.0  # ...but never so small that a face of ``min_face_px`` shrinks below this
 REFINE_FACE_PX = 160.0  # landmarks are re-read on a full-resolution crop, the face at most this wide
 REFINE_CONTEXT = 2.0  # that crop is this many face boxes wide
+REFINES_BEFORE_OWN_INTERPRETER = 2  # a photo or two: refine with the search's interpreter (less memory)
 
 
 class FaceDetector:
@@ -85,9 +86,12 @@ class FaceDetector:
         if hashlib.sha256(content).hexdigest() != YUNET_TFLITE_SHA256:
             raise BundleError(f"{model}: face detector model altered or damaged (sha256 differs); reinstall")
         self.loaded = make_interpreter(model, backend, threads, content=content)
-        self._input = self.loaded.interpreter.get_input_details()[0]["index"]
-        self._padded: tuple[int, int] | None = None
-        self._outputs: list[int] = []
+        self._searcher = _Runner(self.loaded.interpreter)
+        # On a stream, refining with the searcher would resize its input twice a frame (4 ms each at
+        # 720p); from the third refine on, crops get an interpreter of their own (about 12 MB).
+        self._refiner: _Runner | None = None
+        self._refines = 0
+        self._load_refiner = lambda: _Runner(make_interpreter(model, backend, threads, content=content).interpreter)
         self.score_threshold, self.nms_threshold, self.top_k = score_threshold, nms_threshold, top_k
         self.working_side = working_side
         self.min_face_px = min_face_px
@@ -122,15 +126,38 @@ class FaceDetector:
         x1, y1 = min(int(cx + side / 2), frame_bgr.shape[1]), min(int(cy + side / 2), frame_bgr.shape[0])
         crop = frame_bgr[y0:y1, x0:x1]
         zoom = min(1.0, REFINE_FACE_PX / max(bw, bh))
-        found = [_scaled(f, 1 / zoom, (x0, y0)) for f in self.search(_shrink(crop, zoom))]
+        self._refines += 1
+        if self._refiner is None and self._refines > REFINES_BEFORE_OWN_INTERPRETER:
+            self._refiner = self._load_refiner()
+        found = [_scaled(f, 1 / zoom, (x0, y0)) for f in self.search(_shrink(crop, zoom), self._refiner)]
         best = max(found, key=lambda f: _overlap(f.box, face.box), default=None)
         return best if best is not None and _overlap(best.box, face.box) > 0.5 else face
 
-    def search(self, frame_bgr: np.ndarray) -> list[Face]:
+    def search(self, frame_bgr: np.ndarray, runner: _Runner | None = None) -> list[Face]:
         """Faces in ``frame_bgr`` searched at its own size (no scaled copy, no refine), largest first."""
+        maps = (runner or self._searcher).run(frame_bgr)
+        rows = np.concatenate([_decode(m, s, self.score_threshold) for m, s in zip(maps, STRIDES, strict=True)])
+        if len(rows) > 1:
+            boxes = rows[:, :4].astype(np.int32)  # truncated, as OpenCV's NMS sees them
+            keep = cv2.dnn.NMSBoxes(boxes, rows[:, 14], self.score_threshold, self.nms_threshold, 1.0, self.top_k)
+            rows = rows[np.asarray(keep, int).reshape(-1)]
+        return sorted(_faces(rows), key=lambda f: f.box[2] * f.box[3], reverse=True)
+
+
+class _Runner:
+    """One YuNet interpreter; its input follows the frame's size, padded to a multiple of 32."""
+
+    def __init__(self, interpreter):
+        self.interpreter = interpreter
+        self._input = interpreter.get_input_details()[0]["index"]
+        self._padded: tuple[int, int] | None = None
+        self._outputs: list[int] = []
+
+    def run(self, frame_bgr: np.ndarray) -> list[np.ndarray]:
+        """The (H/s, W/s, 16) maps of strides 8, 16 and 32."""
         h, w = frame_bgr.shape[:2]
         padded = (-(-h // 32) * 32, -(-w // 32) * 32)  # zero-padded below and right, as OpenCV pads
-        interp = self.loaded.interpreter
+        interp = self.interpreter
         if self._padded != padded:
             interp.resize_tensor_input(self._input, [1, *padded, 3])
             interp.allocate_tensors()
@@ -140,13 +167,7 @@ class FaceDetector:
         blob[0, :h, :w] = frame_bgr
         interp.set_tensor(self._input, blob)
         interp.invoke()
-        maps = [interp.get_tensor(i)[0] for i in self._outputs]
-        rows = np.concatenate([_decode(m, s, self.score_threshold) for m, s in zip(maps, STRIDES, strict=True)])
-        if len(rows) > 1:
-            boxes = rows[:, :4].astype(np.int32)  # truncated, as OpenCV's NMS sees them
-            keep = cv2.dnn.NMSBoxes(boxes, rows[:, 14], self.score_threshold, self.nms_threshold, 1.0, self.top_k)
-            rows = rows[np.asarray(keep, int).reshape(-1)]
-        return sorted(_faces(rows), key=lambda f: f.box[2] * f.box[3], reverse=True)
+        return [interp.get_tensor(i)[0] for i in self._outputs]
 
 
 def _decode(head: np.ndarray, stride: int, score_threshold: float) -> np.ndarray:

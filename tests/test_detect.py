@@ -56,3 +56,16 @@ def test_litert_yunet_finds_what_opencv_finds_on_shared_photos_and_video(shared_
         assert_same_faces(ours, opencv_search(image))
         found += len(ours)
     assert found >= 40
+
+
+def test_a_stream_of_large_frames_gives_the_same_faces_in_every_frame():
+    """Large frames are refined on full-resolution crops; after a few frames the crops get an
+    interpreter of their own, which must not change what is found."""
+    detector = FaceDetector(working_side=640)
+    frame = cv2.resize(read_image(SAMPLES / "astronaut_check.jpg"), None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)
+    first = detector.detect(frame)
+    assert len(first) == 1
+    for _ in range(4):
+        again = detector.detect(frame)
+        assert np.array_equal(again[0].landmarks, first[0].landmarks) and again[0].box == first[0].box
+    assert detector._refiner is not None
