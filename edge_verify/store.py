@@ -389,7 +389,7 @@ class TemplateStore:
         if stored_fp != fingerprint:
             raise FingerprintMismatchError(
                 f"{identity!r} was enrolled with another model (fingerprint {stored_fp[:12]}); "
-                f"re-enroll with `edge-verify enroll {identity}`"
+                f"re-enroll with `edge-verify enroll {identity} --replace`"
             )
         if fmt < TEMPLATE_FORMAT and frames > 1:
             raise FingerprintMismatchError(

@@ -4,6 +4,8 @@ end to end; a fused bundle's score is its members' weighted cosine; tampered fus
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import shutil
 
 import pytest
@@ -32,6 +34,22 @@ def test_compare_with_each_bundle(name):
     different = run_cli("compare", enroll, other, "--bundle", name)
     assert same.returncode == 0 and same.stdout.startswith("SAME"), same.stdout + same.stderr
     assert different.returncode == 1 and different.stdout.startswith("DIFFERENT"), different.stdout
+
+
+def test_the_re_enrolment_command_the_error_names_works(store_path):
+    """After an upgrade that changed the model, ``check`` names a command to re-enrol with: run
+    word for word, it must replace the old template, and the person is accepted again."""
+    s = ["--store", str(store_path)]
+    enroll, check = str(SAMPLES / "astronaut_enroll.jpg"), str(SAMPLES / "astronaut_check.jpg")
+    assert run_cli("enroll", "astronaut", "--source", enroll, "--bundle", "resnet29", *s).returncode == 0
+    refused = run_cli("check", "astronaut", "--source", check, *s)
+    assert refused.returncode == 12, refused.stderr
+    advice = re.search(r"`edge-verify ([^`]+)`", refused.stderr)
+    assert advice, refused.stderr
+    redo = run_cli(*shlex.split(advice.group(1)), "--source", enroll, *s)
+    assert redo.returncode == 0, redo.stderr
+    ok = run_cli("check", "astronaut", "--source", check, "--json", *s)
+    assert ok.returncode == 0 and json.loads(ok.stdout)["accepted"] is True, ok.stdout + ok.stderr
 
 
 def test_enroll_check_across_bundles(store_path):

@@ -287,7 +287,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         return (
             f"{store.path}: {len(templates)} template(s) and settings, all authenticate"
             + (f" ({made_by})" if templates else "")
-            + (f"; {other} made by another bundle: re-enrol them with this one" if other else "")
+            + (
+                f"; {other} made by another bundle: re-enrol each (`edge-verify enroll NAME --replace`)"
+                if other
+                else ""
+            )
         )
 
     record("store", store_check)
