@@ -5,7 +5,7 @@ The graph is small: Conv / depthwise Conv, ReLU, 2x2 MaxPool, a feature pyramid 
 upsampling and Add) and, at strides 8, 16 and 32, four heads: class and objectness (sigmoid), box
 (4) and landmarks (10). The importer dequantises the weights as ``sface_import`` does and rebuilds
 every node in Keras with the same arithmetic; the heads of one stride are joined into one map of 16
-channels, ``cls, obj, box, landmarks`` (``HEAD_CHANNELS``), which ``edge_verify.detect`` decodes
+channels, ``cls, obj, box, landmarks`` (``HEADS``), which ``edge_verify.detect`` decodes
 as OpenCV's ``FaceDetectorYN`` does. Input: BGR 0..255, height and width any multiples of 32
 (the model's spatial size is left open; the device pads to a multiple of 32 as OpenCV does).
 """
@@ -16,11 +16,11 @@ import hashlib
 from pathlib import Path
 
 from converters.sface_import import conv_layer, dequantize
-from edge_verify.detect import YUNET_SHA256, yunet_onnx_path
+from edge_verify.detect import STRIDES, YUNET_SHA256, yunet_onnx_path
 from edge_verify.errors import ModelError
 
 SUPPORTED = {"DequantizeLinear", "Reshape", "Conv", "Relu", "MaxPool", "Resize", "Add", "Transpose", "Sigmoid"}
-STRIDES = (8, 16, 32)
+HEADS = ("cls", "obj", "bbox", "kps")  # ONNX outputs per stride (cls_8, ...), joined in this order
 
 
 def import_yunet(path: Path | None = None):
@@ -79,10 +79,7 @@ def import_yunet(path: Path | None = None):
     for out in (o.name for o in graph.output):
         if out not in heads:
             heads[out] = tensors[transposed[out]]
-    outputs = [
-        keras.layers.Concatenate(name=f"stride_{s}")([heads[f"{k}_{s}"] for k in ("cls", "obj", "bbox", "kps")])
-        for s in STRIDES
-    ]
+    outputs = [keras.layers.Concatenate(name=f"stride_{s}")([heads[f"{k}_{s}"] for k in HEADS]) for s in STRIDES]
     return keras.Model(inputs, outputs, name="yunet")
 
 

@@ -21,11 +21,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from converters.yunet_import import STRIDES, convert_yunet, import_yunet  # noqa: E402
-from edge_verify.detect import yunet_onnx_path, yunet_path  # noqa: E402
+from converters.yunet_import import HEADS, convert_yunet, import_yunet  # noqa: E402
+from edge_verify.detect import STRIDES, yunet_onnx_path, yunet_path  # noqa: E402
 from edge_verify.sources import read_image  # noqa: E402
-
-HEADS = ("cls", "obj", "bbox", "kps")
 
 
 def opencv_heads(image: np.ndarray) -> list[np.ndarray]:

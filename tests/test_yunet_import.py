@@ -11,8 +11,8 @@ import pytest
 pytest.importorskip("tensorflow")
 pytest.importorskip("onnx")
 
-from converters.yunet_import import STRIDES, convert_yunet, import_yunet  # noqa: E402
-from edge_verify.detect import yunet_onnx_path, yunet_path  # noqa: E402
+from converters.yunet_import import HEADS, convert_yunet, import_yunet  # noqa: E402
+from edge_verify.detect import STRIDES, yunet_onnx_path, yunet_path  # noqa: E402
 from edge_verify.errors import ModelError  # noqa: E402
 from edge_verify.sources import read_image  # noqa: E402
 from tests.conftest import SAMPLES  # noqa: E402
@@ -39,11 +39,11 @@ def test_port_matches_opencv_and_rebuilds_the_shipped_detector():
     model = import_yunet()
     net = cv2.dnn.readNet(str(yunet_onnx_path()))
     net.setInput(cv2.dnn.blobFromImage(image))
-    names = [f"{head}_{stride}" for stride in STRIDES for head in ("cls", "obj", "bbox", "kps")]
+    names = [f"{head}_{stride}" for stride in STRIDES for head in HEADS]
     heads = dict(zip(names, net.forward(names), strict=True))
     ours = model.predict(image[None].astype(np.float32), verbose=0)
     for stride, mine in zip(STRIDES, ours, strict=True):
-        parts = [heads[f"{head}_{stride}"] for head in ("cls", "obj", "bbox", "kps")]
+        parts = [heads[f"{head}_{stride}"] for head in HEADS]
         theirs = np.concatenate([o.reshape(o.shape[1], -1) for o in parts], axis=1)
         assert np.abs(mine.reshape(theirs.shape) - theirs).max() < 1e-5
     rebuilt = run_tflite(convert_yunet(model), image)
