@@ -3,17 +3,23 @@
     python benchmarks/sface_int8.py [--data ../shared/data]
 
 SFace's published weights are int8 already (blocks of 16 per channel); our int8 model quantises
-them again (per channel, batch norm folded in) and quantises every activation. Four conversions of
+them again (per channel, batch norm folded in) and quantises every activation. Seven conversions of
 the same Keras port, each calibrated on 300 chips of faces_dev/celebs and measured on 100 other
 chips of it (every 8th image, offset 3): mean and lowest cosine between the int8 and the fp32
 embedding, the time of one int8 embedding (LiteRT, 1 thread, median of 30) and how many pieces
 XNNPACK splits the graph into.
   - PReLU op, TFLite min..max ranges (what a plain conversion gives);
   - PReLU op, ranges clipped for least squared error (converters/calibration.py, "mse");
-  - split PReLU (converters/sface_import.split_prelu), min..max;
+  - split PReLU (converters/sface_import.split_prelu: each convolution twice, once per sign),
+    min..max;
   - split PReLU, mse;
   - channel ranges equalised (converters/equalize.py), split PReLU, mse: what
-    scripts/build_default_bundle.py --model sface ships.
+    scripts/build_default_bundle.py --model sface ships;
+  - the same with biases corrected for weight rounding (converters/bias_correction.py);
+  - the same as the shipped recipe with each convolution computed once (split_prelu's
+    convolution_once).
+Neither of the last two is shipped: bundles built with them (the second with bias correction too)
+rejected more genuine pairs at the operating points (benchmarks/bundles.py; README).
 Chips are the set's own 112x112 aligned crops, resized; no detector runs.
 
 Then the shipped model (edge_verify/models/face-sface-v1) against the fp32 port on the chips a
@@ -54,7 +60,7 @@ def main() -> None:
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
-    from converters.convert import _to_tflite
+    from converters.convert import _bias_corrected, _to_tflite
     from converters.equalize import equalize_activations
     from converters.sface_import import fetch_sface, import_sface, split_prelu
     from edge_verify.embedder import Embedder
@@ -68,17 +74,19 @@ def main() -> None:
 
     calibration, held = chips(files[::8][:300]), chips(files[3::8][:100])
     path = fetch_sface()
-    equalised = import_sface(path, decompose=False)
-    equalize_activations(equalised, calibration)
-    equalised = split_prelu(equalised)
+    equalised_prelu = import_sface(path, decompose=False)
+    equalize_activations(equalised_prelu, calibration)
+    equalised = split_prelu(equalised_prelu)
     ports = (
         ("PReLU op", import_sface(path, decompose=False), ("minmax", "mse")),
         ("split PReLU", import_sface(path), ("minmax", "mse")),
         ("equalised", equalised, ("mse",)),
+        ("+ bias corr.", _bias_corrected(equalised, calibration)[0], ("mse",)),
+        ("conv once", split_prelu(equalised_prelu, convolution_once=True), ("mse",)),
     )
+    reference = equalised.predict(held, verbose=0)  # the same function as every port (bias corrections aside)
     print(f"{'model':<12} {'ranges':<7} {'cos mean':>8} {'cos min':>8} {'ms/embed':>9} {'pieces':>6}")
     for label, model, range_methods in ports:
-        reference = model.predict(held, verbose=0)
         with tempfile.TemporaryDirectory() as tmp:
             saved = Path(tmp) / "saved"
             model.export(str(saved), verbose=False, input_signature=[tf.TensorSpec((1, 112, 112, 3), tf.float32)])
@@ -101,9 +109,11 @@ def main() -> None:
                     f" {cosine.min():>8.4f} {1000 * statistics.median(times):>9.1f} {pieces:>6}",
                     flush=True,
                 )
+                if label == "equalised":
+                    shipped = content
     # the equalised split port (the same function as the PReLU graph) is the fp32 reference from here on
     small, video = shipped_on_device_chips(args.data, held, equalised)
-    alternatives(equalised, content, calibration, {"held-out": held, "28 px": small, "video": video})
+    alternatives(equalised, shipped, calibration, {"held-out": held, "28 px": small, "video": video})
 
 
 def shipped_on_device_chips(data: Path, held: np.ndarray, reference_model) -> tuple[np.ndarray, np.ndarray]:

@@ -39,6 +39,7 @@ class ConvertOptions:
     target_far: float = 1e-3
     max_calibration: int = 300
     ranges: str = "minmax"  # int8 activation ranges: minmax (TFLite's) or mse (converters/calibration.py)
+    bias_correction: bool = False  # int8: correct biases for weight rounding (converters/bias_correction.py)
 
 
 def check_embedding_model(model, sample: np.ndarray) -> None:
@@ -151,11 +152,20 @@ def convert(
         # into SHAPE/STRIDED_SLICE/PACK ops that split the EdgeTPU graph.
         signature = [tf.TensorSpec((1, *model.input_shape[1:]), tf.float32)]
         model.export(str(saved), verbose=False, input_signature=signature)
+        saved_int8 = saved
+        if options.bias_correction and "int8" in options.variants:
+            saved_int8 = Path(tmp) / "saved_model_int8"
+            corrected, layers = _bias_corrected(model, calib)
+            corrected.export(str(saved_int8), verbose=False, input_signature=signature)
+            report["bias_correction"] = {"convolutions": layers, "on": f"{len(calib)} calibration inputs"}
+            if progress:
+                progress(f"int8 weight rounding corrected in the biases of {layers} convolutions")
         for variant in options.variants:
             if progress:
                 progress(f"converting {variant}")
             path = out_dir / FILE_NAMES[variant]
-            path.write_bytes(_to_tflite(saved, variant, calib, options.io_dtype, options.ranges))
+            source = saved_int8 if variant == "int8" else saved
+            path.write_bytes(_to_tflite(source, variant, calib, options.io_dtype, options.ranges))
             report["variants"][variant] = {"file": path.name, "bytes": path.stat().st_size, "ops": op_counts(path)}
     int8_path = out_dir / MODEL_INT8
     int8_impostor = None  # validation impostor scores of the int8 model: the 1:N FAR curve
@@ -199,6 +209,18 @@ def convert(
         progress("recording the known-answer self-test")
     meta["self_test"] = _record_self_test(out_dir, meta, calib)
     return meta
+
+
+def _bias_corrected(model, calibration: np.ndarray) -> tuple:
+    """A copy of ``model`` whose biases make up for int8 weight rounding, and how many convolutions
+    were corrected; the fp32 variant and the fidelity report keep ``model`` itself as the reference."""
+    import keras
+
+    from converters.bias_correction import correct_weight_rounding
+
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy, correct_weight_rounding(copy, calibration)
 
 
 def _record_self_test(out_dir: Path, meta: dict, calibration: np.ndarray) -> dict:

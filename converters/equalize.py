@@ -64,8 +64,12 @@ def _scalable_pairs(model, keras) -> list:
 
 def _single_consumer(model, producer, consumer) -> bool:
     """``consumer`` alone reads ``producer``'s output (a scaled tensor must not reach anything else)."""
-    readers = [layer for layer in model.layers if any(t is producer.output for t in _inputs(layer))]
-    return readers == [consumer]
+    return readers(model, producer) == [consumer]
+
+
+def readers(model, producer) -> list:
+    """The layers of ``model`` that read ``producer``'s output."""
+    return [layer for layer in model.layers if any(t is producer.output for t in _inputs(layer))]
 
 
 def _inputs(layer) -> list:

@@ -156,12 +156,16 @@ def import_sface(path: Path = SFACE_FILE, verify_hash: bool = True, decompose: b
     return split_prelu(model) if decompose else model
 
 
-def split_prelu(model):
-    """The same function with each convolution -> batch norm -> PReLU written as
-    ``relu(conv(x)) - a * relu(-conv(x))``: the convolution (batch norm folded in) twice, once
-    negated, each with a fused ReLU, then a 1x1 depthwise scale by -a and an Add. LiteRT's XNNPACK
-    runs no int8 PRELU (TFLite's reference kernel did, 5x slower, splitting the graph at every
-    layer), and each half gets its own int8 range instead of sharing one across both signs."""
+def split_prelu(model, convolution_once: bool = False):
+    """The same function with each convolution -> batch norm -> PReLU written in ops that LiteRT's
+    XNNPACK runs in int8 (it has no int8 PRELU: TFLite's reference kernel ran it 3x slower and split
+    the graph at every layer). With ``c`` the convolution (batch norm folded in): ``relu(c) - a *
+    relu(-c)``, the convolution twice, once negated, each with a fused ReLU and its own int8 range,
+    then a 1x1 depthwise scale and an Add. ``convolution_once``: ``c + relu((a - 1) * c)`` where every
+    slope ``a < 1`` (all but SFace's first two PReLUs), the convolution once, then a 1x1 depthwise
+    scale with a fused ReLU and an Add: 1.5x faster, but ``c`` shares one int8 range across both
+    signs, and the fused bundle rejected 1-3 points more genuine pairs at its operating points
+    (benchmarks/sface_int8.py, benchmarks/bundles.py)."""
     import keras
 
     x = model.input
@@ -172,7 +176,7 @@ def split_prelu(model):
             pending.append(layer)
             continue
         if isinstance(layer, keras.layers.PReLU) and len(pending) == 2:
-            x = _split(keras, x, *pending, layer.get_weights()[0].reshape(-1), layer.name)
+            x = _split(keras, x, *pending, layer.get_weights()[0].reshape(-1), layer.name, convolution_once)
             pending = []
             continue
         for held in pending:  # a convolution not followed by batch norm and PReLU: as it was
@@ -192,7 +196,7 @@ def _copy(layer, x):
     return y
 
 
-def _split(keras, x, conv, bn, alpha: np.ndarray, name: str):
+def _split(keras, x, conv, bn, alpha: np.ndarray, name: str, once: bool):
     weights = conv.get_weights()
     kernel, bias = weights[0], weights[1] if len(weights) > 1 else 0.0
     gamma, beta, mean, var = bn.get_weights()
@@ -200,16 +204,27 @@ def _split(keras, x, conv, bn, alpha: np.ndarray, name: str):
     depthwise = isinstance(conv, keras.layers.DepthwiseConv2D)
     kernel = kernel * factor.reshape((1, 1, -1, 1) if depthwise else (1, 1, 1, -1))
     bias = (bias - mean) * factor + beta
-    halves = []
-    for sign, suffix in ((1.0, "pos"), (-1.0, "neg")):
-        options = dict(kernel_size=conv.kernel_size, strides=conv.strides, activation="relu", name=f"{name}_{suffix}")
-        half = keras.layers.DepthwiseConv2D(**options) if depthwise else keras.layers.Conv2D(conv.filters, **options)
-        halves.append(half(x))
-        half.set_weights([sign * kernel, sign * bias])
-    scale = keras.layers.DepthwiseConv2D(1, use_bias=False, name=f"{name}_scale")
-    y = keras.layers.Add(name=name)([halves[0], scale(halves[1])])
-    scale.set_weights([-alpha.reshape(1, 1, -1, 1)])
-    return y
+
+    def convolution(suffix: str, sign: float, activation: str | None):
+        options = dict(
+            kernel_size=conv.kernel_size, strides=conv.strides, activation=activation, name=f"{name}_{suffix}"
+        )
+        layer = keras.layers.DepthwiseConv2D(**options) if depthwise else keras.layers.Conv2D(conv.filters, **options)
+        y = layer(x)
+        layer.set_weights([sign * kernel, sign * bias])
+        return y
+
+    def channel_scale(y, factors: np.ndarray, suffix: str, activation: str | None):
+        layer = keras.layers.DepthwiseConv2D(1, use_bias=False, activation=activation, name=f"{name}_{suffix}")
+        out = layer(y)
+        layer.set_weights([factors.reshape(1, 1, -1, 1)])
+        return out
+
+    if once and np.all(alpha < 1):  # c < 0: c + (a - 1) * c = a * c;  c >= 0: c + 0
+        c = convolution("conv", 1.0, None)
+        return keras.layers.Add(name=name)([c, channel_scale(c, alpha - 1, "neg", "relu")])
+    positive, negative = convolution("pos", 1.0, "relu"), convolution("neg", -1.0, "relu")
+    return keras.layers.Add(name=name)([positive, channel_scale(negative, -alpha, "scale", None)])
 
 
 def conv_layer(keras, x, weight: np.ndarray, bias: np.ndarray | None, a: dict, name: str):

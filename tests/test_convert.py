@@ -185,8 +185,9 @@ def test_train_from_a_folder_per_identity(tmp_path, fashion_mnist):
 
 def test_own_face_model_with_face_alignment(tmp_path):
     """A (untrained) mobile_embedder as someone's own face model: converted with --align face5
-    from folders of photos (activation ranges by --ranges mse), EdgeTPU-mappable, and usable by
-    the device commands."""
+    from folders of photos (activation ranges by --ranges mse, weight rounding corrected in each
+    convolution's batch norm by --bias-correction), EdgeTPU-mappable, and usable by the device
+    commands."""
     from tests.conftest import SAMPLES, run_cli
     from training.models import mobile_embedder
 
@@ -200,10 +201,13 @@ def test_own_face_model_with_face_alignment(tmp_path):
     out = tmp_path / "bundle"
     r = run_cli(
         "convert", str(model_path), "--calibration", str(calib), "--align", "face5", "--out", str(out), "--json",
-        "--ranges", "mse",
+        "--ranges", "mse", "--bias-correction",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     meta = json.loads(r.stdout)
+    layers = keras.models.load_model(model_path).layers
+    convolutions = sum(type(layer).__name__ in ("Conv2D", "DepthwiseConv2D") for layer in layers)
+    assert meta["report"]["bias_correction"]["convolutions"] == convolutions > 0  # each has a batch norm after it
     assert meta["preprocess"]["alignment"] == "face5" and meta["preprocess"]["size"] == [112, 112]
     assert meta["preprocess"]["template"][2][0] == pytest.approx(74.5 * 112 / 150, abs=0.01)  # nose on the axis
     assert meta["report"]["edgetpu"]["mappable"], meta["report"]["edgetpu"]["problems"]

@@ -85,9 +85,10 @@ def test_block_dequantisation_matches_onnx_reference():
 
 
 def test_int8_conversion_is_edgetpu_mappable_and_close_to_fp32(sface, chips, tmp_path):
-    """Both activation-range methods, and the shipped recipe (equalised channels, then ``mse``), give
-    an EdgeTPU-mappable model close to fp32, without the PRELU op that LiteRT's XNNPACK cannot run
-    in int8; the shipped recipe is the closest."""
+    """Both activation-range methods, the shipped recipe (equalised channels, then ``mse``) and the
+    same with biases corrected for weight rounding give an EdgeTPU-mappable model close to fp32,
+    without the PRELU op that LiteRT's XNNPACK cannot run in int8; the shipped recipe is closer than
+    ``mse`` alone."""
     from converters.convert import ConvertOptions, convert
     from converters.equalize import equalize_activations
     from converters.sface_import import split_prelu
@@ -101,8 +102,11 @@ def test_int8_conversion_is_edgetpu_mappable_and_close_to_fp32(sface, chips, tmp
         ("minmax", "minmax", model),
         ("mse", "mse", model),
         ("shipped", "mse", split_prelu(equalised)),
+        ("bias-corrected", "mse", split_prelu(equalised)),
     ):
-        options = ConvertOptions(name="sface-test", variants=("fp32", "int8"), ranges=ranges)
+        options = ConvertOptions(
+            name="sface-test", variants=("fp32", "int8"), ranges=ranges, bias_correction=name == "bias-corrected"
+        )
         meta = convert(port, calibration, tmp_path / name, options, preprocess=PRE)
         int8 = meta["report"]["variants"]["int8"]
         assert meta["report"]["edgetpu"]["mappable"] and "PRELU" not in int8["ops"]
@@ -112,13 +116,28 @@ def test_int8_conversion_is_edgetpu_mappable_and_close_to_fp32(sface, chips, tmp
     assert cosine["shipped"] > cosine["mse"], cosine  # equalised channels lose less to int8
 
 
-def test_split_prelu_is_the_same_function(sface, chips):
+def test_split_prelu_is_the_same_function_in_both_forms(sface, chips):
+    import keras
+
     from converters.sface_import import split_prelu
 
     path, split = sface
     plain = import_sface(path, decompose=False)
     assert any(type(layer).__name__ == "PReLU" for layer in plain.layers)
     assert not any(type(layer).__name__ == "PReLU" for layer in split.layers)
+
+    def convolutions(model) -> int:
+        """Convolutions that compute (not the 1x1 per-channel scales the split adds)."""
+        kinds = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+        return sum(isinstance(layer, kinds) and layer.kernel_size != (1, 1) or type(layer) is keras.layers.Conv2D
+                   for layer in model.layers)  # fmt: skip
+
+    steep = sum(type(layer).__name__ == "PReLU" and layer.get_weights()[0].max() >= 1 for layer in plain.layers)
+    assert steep == 2  # SFace's first two PReLUs have a slope >= 1: those convolutions run twice in both forms
+    once = split_prelu(plain, convolution_once=True)
+    assert convolutions(split) == 2 * convolutions(plain)  # a PReLU follows every convolution
+    assert convolutions(once) == convolutions(plain) + steep
+    assert np.abs(once.predict(chips, verbose=0) - split.predict(chips, verbose=0)).max() < 1e-5
     assert np.abs(plain.predict(chips, verbose=0) - split.predict(chips, verbose=0)).max() < 1e-5
     assert np.abs(split_prelu(plain).predict(chips, verbose=0) - split.predict(chips, verbose=0)).max() < 1e-6
 

@@ -67,6 +67,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         target_far=args.far,
         max_calibration=args.num_calibration,
         ranges=args.ranges,
+        bias_correction=args.bias_correction,
     )
     meta = convert(
         model,
@@ -201,6 +202,11 @@ def register(add) -> None:
         choices=["minmax", "mse"],
         default="minmax",
         help="int8 activation ranges: TFLite's min..max, or clipped for least quantisation error (mse)",
+    )
+    p.add_argument(
+        "--bias-correction",
+        action="store_true",
+        help="int8: correct each convolution's bias for the shift its weights' int8 rounding causes on the calibration",
     )
     p.add_argument("--max-validation", type=int, default=2000)
 
