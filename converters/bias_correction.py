@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from converters.equalize import readers
-
-MAX_CHIPS = 220  # evenly spaced over the calibration set
+from converters.equalize import evenly_spaced, readers
 
 
 def quantised_weights(kernel: np.ndarray, depthwise: bool) -> np.ndarray:
@@ -36,11 +34,11 @@ def correct_weight_rounding(model, chips: np.ndarray, batch: int = 20) -> int:
     causes on ``chips``; returns how many convolutions were corrected."""
     import keras
 
-    layers = [layer for layer in model.layers if _correctable(model, layer, keras)]
-    if not layers:
+    targets = [(layer, target) for layer in model.layers if (target := _correction_target(model, layer, keras))]
+    if not targets:
         return 0
-    step = max(1, len(chips) // MAX_CHIPS)
-    chips = np.asarray(chips, np.float32)[::step]
+    layers = [layer for layer, _ in targets]
+    chips = evenly_spaced(chips)
     probe = keras.Model(model.input, [layer.input for layer in layers])
     errors = []
     for layer in layers:
@@ -56,17 +54,16 @@ def correct_weight_rounding(model, chips: np.ndarray, batch: int = 20) -> int:
         for i, (error, x) in enumerate(zip(errors, inputs if isinstance(inputs, list) else [inputs], strict=True)):
             out = np.asarray(error(x))
             shifts[i] = shifts[i] + out.reshape(-1, out.shape[-1]).sum(axis=0, dtype=np.float64)
-    for layer, shift in zip(layers, shifts, strict=True):
+    for (layer, target), shift in zip(targets, shifts, strict=True):
         shift = shift / _positions(layer, len(chips))
-        if layer.use_bias:
+        if target is layer:
             kernel, bias = layer.get_weights()
             layer.set_weights([kernel, bias + shift])
         else:  # the batch norm that reads it sees Q(W) x; (x + shift - mean) == (x - (mean - shift))
-            (norm,) = readers(model, layer)
-            weights = norm.get_weights()  # [gamma], [beta], moving mean, moving variance
+            weights = target.get_weights()  # [gamma], [beta], moving mean, moving variance
             weights[-2] = weights[-2] - shift
-            norm.set_weights(weights)
-    return len(layers)
+            target.set_weights(weights)
+    return len(targets)
 
 
 def _positions(layer, n: int) -> int:
@@ -74,12 +71,16 @@ def _positions(layer, n: int) -> int:
     return n * int(np.prod(layer.output.shape[1:-1]))
 
 
-def _correctable(model, layer, keras) -> bool:
+def _correction_target(model, layer, keras):
+    """Where ``layer``'s correction goes: itself (its bias), the batch norm that alone reads it, or
+    None (not a convolution the converter quantises per channel as it stands, or nowhere to put it)."""
     if type(layer) not in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D):
-        return False
+        return None
     if getattr(layer, "groups", 1) != 1 or getattr(layer, "depth_multiplier", 1) != 1:
-        return False
+        return None
     if layer.use_bias:
-        return True
+        return layer
     following = readers(model, layer)
-    return len(following) == 1 and type(following[0]) is keras.layers.BatchNormalization
+    if len(following) == 1 and type(following[0]) is keras.layers.BatchNormalization:
+        return following[0]
+    return None

@@ -31,8 +31,7 @@ def equalize_activations(model, chips: np.ndarray, pointwise_strength: float = 0
     pairs = _scalable_pairs(model, keras)
     if not pairs:
         return 0
-    step = max(1, len(chips) // MAX_CHIPS)
-    ranges = _channel_ranges(model, [bn for bn, _ in pairs], np.asarray(chips, np.float32)[::step], batch, keras)
+    ranges = _channel_ranges(model, [bn for bn, _ in pairs], evenly_spaced(chips), batch, keras)
     for (bn, following), spread in zip(pairs, ranges, strict=True):
         spread = np.maximum(spread, 1e-6 * spread.max())
         strength = 1.0 if isinstance(following, keras.layers.DepthwiseConv2D) else pointwise_strength
@@ -43,6 +42,11 @@ def equalize_activations(model, chips: np.ndarray, pointwise_strength: float = 0
         weights[0] = weights[0] * scale.reshape(1, 1, -1, 1)  # (kh, kw, in, out) or depthwise (kh, kw, in, 1)
         following.set_weights(weights)
     return len(pairs)
+
+
+def evenly_spaced(chips: np.ndarray, limit: int = MAX_CHIPS) -> np.ndarray:
+    """About ``limit`` of ``chips``, evenly spaced over the set, as float32."""
+    return np.asarray(chips, np.float32)[:: max(1, len(chips) // limit)]
 
 
 def _scalable_pairs(model, keras) -> list:
