@@ -32,8 +32,9 @@ bundle on the sample video's faces, for scale.
 
 Last, what reaching 0.995 would cost (held-out celebrities, the same 28 px chips, the video faces;
 ms per embedding, 1 thread): the shipped recipe; the same with the input shift and the first two
-PReLU blocks (9 ops) left in float, which no EdgeTPU maps (its first op would run on the CPU, and
-with it everything after); and 16-bit activations (TFLite's 16x8 mode: no L2_NORMALIZATION kernel,
+PReLU blocks (9 ops) left in float (``float_ops``), which no EdgeTPU maps (its first op would run on
+the CPU, and with it everything after; benchmarks/sface_float_ops.py measures more of them on the
+device's chips); and 16-bit activations (TFLite's 16x8 mode: no L2_NORMALIZATION kernel,
 so the model ends before it and the output is normalised here), which XNNPACK does not run.
 """
 
@@ -162,7 +163,7 @@ def shipped_on_device_chips(data: Path, held: np.ndarray, reference_model) -> tu
     return small_chips, video
 
 
-FLOAT_STEM = ("/_minusscalar0", "/conv_1_relu", "/conv_2_dw_relu")  # the input shift, the first two PReLU blocks
+FLOAT_STEM = 9  # ops: the input shift and the first two PReLU blocks
 
 
 def alternatives(model, shipped: bytes, calibration: np.ndarray, sets: dict[str, np.ndarray]) -> None:
@@ -170,7 +171,6 @@ def alternatives(model, shipped: bytes, calibration: np.ndarray, sets: dict[str,
     model of ``model``), the same with a float stem, 16x8."""
     import keras
     import tensorflow as tf
-    from ai_edge_litert.interpreter import Interpreter
 
     from converters.convert import _to_tflite
     from edge_verify.embedder import Embedder
@@ -183,14 +183,6 @@ def alternatives(model, shipped: bytes, calibration: np.ndarray, sets: dict[str,
         model.export(str(saved), verbose=False, input_signature=signature)
         before_l2 = keras.Model(model.input, model.layers[-2].output)
         before_l2.export(str(unnormalised), verbose=False, input_signature=signature)
-        interpreter = Interpreter(model_content=shipped)
-        interpreter.allocate_tensors()
-        names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
-        stem = tuple(
-            names[op["outputs"][0]]
-            for op in interpreter._get_ops_details()
-            if any(part in names[op["outputs"][0]] for part in FLOAT_STEM)
-        )
         converter = tf.lite.TFLiteConverter.from_saved_model(str(unnormalised))
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: ([x[None]] for x in calibration)
@@ -198,7 +190,9 @@ def alternatives(model, shipped: bytes, calibration: np.ndarray, sets: dict[str,
         converter.target_spec.supported_ops = [ops.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
         conversions = {
             "int8, mse (shipped recipe)": shipped,
-            f"int8, first {len(stem)} ops float": _to_tflite(saved, "int8", calibration, "int8", "mse", stem),
+            f"int8, first {FLOAT_STEM} ops float": _to_tflite(
+                saved, "int8", calibration, "int8", "mse", float_ops=FLOAT_STEM
+            ),
             "16x8 (int16 activations)": converter.convert(),
         }
         for label, content in conversions.items():

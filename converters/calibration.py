@@ -81,5 +81,16 @@ def quantize(calibrated: bytes, io_dtype: str, keep_float: tuple[str, ...] = ())
     )
 
 
+def leading_ops(model: bytes, count: int) -> tuple[str, ...]:
+    """Names (output tensors' names) of the first ``count`` ops of a TFLite model, in execution order."""
+    if count <= 0:
+        return ()
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=model)
+    names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    return tuple(names[op["outputs"][0]] for op in interpreter._get_ops_details()[:count])
+
+
 def _has_range(q) -> bool:
     return q.min is not None and q.max is not None and len(q.min) == 1 and len(q.max) == 1

@@ -40,6 +40,7 @@ class ConvertOptions:
     max_calibration: int = 300
     ranges: str = "minmax"  # int8 activation ranges: minmax (TFLite's) or mse (converters/calibration.py)
     bias_correction: bool = False  # int8: correct biases for weight rounding (converters/bias_correction.py)
+    float_ops: int = 0  # int8: the first N ops stay in float (closer to fp32; not EdgeTPU-mappable)
 
 
 def check_embedding_model(model, sample: np.ndarray) -> None:
@@ -85,6 +86,7 @@ def _to_tflite(
     io_dtype: str,
     ranges: str = "minmax",
     keep_float: tuple[str, ...] = (),
+    float_ops: int = 0,
 ) -> bytes:
     import tensorflow as tf
 
@@ -108,11 +110,12 @@ def _to_tflite(
         dtype = tf.uint8 if io_dtype == "uint8" else tf.int8
         converter.inference_input_type = dtype
         converter.inference_output_type = dtype
-        if ranges == "mse" or keep_float:
+        if ranges == "mse" or keep_float or float_ops:
             converter._experimental_calibrate_only = True  # min/max per tensor, then our ranges
             calibrated = converter.convert()
             if ranges == "mse":
                 calibrated = activation_ranges.clip_ranges(calibrated, calibration)
+            keep_float = keep_float + activation_ranges.leading_ops(calibrated, float_ops)
             return activation_ranges.quantize(calibrated, io_dtype, keep_float)
     return converter.convert()
 
@@ -165,8 +168,12 @@ def convert(
                 progress(f"converting {variant}")
             path = out_dir / FILE_NAMES[variant]
             source = saved_int8 if variant == "int8" else saved
-            path.write_bytes(_to_tflite(source, variant, calib, options.io_dtype, options.ranges))
+            path.write_bytes(
+                _to_tflite(source, variant, calib, options.io_dtype, options.ranges, float_ops=options.float_ops)
+            )
             report["variants"][variant] = {"file": path.name, "bytes": path.stat().st_size, "ops": op_counts(path)}
+        if options.float_ops and "int8" in options.variants:
+            report["float_ops"] = options.float_ops
     int8_path = out_dir / MODEL_INT8
     int8_impostor = None  # validation impostor scores of the int8 model: the 1:N FAR curve
     if progress:

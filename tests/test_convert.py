@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -129,6 +130,10 @@ def test_cli_convert_bad_inputs(tmp_path):
     bad.write_text("not a zip")
     r = run_cli("convert", str(bad), "--calibration", "fashion-mnist", "--out", str(tmp_path / "b"))
     assert r.returncode == 4 and "not a loadable .keras model" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli(
+        "convert", str(bad), "--calibration", "fashion-mnist", "--out", str(tmp_path / "b"), "--float-ops", "-1"
+    )
+    assert r.returncode == 2 and "--float-ops -1" in r.stderr and not (tmp_path / "b").exists()
     (tmp_path / "empty").mkdir()
     r = run_cli("evaluate", str(tmp_path / "nothing.keras"), "--data", str(tmp_path / "empty"))
     assert r.returncode == 4
@@ -281,3 +286,41 @@ def test_ops_kept_in_float_run_in_float_and_the_edgetpu_check_names_the_first(tr
     assert any(p.startswith(f"op #{first_conv['index'] + 1} CONV_2D") and "float32" in p for p in report.problems)
     keras_emb = model.predict(xt[:50].astype(np.float32), verbose=0)
     assert np.mean(np.sum(keras_emb * Embedder(path).embed(xt[:50]), axis=1)) >= 0.995
+
+
+def test_float_ops_run_the_first_ops_in_float(trained, bundle_dir, tmp_path):
+    """``ConvertOptions.float_ops``: the int8 model starts in float (its input dequantised), the
+    first N ops of the all-int8 conversion compute in float32 and the rest in int8; bundle.json
+    records N, the EdgeTPU check names the first op (no EdgeTPU maps a float first op), and the
+    device runs it as close to Keras as the all-int8 model."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    model, _, (x, _), (xt, _) = trained
+
+    def ops(path: Path) -> list[tuple[str, str, str]]:
+        interpreter = Interpreter(model_path=str(path))
+        tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+        return [
+            (op["op_name"], tensors[op["outputs"][0]]["name"], np.dtype(tensors[op["outputs"][0]]["dtype"]).name)
+            for op in interpreter._get_ops_details()
+        ]
+
+    meta = convert(model, x[:400], tmp_path / "b", ConvertOptions(name="fm-float", variants=("int8",), float_ops=3))
+    plain, mixed = ops(bundle_dir / "model_int8.tflite"), ops(tmp_path / "b" / "model_int8.tflite")
+    assert mixed[0][0] == "DEQUANTIZE" and mixed[4][0] == "QUANTIZE"
+    assert [(kind, name) for kind, name, _ in mixed[1:4]] == [(kind, name) for kind, name, _ in plain[:3]]
+    assert all(dtype == "float32" for _, _, dtype in mixed[1:4])
+    assert all(dtype == "int8" for _, _, dtype in mixed[5:]) and len(mixed) == len(plain) + 2
+    assert meta["report"]["float_ops"] == 3
+    edgetpu = meta["report"]["edgetpu"]
+    assert not edgetpu["mappable"] and edgetpu["first_unmapped"] == {
+        "index": 0,
+        "op": "DEQUANTIZE",
+        "reason": "op not supported by the EdgeTPU",
+    }
+    keras_emb = model.predict(xt[:100].astype(np.float32), verbose=0)
+    cosine = {
+        name: np.mean(np.sum(keras_emb * Embedder(path).embed(xt[:100]), axis=1))
+        for name, path in (("plain", bundle_dir / "model_int8.tflite"), ("mixed", tmp_path / "b" / "model_int8.tflite"))
+    }
+    assert cosine["mixed"] >= cosine["plain"] - 1e-3 and cosine["mixed"] >= 0.995, cosine

@@ -40,6 +40,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     require_host()
+    if args.float_ops < 0:
+        raise UsageError(f"--float-ops {args.float_ops}: give a count of ops, 0 or more")
     import keras
 
     from converters.convert import ConvertOptions, convert, face_preprocess, format_fidelity, preprocess_for_model
@@ -68,6 +70,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         max_calibration=args.num_calibration,
         ranges=args.ranges,
         bias_correction=args.bias_correction,
+        float_ops=args.float_ops,
     )
     meta = convert(
         model,
@@ -207,6 +210,13 @@ def register(add) -> None:
         "--bias-correction",
         action="store_true",
         help="int8: correct each convolution's bias for the shift its weights' int8 rounding causes on the calibration",
+    )
+    p.add_argument(
+        "--float-ops",
+        type=int,
+        default=0,
+        metavar="N",
+        help="int8: run the first N ops in float (closer to fp32, slower; no EdgeTPU maps a float first op)",
     )
     p.add_argument("--max-validation", type=int, default=2000)
 
