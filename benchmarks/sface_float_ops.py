@@ -30,6 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 FLOAT_OPS = (0, 9, 20, 39)
 
@@ -39,28 +40,21 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     args = parser.parse_args()
     from build_default_bundle import SFACE_OPTIONS, calibration_chips, sface_port, sface_preprocess
+    from sface_int8 import device_chips, device_frames
 
     from converters.convert import convert
     from converters.operating_points import load_dev_sets
     from edge_verify.bundle import bundle_path
     from edge_verify.embedder import Embedder
     from edge_verify.pipeline import Verifier, VerifierOptions
-    from edge_verify.sources import list_images, open_source, read_image
 
-    frames = {"photos": [read_image(p) for d in sorted((args.data / "faces").iterdir()) for p in list_images(d)]}
-    with open_source(str(args.data / "video" / "short_hamilton_clip.mp4")) as video:
-        frames["video"] = [f.image for f in video if f.index % 10 == 0]
-    frames["liveness"] = []
-    for clip in sorted((args.data / "video" / "liveness").glob("*.mp4")):
-        with open_source(str(clip)) as video:
-            frames["liveness"] += [f.image for f in video if f.index % 15 == 0]
+    frames = device_frames(args.data)
 
     def embeddings(bundle: Path, variant: str) -> dict[str, np.ndarray]:
         verifier = Verifier(VerifierOptions(bundle=bundle, variant=variant, use_edgetpu=False, threads=2))
         out = {s.name.split("/")[-1]: (s.embeddings, s.files) for s in load_dev_sets(verifier, args.data)[:2]}
         for name, images in frames.items():
-            chips = [verifier.align(f, face) for f in images for face in verifier.detect(f) if face.size >= 40]
-            out[name] = (verifier.embed_chips(chips), None)
+            out[name] = (verifier.embed_chips(device_chips(verifier, images)), None)
         return out
 
     pre = sface_preprocess()

@@ -117,6 +117,26 @@ def main() -> None:
     alternatives(equalised, shipped, calibration, {"held-out": held, "28 px": small, "video": video})
 
 
+def device_frames(data: Path) -> dict[str, list[np.ndarray]]:
+    """The frames whose faces measure int8 on a device's chips: the shared photos, every 10th frame
+    of the sample video, every 15th of the six liveness videos."""
+    from edge_verify.sources import list_images, open_source, read_image
+
+    frames = {"photos": [read_image(p) for d in sorted((data / "faces").iterdir()) for p in list_images(d)]}
+    with open_source(str(data / "video" / "short_hamilton_clip.mp4")) as video:
+        frames["video"] = [f.image for f in video if f.index % 10 == 0]
+    frames["liveness"] = []
+    for clip in sorted((data / "video" / "liveness").glob("*.mp4")):
+        with open_source(str(clip)) as video:
+            frames["liveness"] += [f.image for f in video if f.index % 15 == 0]
+    return frames
+
+
+def device_chips(verifier, frames) -> list[list[np.ndarray]]:
+    """Every face of at least 40 px, detected and aligned by the device pipeline (``align``'s chips)."""
+    return [verifier.align(f, face) for f in frames for face in verifier.detect(f) if face.size >= 40]
+
+
 def shipped_on_device_chips(data: Path, held: np.ndarray, reference_model) -> tuple[np.ndarray, np.ndarray]:
     """Mean and lowest cosine, shipped int8 vs the fp32 port, on real device chips and small faces;
     returns the 28 px chips and the video's chips."""
@@ -124,42 +144,34 @@ def shipped_on_device_chips(data: Path, held: np.ndarray, reference_model) -> tu
 
     from converters.dlib_import import find_dlib_face_model, import_dlib_face_model
     from edge_verify.pipeline import Verifier, VerifierOptions
-    from edge_verify.sources import list_images, open_source, read_image
+    from edge_verify.sources import list_images, read_image
 
-    def device_chips(verifier: Verifier, frames) -> np.ndarray:
-        """Every face of at least 40 px, detected and aligned by the device pipeline."""
-        faces = ((f, face) for f in frames for face in verifier.detect(f) if face.size >= 40)
-        return np.stack([verifier.align(f, face)[0] for f, face in faces]).astype(np.float32)
+    def first_chips(verifier: Verifier, frames) -> np.ndarray:
+        return np.stack([chips[0] for chips in device_chips(verifier, frames)]).astype(np.float32)
 
     def row(name: str, verifier: Verifier, chips: np.ndarray, reference) -> None:
         cosine = np.sum(verifier.embed_chips([[c] for c in chips]) * reference.predict(chips, verbose=0), axis=1)
         print(f"{name:<32} {len(chips):>4} {cosine.mean():>8.4f} {cosine.min():>8.4f}", flush=True)
 
     sface = Verifier(VerifierOptions(bundle="sface", use_edgetpu=False))
-    with open_source(str(data / "video" / "short_hamilton_clip.mp4")) as video:
-        video_frames = [f.image for f in video if f.index % 10 == 0]
-    photos = [read_image(p) for d in sorted((data / "faces").iterdir()) for p in list_images(d)]
+    frames = device_frames(data)
     small = [cv2.resize(cv2.resize(c, (28, 28), interpolation=cv2.INTER_AREA), (112, 112)) for c in held]
     print(f"\nshipped face-sface-v1 int8 vs fp32 port\n{'chips':<32} {'n':>4} {'cos mean':>8} {'cos min':>8}")
-    row("shared photos (faces/)", sface, device_chips(sface, photos), reference_model)
+    row("shared photos (faces/)", sface, first_chips(sface, frames["photos"]), reference_model)
     row(
         "group photos (scenes/)",
         sface,
-        device_chips(sface, map(read_image, list_images(data / "scenes"))),
+        first_chips(sface, map(read_image, list_images(data / "scenes"))),
         reference_model,
     )
-    video = device_chips(sface, video_frames)
+    video = first_chips(sface, frames["video"])
     row("sample video, every 10th frame", sface, video, reference_model)
-    other_videos = []
-    for clip in sorted((data / "video" / "liveness").glob("*.mp4")):
-        with open_source(str(clip)) as frames:
-            other_videos += [f.image for f in frames if f.index % 15 == 0]
-    row("liveness videos, every 15th", sface, device_chips(sface, other_videos), reference_model)
+    row("liveness videos, every 15th", sface, first_chips(sface, frames["liveness"]), reference_model)
     small_chips = np.stack(small).astype(np.float32)
     row("held-out celebrities at 28 px", sface, small_chips, reference_model)
     resnet = Verifier(VerifierOptions(bundle="resnet29", use_edgetpu=False))
     dlib_fp32 = import_dlib_face_model(find_dlib_face_model())
-    row("video, resnet29 int8 vs fp32", resnet, device_chips(resnet, video_frames), dlib_fp32)
+    row("video, resnet29 int8 vs fp32", resnet, first_chips(resnet, frames["video"]), dlib_fp32)
     return small_chips, video
 
 
