@@ -44,6 +44,7 @@ class Event:
     frames: int = 1  # frames whose mean score decided
     liveness: str | None = None  # the liveness check's outcome
     audit_id: int = 0
+    alert: str | None = None  # not a decision: a warning for the site (e.g. a liveness attack suspected)
     actions: list[str] = field(default_factory=list)
 
 
@@ -317,6 +318,7 @@ class CommandAction(Action):
             EDGE_VERIFY_IDENTITY=event.identity or "",
             EDGE_VERIFY_SCORE=f"{event.score:.4f}",
             EDGE_VERIFY_AUDIT_ID=str(event.audit_id),
+            EDGE_VERIFY_ALERT=event.alert or "",
         )
         return True
 

@@ -17,6 +17,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -70,7 +71,11 @@ class KioskConfig:
     max_frames: int | None = None  # stop after this many frames (tests, benchmarks)
     liveness: str = "challenge"  # off | passive | challenge: presentation-attack check per tracked face
     liveness_sequence: str | None = None  # a fixed challenge (tests); default: random for each track
-    liveness_step_timeout_s: float = 5.0
+    liveness_step_timeout_s: float = 2.5  # reaction window: each prompted action must begin within this
+    liveness_max_failures: int = 3  # failed or abandoned checks of one face before it is locked out until it leaves
+    liveness_alarm_failures: int = 5  # this many failed or abandoned checks at the kiosk within the window ...
+    liveness_alarm_window_s: float = 120.0
+    liveness_lockout_s: float = 60.0  # ... stop all checks this long (doubling while it repeats), with an alert
     prompt_command: str | None = None  # run on each new prompt with EDGE_VERIFY_PROMPT=<action>
 
     @classmethod
@@ -113,9 +118,16 @@ class KioskConfig:
             raise UsageError(f"kiosk setting liveness = {self.liveness!r}: choose one of {', '.join(MODES)}")
         if self.liveness_sequence is not None:
             parse_sequence(self.liveness_sequence)
-        for name in ("cooldown_s", "relay_pulse_s", "reconnect_s", "timeout_s", "liveness_step_timeout_s"):
+        for name in ("cooldown_s", "relay_pulse_s", "reconnect_s", "timeout_s", "liveness_lockout_s"):
             if not 0 <= getattr(self, name) <= 86400:
                 raise UsageError(f"kiosk setting {name} must be between 0 and 86400 seconds")
+        if not 0.5 <= self.liveness_step_timeout_s <= 10:
+            raise UsageError("kiosk setting liveness_step_timeout_s must be between 0.5 and 10 seconds")
+        if not 1 <= self.liveness_alarm_window_s <= 86400:
+            raise UsageError("kiosk setting liveness_alarm_window_s must be between 1 and 86400 seconds")
+        for name in ("liveness_max_failures", "liveness_alarm_failures"):
+            if not 1 <= getattr(self, name) <= 100:
+                raise UsageError(f"kiosk setting {name} must be between 1 and 100")
         for name in ("webhook_deadline_s", "command_timeout_s"):
             if not 0 < getattr(self, name) <= 60:
                 raise UsageError(f"kiosk setting {name} must be more than 0 and at most 60 seconds")
@@ -169,7 +181,9 @@ class Kiosk:
             verifier,
             config.debounce,
             liveness=config.liveness,
-            liveness_options=LivenessOptions(step_timeout_s=config.liveness_step_timeout_s),
+            liveness_options=LivenessOptions(
+                step_timeout_s=config.liveness_step_timeout_s, max_failures=config.liveness_max_failures
+            ),
             sequence=parse_sequence(config.liveness_sequence) if config.liveness_sequence else None,
         )
         self.led = StatusLed(config.led_pin, config.relay_pulse_s) if config.led_pin is not None else None
@@ -181,6 +195,10 @@ class Kiosk:
         self.reloads = 0
         self.status: dict = {"state": "starting"}
         self._last_fired: dict[object, float] = {}
+        self._failures: deque[float] = deque()  # when checks failed or were abandoned, for the alarm
+        self._lockouts = 0  # lock-outs in a row (each twice as long); a passed check resets it
+        self.locked_until = -np.inf
+        self._file_offset, self._last_file_time = 0.0, -np.inf
 
     # -- templates and threshold, reloaded when another process changes the store ----------------
     def _load(self, at_start: bool = False) -> None:
@@ -228,23 +246,59 @@ class Kiosk:
         events fired. ``at``: the frame's time in seconds (default: the kiosk's clock)."""
         self.frames += 1
         self.refresh()
-        ready = self.tracks.feed(image, self.frames, name, self.clock() if at is None else at)
+        now = self.clock() if at is None else at
+        if now < self.locked_until:
+            self.status = {"state": "locked", "seconds": round(self.locked_until - now), "prompt": "Please wait"}
+            return []
+        ready = self.tracks.feed(image, self.frames, name, now)
         if not any(not t.ended for t in self.tracks.tracker.tracks):
             self.status = {"state": "waiting for a face"}
-        events = []
-        for track, result in self.tracks.failed:
-            event = self._fire(Decision.refused(self.threshold), track.id, name, result)
-            if event is not None:
-                events.append(event)
+        events = self._failed_checks(self.tracks.failed, name, now)
         for track in ready:
             result = self.tracks.result(track) if self.config.liveness != "off" else None
             decision = self.decide(track.take(self.config.debounce))
+            if result is not None:
+                self._lockouts = 0  # a person passed: the attack alarm starts again from its first step
             event = self._fire(decision, track.id, name, result)
             if event is not None:
                 events.append(event)
         if not events:
             self._show_challenge()
         self._record_outcomes([o for action in self.actions for o in action.finished()])
+        return events
+
+    def end_tracks(self, reason: str, at: float | None = None) -> list[Event]:
+        """The source ended or was reopened: no track continues, and a check under way is abandoned."""
+        abandoned = self.tracks.end_all(reason)
+        return self._failed_checks(abandoned, "", self.clock() if at is None else at)
+
+    def _failed_checks(self, failed: list, name: str, now: float) -> list[Event]:
+        """Audit every failed or abandoned check (each is an attempt); lock the kiosk out after
+        ``liveness_alarm_failures`` of them within ``liveness_alarm_window_s``, with an alert."""
+        events = []
+        for track, result in failed:
+            event = self._fire(Decision.refused(self.threshold), track.id, name, result, audit_always=True)
+            if event is not None:
+                events.append(event)
+            self._failures.append(now)
+        window = self.config.liveness_alarm_window_s
+        while self._failures and self._failures[0] < now - window:
+            self._failures.popleft()
+        if len(self._failures) >= self.config.liveness_alarm_failures:
+            self._lockouts += 1
+            lockout = min(self.config.liveness_lockout_s * 2 ** (self._lockouts - 1), 86400.0)
+            self.locked_until = now + lockout
+            count = len(self._failures)
+            self._failures.clear()
+            self.tracks.end_all("the kiosk locked its checks")  # not counted: the kiosk ended them
+            alert = (
+                f"liveness attack suspected: {count} failed or abandoned checks within {window:.0f}s; "
+                f"checks stopped for {lockout:.0f}s"
+            )
+            log.warning("%s", alert)
+            event = self._fire(Decision.refused(self.threshold), 0, name, None, audit_always=True, alert=alert)
+            if event is not None:
+                events.append(event)
         return events
 
     def _record_outcomes(self, outcomes: list[Outcome]) -> None:
@@ -261,6 +315,9 @@ class Kiosk:
         if self.config.liveness == "off":
             return
         live = [t for t in self.tracks.tracker.tracks if t.id in self.tracks.monitors]
+        if live and self.tracks.locked(live[0]):
+            self.status = {"state": "locked out", "prompt": "Too many attempts: step away from the camera"}
+            return
         result = self.tracks.result(live[0]) if live else None
         if result is None or result.state == "failed":
             if self.status.get("state") == "liveness" and self.led is not None:
@@ -292,10 +349,25 @@ class Kiosk:
         except (OSError, RuntimeError) as exc:  # a missing or slow sound player must not stop the door
             log.warning("prompt command not run: %s", exc)
 
-    def _fire(self, decision: Decision, track: int, name: str, liveness: LivenessResult | None = None) -> Event | None:
-        key = decision.identity if decision.accepted else "<rejected>"
+    def _fire(
+        self,
+        decision: Decision,
+        track: int,
+        name: str,
+        liveness: LivenessResult | None = None,
+        audit_always: bool = False,
+        alert: str | None = None,
+    ) -> Event | None:
+        """Audit a decision, then act on it. Outcomes rest for ``cooldown_s``: within it a repeated
+        outcome is neither audited nor acted on, except a decision that a passed liveness check
+        authorised (each pass is one decision) and rows marked ``audit_always`` (failed checks,
+        alerts), which are audited and only their actions rest."""
+        key = alert or (decision.identity if decision.accepted else "<rejected>")
         now = self.clock()
-        if now - self._last_fired.get(key, -np.inf) < self.config.cooldown_s:
+        resting = now - self._last_fired.get(key, -np.inf) < self.config.cooldown_s
+        if liveness is not None and liveness.state == "passed":
+            resting = False
+        if resting and not audit_always:
             return None
         event = Event(
             time.time(),
@@ -307,6 +379,7 @@ class Kiosk:
             track,
             decision.frames,
             liveness.summary() if liveness else None,
+            alert=alert,
         )
         # the audit row is committed before anything can open the door; no row, no action
         try:
@@ -317,11 +390,14 @@ class Kiosk:
                 claimed=self.config.identity,
                 source=name,
                 liveness=event.liveness,
+                detail=alert,
             )
         except StoreError as exc:
             log.error("decision not audited, so not acted on: %s", exc)
             self.status = {"state": "store busy", "error": str(exc)}
             return None
+        if resting:
+            return event  # audited; its actions rest
         self._last_fired[key] = now
         outcomes = []
         for action in self.actions:
@@ -360,13 +436,15 @@ class Kiosk:
                         for frame in source:
                             if stop.is_set() or self.done():
                                 return
-                            self.process(frame.image, frame.name, None if source.live else frame.time)
+                            self.process(frame.image, frame.name, None if source.live else self._file_time(frame.time))
                     log.warning("%s ended; reopening", redact_url(self.config.source))
+                    self.end_tracks("the source ended")
                 except (SourceError, InputError) as exc:
                     if isinstance(exc, InputError) and self.frames == 0:
                         raise  # a wrong path at start is a configuration error, not a flaky camera
                     log.warning("camera problem: %s; retrying in %.0fs", exc, self.config.reconnect_s)
                     self.status = {"state": "camera lost", "error": str(exc)}
+                    self.end_tracks("the camera was lost")
                 self.reconnects += 1
                 stop.wait(self.config.reconnect_s)
         finally:
@@ -379,6 +457,13 @@ class Kiosk:
             if server is not None:
                 server.shutdown()
                 server.server_close()
+
+    def _file_time(self, time_in_file: float) -> float:
+        """A file's frame times as one clock that keeps running when the file is read again."""
+        if time_in_file + self._file_offset <= self._last_file_time:
+            self._file_offset = self._last_file_time + 0.04 - time_in_file
+        self._last_file_time = time_in_file + self._file_offset
+        return self._last_file_time
 
     def done(self) -> bool:
         return self.config.max_frames is not None and self.frames >= self.config.max_frames

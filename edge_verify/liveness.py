@@ -61,10 +61,15 @@ class LivenessOptions:
     baseline_s: float = 1.5  # open-eye baseline: median over this many seconds
     max_blink_s: float = 1.5  # eyes closed longer than this is not a blink
     min_depth: float = 0.012  # parallax a real head shows in a turn, eye distances (benchmarks/liveness.py)
-    length: int = 3  # actions in a random challenge
-    step_timeout_s: float = 5.0  # time allowed for each action
+    length: int = 4  # actions in a random challenge
+    min_turns: int = 3  # of which head turns (the actions a recording rarely makes at the right moment)
+    settle_s: tuple[float, float] = (0.8, 2.0)  # random wait before the first prompt (looking at the camera)
+    gap_s: tuple[float, float] = (0.4, 1.2)  # random wait between an action and the next prompt
+    react_min_s: float = 0.25  # an action that begins sooner after its prompt is not a reaction to it
+    step_timeout_s: float = 2.5  # an action must begin within this after its prompt (reaction window)
     passive_timeout_s: float = 10.0  # passive: time to see a natural blink and head turn
     min_presence: float = 0.5  # face-mesh presence below which a frame is not used
+    max_failures: int = 3  # failed or abandoned checks per track before it is locked out until the face leaves
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,7 @@ class Sample:
     eyes: tuple[float, float]  # eye aspect ratios (image-left eye, image-right eye)
     points: np.ndarray  # (468, 2) landmark pixels
     scale: float  # distance between the outer eye corners, pixels
-    image: np.ndarray | None = None  # the frame (BGR), for the planarity cue at turns
+    image: np.ndarray | None = None  # the frame (BGR or grey), for the planarity cue at turns
 
 
 def eye_ratio(points: np.ndarray, eye: tuple) -> float:
@@ -111,7 +116,7 @@ def planar_residual(a: Sample, b: Sample) -> float | None:
     enough tracked corners."""
     if a.image is None or b.image is None:
         return None
-    grey_a, grey_b = (cv2.cvtColor(x, cv2.COLOR_BGR2GRAY) for x in (a.image, b.image))
+    grey_a, grey_b = (x if x.ndim == 2 else cv2.cvtColor(x, cv2.COLOR_BGR2GRAY) for x in (a.image, b.image))
     x0, y0 = np.maximum(a.points.min(0), 0).astype(int)
     x1, y1 = a.points.max(0).astype(int)
     mask = np.zeros_like(grey_a)
@@ -153,8 +158,13 @@ def eye_openness(reference: Sample, s: Sample) -> tuple[float, float]:
 @dataclass(frozen=True)
 class LiveEvent:
     kind: str  # blink, turn_left, turn_right
-    time: float
+    time: float  # when it was recognised (a turn crossed ``turn_deg``; a blink's eyes opened again)
     depth: float | None = None  # turns: planarity residual against the resting pose
+    start: float | None = None  # when it began, if earlier than ``time`` (a blink: the eyes closed)
+
+    @property
+    def began(self) -> float:
+        return self.time if self.start is None else self.start
 
 
 class EventDetector:
@@ -229,7 +239,7 @@ class EventDetector:
             self._closed_at = None
             self._open.append((s.time, *eyes))
             if closed_for <= o.max_blink_s:
-                return [LiveEvent("blink", s.time)]
+                return [LiveEvent("blink", s.time, start=s.time - closed_for)]
         return []
 
 
@@ -246,6 +256,8 @@ class LivenessResult:
     events: list[LiveEvent] = field(default_factory=list)
     started: float | None = None
     finished: float | None = None
+    prompted: bool = False  # an action was asked for: leaving now is an abandoned attempt, not a passer-by
+    abandoned: bool = False  # failed because the face left or the source ended before the check finished
 
     @property
     def duration_s(self) -> float | None:
@@ -268,6 +280,7 @@ class LivenessResult:
             "sequence": list(self.sequence),
             "step": self.step,
             "prompt": self.prompt,
+            "abandoned": self.abandoned,
             "duration_s": None if self.duration_s is None else round(self.duration_s, 2),
             "events": [
                 {"kind": e.kind, "time": round(e.time, 2), **({"depth": round(e.depth, 4)} if e.depth else {})}
@@ -276,17 +289,20 @@ class LivenessResult:
         }
 
 
-def random_sequence(length: int = 3, rng: random.Random | None = None) -> tuple[str, ...]:
-    """``length`` actions with at least one blink and one turn, no action twice in a row; drawn from
-    the system's random source unless ``rng`` is given (tests)."""
-    if length < 2:
-        raise UsageError("a liveness challenge needs at least 2 actions (a blink and a turn)")
+TURNS = tuple(a for a in ACTIONS if a != "blink")
+
+
+def random_sequence(length: int = 4, rng: random.Random | None = None, min_turns: int = 1) -> tuple[str, ...]:
+    """``length`` actions with at least one blink and ``min_turns`` head turns, no action twice in a
+    row; drawn from the system's random source unless ``rng`` is given (tests)."""
+    if length < 2 or not 1 <= min_turns < length:
+        raise UsageError("a liveness challenge needs at least 2 actions: a blink and a head turn")
     rng = rng or secrets.SystemRandom()
     while True:
         seq = tuple(rng.choice(ACTIONS) for _ in range(length))
         if (
             "blink" in seq
-            and any(a != "blink" for a in seq)
+            and sum(a in TURNS for a in seq) >= min_turns
             and all(a != b for a, b in zip(seq, seq[1:], strict=False))
         ):
             return seq
@@ -298,6 +314,26 @@ def parse_sequence(text: str) -> tuple[str, ...]:
     if unknown or not seq:
         raise UsageError(f"liveness sequence {text!r}: use actions from {', '.join(ACTIONS)}")
     return seq
+
+
+@dataclass(frozen=True)
+class Step:
+    """One action of a challenge and how long to wait, once the previous action is done (or the
+    resting pose is known, for the first) and the head is back at rest, before prompting it."""
+
+    action: str
+    wait_s: float
+
+
+def random_plan(
+    options: LivenessOptions, sequence: tuple[str, ...] | None = None, rng: random.Random | None = None
+) -> tuple[Step, ...]:
+    """A challenge: random actions (or ``sequence``) at random moments, so that a recording cannot
+    have its movements where the prompts will be."""
+    rng = rng or secrets.SystemRandom()
+    sequence = sequence or random_sequence(options.length, rng, options.min_turns)
+    waits = [rng.uniform(*options.settle_s)] + [rng.uniform(*options.gap_s) for _ in sequence[1:]]
+    return tuple(Step(a, w) for a, w in zip(sequence, waits, strict=True))
 
 
 class Check:
@@ -334,9 +370,10 @@ class Check:
         return self.options.step_timeout_s * max(1, len(self.result.sequence)) + 3.0
 
     def give_up(self, reason: str) -> None:
-        """The source ended (or its time ran out) before the check finished: a failure."""
+        """The face left or the source ended before the check finished: a failure, marked abandoned."""
         if self.result.state == "pending":
             self.result.state, self.result.reason, self.result.prompt = "failed", reason, ""
+            self.result.abandoned = True
 
     def _fail(self, s: Sample, reason: str) -> None:
         self.result.state, self.result.reason, self.result.finished = "failed", reason, s.time
@@ -350,39 +387,77 @@ class Check:
         raise NotImplementedError
 
 
-class Challenge(Check):
-    """Ask for ``sequence`` in order, each action within ``step_timeout_s``; a turn the wrong way or a
-    turn when a blink is asked fails (a blink while a turn is asked is ignored: people blink)."""
+def _doing(action: str) -> str:
+    return PROMPTS[action].lower()
 
-    def __init__(self, sequence: tuple[str, ...], options: LivenessOptions | None = None):
+
+class Challenge(Check):
+    """Prompt each action of ``plan`` after its random wait; each must begin within the reaction
+    window (``react_min_s`` .. ``step_timeout_s`` after its prompt). Any head turn that was not asked
+    for (before the first prompt, between prompts, the wrong way, too soon to be a reaction) fails
+    the attempt. Blinks are involuntary: one that was not asked for is ignored, and a blink step
+    counts only a blink that began inside its window, with the head at rest."""
+
+    def __init__(self, plan: tuple[Step, ...] | tuple[str, ...], options: LivenessOptions | None = None):
         super().__init__("challenge", options)
-        if not sequence or any(a not in ACTIONS for a in sequence):
+        steps = tuple(p if isinstance(p, Step) else None for p in plan)
+        if None in steps:
+            steps = random_plan(self.options, tuple(plan))  # type: ignore[arg-type]
+        if not steps or any(step.action not in ACTIONS for step in steps):
             raise UsageError(f"liveness sequence must use {', '.join(ACTIONS)}")
-        self.result.sequence = tuple(sequence)
-        self.result.prompt = PROMPTS[sequence[0]]
-        self._step_started: float | None = None
+        self.plan: tuple[Step, ...] = steps  # type: ignore[assignment]
+        self.result.sequence = tuple(step.action for step in self.plan)
+        self.result.prompt = PROMPTS["look"]
+        self._ready_at: float | None = None  # the previous action was done (or the resting pose known)
+        self._prompted_at: float | None = None  # the current action's prompt was shown
+
+    def time_limit(self) -> float:
+        o = self.options
+        return sum(step.wait_s for step in self.plan) + len(self.plan) * (o.step_timeout_s + 2.0) + 3.0
 
     def _step(self, s: Sample, events: list[LiveEvent]) -> None:
         r, o = self.result, self.options
-        if self._step_started is None:
+        if self._ready_at is None:
             if not self.detector.resting:
                 return  # the resting pose is not known yet
-            self._step_started = s.time
+            self._ready_at = s.time
         for event in events:
-            wanted = r.sequence[r.step]
-            if event.kind == wanted:
-                if wanted != "blink" or self.detector.resting:
-                    r.step += 1
-                    self._step_started = s.time
-                    if r.step == len(r.sequence):
-                        self._pass(s)
-                        return
-                    r.prompt = PROMPTS[r.sequence[r.step]]
-            elif event.kind != "blink":
-                self._fail(s, f"asked to {PROMPTS[wanted].lower()}, saw {event.kind.replace('_', ' ')}")
+            if event.kind == "blink" and (
+                self._prompted_at is None
+                or r.sequence[r.step] != "blink"
+                or event.began - self._prompted_at < o.react_min_s
+                or not self.detector.resting
+            ):
+                continue  # people blink: an unasked blink is neither an answer nor a failure
+            if self._prompted_at is None:
+                self._fail(s, f"{event.kind.replace('_', ' ')} before being asked")
                 return
-        if s.time - self._step_started > o.step_timeout_s:
-            self._fail(s, f"timed out waiting for: {PROMPTS[r.sequence[r.step]].lower()}")
+            wanted = r.sequence[r.step]
+            if event.kind != wanted:
+                self._fail(s, f"asked to {_doing(wanted)}, saw {event.kind.replace('_', ' ')}")
+                return
+            reaction = event.began - self._prompted_at
+            if reaction < o.react_min_s:
+                what = event.kind.replace("_", " ")
+                self._fail(s, f"{what} {reaction:.2f}s after its prompt: too soon to be a reaction")
+                return
+            r.step += 1
+            self._ready_at, self._prompted_at = event.time, None
+            r.prompt = PROMPTS["look"]
+            if r.step == len(r.sequence):
+                self._pass(s)
+                return
+        if self._prompted_at is None:
+            if self._due(s) and self.detector.resting:
+                self._prompted_at = s.time
+                r.prompt, r.prompted = PROMPTS[r.sequence[r.step]], True
+        elif s.time - self._prompted_at > o.step_timeout_s:
+            self._fail(s, f"no reaction within {o.step_timeout_s:.1f}s to: {_doing(r.sequence[r.step])}")
+
+    def _due(self, s: Sample) -> bool:
+        """The current action's wait is over (its prompt is shown once the head is also at rest)."""
+        assert self._ready_at is not None
+        return s.time - self._ready_at >= self.plan[self.result.step].wait_s
 
 
 class PassiveCheck(Check):
@@ -399,6 +474,7 @@ class PassiveCheck(Check):
         return self.options.passive_timeout_s + 1.0  # _step fails first, naming what was missing
 
     def _step(self, s: Sample, events: list[LiveEvent]) -> None:
+        self.result.prompted = True  # nothing is asked: a face that leaves before the end has abandoned
         seen = {e.kind for e in self.result.events}
         blinked, turned = "blink" in seen, bool(seen - {"blink"})  # flat turns have failed already
         if blinked and turned:
@@ -423,11 +499,19 @@ class EventsOnly(Check):
         self.result.finished = s.time
 
 
-def make_check(mode: str, options: LivenessOptions | None = None, sequence: tuple[str, ...] | None = None) -> Check:
-    """A fresh check for one track; a challenge draws a new random sequence unless one is given."""
+def make_check(
+    mode: str,
+    options: LivenessOptions | None = None,
+    sequence: tuple[str, ...] | tuple[Step, ...] | None = None,
+    rng: random.Random | None = None,
+) -> Check:
+    """A fresh check for one track; a challenge draws a new random plan (actions and moments) unless
+    ``sequence`` gives the actions (their moments are still drawn) or a whole plan of ``Step``s."""
     options = options or LivenessOptions()
     if mode == "challenge":
-        return Challenge(sequence or random_sequence(options.length), options)
+        if sequence and isinstance(sequence[0], Step):
+            return Challenge(sequence, options)
+        return Challenge(random_plan(options, sequence, rng), options)  # type: ignore[arg-type]
     if mode == "passive":
         return PassiveCheck(options)
     if mode == "events":
@@ -457,21 +541,26 @@ class LivenessMonitor:
     def result(self) -> LivenessResult:
         return self.check.result
 
-    def feed(self, frame_bgr: np.ndarray, face: Face | None, time: float) -> LivenessResult:
+    def measure(self, frame_bgr: np.ndarray, face: Face | None, time: float) -> Sample | None:
+        """The frame's landmark sample of this face, or None when no usable landmarks were found."""
         if self.previous is not None:
             from_mesh = face_from_mesh(self.previous)
             if face is None or iou(face.box, from_mesh.box) < 0.5:
                 face = from_mesh
         if face is None:
-            return self.result
+            return None
         mesh = self.mesh.landmarks(frame_bgr, face)
         if mesh.presence < self.check.options.min_presence:
             self.previous = None
-            return self.result
+            return None
         self.previous = mesh
         s = sample(mesh, time, frame_bgr)
         self.trace.append(TracePoint(time, s.yaw, s.eyes))
-        return self.check.feed(s)
+        return s
+
+    def feed(self, frame_bgr: np.ndarray, face: Face | None, time: float) -> LivenessResult:
+        s = self.measure(frame_bgr, face, time)
+        return self.result if s is None else self.check.feed(s)
 
 
 def watch(

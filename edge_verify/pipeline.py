@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,8 +212,11 @@ class FaceTracks:
 
     With ``liveness`` (``passive`` or ``challenge``) every track runs its own check on its own
     frames; a track is ready only after its check passed, and decides on the ``k`` frames it
-    gathers after that (so the identity comes from the face that performed the challenge). Tracks
-    whose check failed on the last frame are in ``failed``; a failed track starts a new check."""
+    gathers after that (so the identity comes from the face that performed the challenge). **One
+    pass authorises one decision**: after it the track decides nothing more until the face leaves
+    and a new track begins. A check that fails, or that is abandoned after its first prompt (the face
+    leaves, hides, or the track is cut), is reported in ``failed`` after the frame; the track then
+    starts a new check, until ``max_failures`` failures lock it out until the face leaves."""
 
     def __init__(
         self,
@@ -225,6 +229,7 @@ class FaceTracks:
         liveness: str = "off",
         liveness_options: LivenessOptions | None = None,
         sequence: tuple[str, ...] | None = None,
+        rng: random.Random | None = None,
     ):
         if k < 1:
             raise UsageError(f"frames per decision must be at least 1, got {k}")
@@ -242,12 +247,17 @@ class FaceTracks:
         self.liveness = liveness
         self.liveness_options = liveness_options or LivenessOptions()
         self.sequence = sequence
+        self.rng = rng  # challenges are drawn from the system's random source unless given (tests)
         self.mesh = FaceMesh(threads=verifier.options.threads) if liveness != "off" else None
         self.monitors: dict[int, LivenessMonitor] = {}
+        self.failures: Counter[int] = Counter()  # failed or abandoned checks per live track
+        self.spent: set[int] = set()  # tracks whose pass has been used by a decision
         self.failed: list[tuple[Track, LivenessResult]] = []
+        self._tracks: dict[int, Track] = {}
 
     def feed(self, image: np.ndarray, index: int, name: str, time: float | None = None) -> list[Track]:
         """Take one frame (``time`` in seconds, for liveness; default: the frame index)."""
+        self.failed = []
         if self.single:
             try:
                 observations = [self.verifier.observe_one(image, name, self.largest)]
@@ -259,37 +269,71 @@ class FaceTracks:
                 if self.raise_errors:
                     raise
                 self.skipped[type(exc).__name__.replace("Error", "").lower()] += 1
-                return []
+                observations = []
         else:
             observations = self.verifier.observe(image)
             self.skipped["quality"] += sum(o.embedding is None for o in observations)
         faces = [(o.face.box if o.face else None, o.embedding) for o in observations]
+        if not faces and self.single:
+            self.tracker.update(index, [], name)  # time passes for the tracks: a face that left ends its track
+            self._forget_ended()
+            return []
         updated = self.tracker.update(index, faces, name)
-        if self.liveness != "off":
-            self._check_liveness(image, observations, float(index) if time is None else time)
-            updated = [t for t in updated if self.result(t).state == "passed"]
-        return [t for t in updated if t.new_frames() >= self.k]
+        if self.liveness == "off":
+            return [t for t in updated if t.new_frames() >= self.k]
+        self._check_liveness(image, observations, float(index) if time is None else time)
+        ready = [
+            t
+            for t in updated
+            if t.id not in self.spent and self.result(t).state == "passed" and t.new_frames() >= self.k
+        ]
+        self.spent.update(t.id for t in ready)  # one pass, one decision
+        return ready
 
     def result(self, track: Track) -> LivenessResult:
         return self.monitors[track.id].result
 
+    def locked(self, track: Track) -> bool:
+        """The track failed its check too often: nothing more until the face leaves."""
+        return self.failures[track.id] >= self.liveness_options.max_failures
+
+    def end_all(self, reason: str) -> list[tuple[Track, LivenessResult]]:
+        """End every track (the source ended or was reopened); returns the checks this abandoned."""
+        self.tracker.end_all()
+        return self._forget_ended(reason)
+
+    def _forget_ended(self, reason: str = "the face left before the check was completed") -> list:
+        """Drop the state of tracks that ended; a check abandoned after its first prompt is a failure."""
+        live = {t.id for t in self.tracker.tracks}
+        abandoned = []
+        for tid in [tid for tid in self.monitors if tid not in live]:
+            monitor = self.monitors.pop(tid)
+            track = self._tracks.pop(tid)
+            if monitor.result.state == "pending" and monitor.result.prompted:
+                monitor.check.give_up(f"abandoned: {reason}")
+                abandoned.append((track, monitor.result))
+            self.failures.pop(tid, None)
+            self.spent.discard(tid)
+        self.failed.extend(abandoned)
+        return abandoned
+
     def _check_liveness(self, image: np.ndarray, observations: list[Observation], time: float) -> None:
         assert self.mesh is not None
-        self.failed = []
-        live = {t.id for t in self.tracker.tracks}
-        self.monitors = {tid: m for tid, m in self.monitors.items() if tid in live}
+        self._forget_ended()
         for obs, track in zip(observations, self.tracker.assigned, strict=True):
-            if track is None:
+            if track is None or self.locked(track) or track.id in self.spent:
                 continue
             monitor = self.monitors.get(track.id)
             if monitor is None or monitor.result.state == "failed":
-                check = make_check(self.liveness, self.liveness_options, self.sequence)
+                check = make_check(self.liveness, self.liveness_options, self.sequence, self.rng)
                 monitor = self.monitors[track.id] = LivenessMonitor(self.mesh, check)
+                self._tracks[track.id] = track
             before = monitor.result.state
             result = monitor.feed(image, obs.face, time)
             if result.state == "passed" and before != "passed":
                 track.start = track.decided_at = len(track.embeddings)  # identity from the frames that follow
             elif result.state == "failed":
+                self.failures[track.id] += 1
                 self.failed.append((track, result))
 
     @property

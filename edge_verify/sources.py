@@ -20,7 +20,7 @@ from edge_verify.limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from edge_verify.redaction import redact_url
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
-VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mjpg", ".mjpeg"}
+VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mjpg", ".mjpeg", ".3gp"}
 
 
 @dataclass

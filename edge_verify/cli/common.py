@@ -109,9 +109,27 @@ def add_liveness_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--liveness-sequence", help="fixed challenge, e.g. 'turn_left,blink' (tests; default: random each time)"
     )
+    add_reaction_window_option(p)
+
+
+def add_reaction_window_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--liveness-step-timeout", type=float, default=5.0, help="seconds allowed per challenge action (default 5)"
+        "--liveness-step-timeout",
+        type=float,
+        help="reaction window: seconds within which each prompted action must begin (default 2.5, 0.5..10)",
     )
+
+
+def liveness_options(args: argparse.Namespace):
+    """The liveness options with the command line's reaction window, checked like the kiosk's."""
+    from edge_verify.liveness import LivenessOptions
+
+    window = getattr(args, "liveness_step_timeout", None)
+    if window is None:
+        return LivenessOptions()
+    if not 0.5 <= window <= 10:
+        raise UsageError(f"--liveness-step-timeout {window}: use 0.5 to 10 seconds")
+    return LivenessOptions(step_timeout_s=window)
 
 
 def store_path(args: argparse.Namespace) -> Path:

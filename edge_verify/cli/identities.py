@@ -16,6 +16,7 @@ from edge_verify.cli.common import (
     add_threshold_options,
     emit,
     identity_name,
+    liveness_options,
     open_store,
     printable_text,
     progress,
@@ -88,7 +89,7 @@ def _decide_on_track(args, verifier, source_spec: str, k: int, decide, what: str
     has passed its check first), then ``decide`` on them (one decision per call).
     Returns (decision, track, skipped, liveness result or None); a failed liveness check gives a
     rejection without a score."""
-    from edge_verify.liveness import PROMPTS, LivenessOptions, parse_sequence
+    from edge_verify.liveness import PROMPTS, parse_sequence
     from edge_verify.matcher import Decision
     from edge_verify.pipeline import FaceTracks
     from edge_verify.sources import ImageSource, open_source
@@ -103,7 +104,7 @@ def _decide_on_track(args, verifier, source_spec: str, k: int, decide, what: str
         if still:
             k = min(k, len(source.paths))  # a photo is one frame; a folder of photos is linked by embedding
         one_photo = still and len(source.paths) == 1  # then say exactly why it is unusable
-        options = LivenessOptions(step_timeout_s=getattr(args, "liveness_step_timeout", 5.0))
+        options = liveness_options(args)
         sequence = parse_sequence(args.liveness_sequence) if getattr(args, "liveness_sequence", None) else None
         tracks = FaceTracks(
             verifier,

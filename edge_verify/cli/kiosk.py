@@ -9,9 +9,11 @@ import time
 from edge_verify.cli.common import (
     ACCEPTED,
     REJECTED,
+    add_reaction_window_option,
     add_threshold_options,
     emit,
     identity_name,
+    liveness_options,
     open_store,
     progress,
     verifier_for,
@@ -101,10 +103,10 @@ def cmd_liveness(args: argparse.Namespace) -> int:
     """Run the liveness check alone on the largest face of a video or camera; print what it saw."""
     from edge_verify.detect import FaceDetector
     from edge_verify.landmarks import FaceMesh
-    from edge_verify.liveness import LivenessMonitor, LivenessOptions, make_check, parse_sequence, watch
+    from edge_verify.liveness import LivenessMonitor, make_check, parse_sequence, watch
     from edge_verify.sources import ImageSource, open_source
 
-    options = LivenessOptions(step_timeout_s=args.liveness_step_timeout)
+    options = liveness_options(args)
     sequence = parse_sequence(args.liveness_sequence) if args.liveness_sequence else None
     monitor = LivenessMonitor(FaceMesh(threads=args.threads), make_check(args.mode, options, sequence))
     detector = FaceDetector(backend=args.backend, threads=args.threads)
@@ -179,9 +181,7 @@ def register(add) -> None:
     p.add_argument(
         "--liveness-sequence", help="fixed challenge, e.g. 'turn_left,blink' (tests; default: random each time)"
     )
-    p.add_argument(
-        "--liveness-step-timeout", type=float, default=5.0, help="seconds allowed per challenge action (default 5)"
-    )
+    add_reaction_window_option(p)
 
     p = add("kiosk", cmd_kiosk, "run the kiosk loop: debounce, cooldown, relay / webhook / command, audit")
     p.add_argument("--config", help="TOML file with [kiosk] settings (flags override it)")
@@ -200,7 +200,7 @@ def register(add) -> None:
         help="presentation-attack check per tracked face (default challenge; off admits a photo)",
     )
     p.add_argument("--liveness-sequence", help="fixed challenge, e.g. 'turn_left,blink' (default: random each time)")
-    p.add_argument("--liveness-step-timeout", type=float, help="seconds allowed per challenge action (default 5)")
+    add_reaction_window_option(p)
     p.add_argument(
         "--prompt-command", help="command run on each new prompt, EDGE_VERIFY_PROMPT=turn_left|turn_right|blink|look"
     )
