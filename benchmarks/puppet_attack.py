@@ -93,7 +93,7 @@ def main() -> None:
                 result = drive(actor, monitor, detector, args.fps)
                 passed += result.state == "passed"
                 if result.state != "passed":
-                    reasons[mode][result.reason.split(":")[0].split(" (")[0]] += 1
+                    reasons[mode][result.reason.split(" (")[0]] += 1
                 turn_depths += [e.depth for e in result.events if e.kind != "blink" and e.depth is not None]
                 blinks += sum(e.kind == "blink" for e in result.events)
                 frame_ms[mode] += [s * 1e3 for s in actor.render_s]

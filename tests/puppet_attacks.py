@@ -122,7 +122,6 @@ class Puppet:
         self.points = np.column_stack([p[:, :2] * scale + shift - margin, p[:, 2] * scale])
         self.photo_mesh = found
         self.scale = scale
-        self.face_px = face_px
         pts = self.points
         self.width = face_px
         # the head's pivot: between the cheeks beside the ears, at their depth (a neck's yaw axis)
