@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import sys
 import time
 from collections import defaultdict
@@ -35,13 +36,6 @@ from edge_verify.liveness import (  # noqa: E402
     watch,
 )
 from edge_verify.pipeline import Verifier  # noqa: E402
-
-CHALLENGES = {  # video -> a sequence of actions it contains, and the step timeout it needs
-    "woman_headturns_wink_expressions.mp4": ("turn_right,blink,turn_left", 5.0),
-    "man_frontal_expressions_blinks.mp4": ("blink,blink", 5.0),
-    "closeup_blinking.mp4": ("blink,blink", 5.0),
-    "obama_weekly_address_talking.mp4": ("blink,turn_right,blink", 8.0),
-}
 
 
 def rate(flags: list[bool]) -> str:
@@ -86,6 +80,81 @@ def nuaa(data: Path, detector: FaceDetector, mesh: FaceMesh, options: LivenessOp
         print(f"  {cue:<36}{rate(r['APCER']):>20}{rate(r['BPCER']):>20}")
 
 
+SPEEDS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+
+
+def upper95(passes: int, trials: int) -> float:
+    """One-sided 95% upper bound of a pass rate (exact binomial; 3/n when nothing passed)."""
+    if passes >= trials:
+        return 1.0
+    lo, hi = passes / trials, 1.0
+    for _ in range(60):  # bisection on the binomial tail P(X <= passes) = 0.05
+        mid = (lo + hi) / 2
+        tail = sum(math.comb(trials, k) * mid**k * (1 - mid) ** (trials - k) for k in range(passes + 1))
+        lo, hi = (mid, hi) if tail > 0.05 else (lo, mid)
+    return hi
+
+
+def recordings(args, detector: FaceDetector, mesh: FaceMesh, options: LivenessOptions) -> None:
+    """The challenge against recordings that ignore its prompts, and against a cooperative person."""
+    from liveness_replay import chance_passes, cooperative_check, duration, followable, replay, video_samples
+
+    videos = sorted((args.data / "video" / "liveness").glob("*.mp4"))
+    videos += sorted((args.data / "antispoof" / "replay_dev" / "real").glob("vendor_*"))
+    print(
+        f"\nrecorded videos that ignore the prompts: {args.seeds} random challenges per video and speed, each "
+        f"from a random point of the recording looped 3 times (challenge: {options.length} actions, "
+        f"{options.min_turns} turns, reaction window {options.react_min_s}-{options.step_timeout_s} s)"
+    )
+    total = trials = 0
+    returns, cooperative = [], []
+    for path in videos:
+        samples = video_samples(path, detector, mesh)
+        if len(samples) < 10:
+            print(f"  {path.name:<40} too few frames with landmarks")
+            continue
+        cells = []
+        for speed in SPEEDS:
+            passed = chance_passes(samples, range(args.seeds), speed, loops=3, random_start=True, options=options)
+            total, trials = total + len(passed), trials + args.seeds
+            cells.append(f"{speed}x {len(passed)}")
+        events = replay(make_check("events", options), samples).events
+        kinds = " ".join(f"{e.kind[0]}{e.kind[5:6]}" for e in events)
+        print(f"  {path.name[:40]:<40} {duration(samples):5.1f}s  passes: {', '.join(cells)}   [{kinds}]")
+        returns += turn_returns(samples, options)
+        chosen = followable(samples)
+        if chosen:
+            r = replay(cooperative_check(chosen, options=options), samples)
+            cooperative.append((path.name, len(chosen), r.state, r.reason))
+    print(
+        f"  all: {total} passes in {trials} challenges = {total / trials:.2e} per attempt "
+        f"(95% upper bound {upper95(total, trials):.1e})"
+    )
+    print("\ncooperative person (test hook: each prompt 0.6 s before the video's own movement):")
+    for name, n, state, reason in cooperative:
+        print(f"  {name[:40]:<40} {n} actions  {state} {reason}")
+    back = float(np.median(returns)) if returns else 1.0
+    waits = (sum(options.settle_s) + (options.length - 1) * sum(options.gap_s)) / 2
+    took = waits + options.length * 0.6 + options.min_turns * back
+    print(
+        f"  time a cooperative person needs for a default challenge: about {took:.1f} s (mean waits {waits:.1f} s, "
+        f"0.6 s reaction per action, {back:.2f} s per head turn to come back, median of {len(returns)} turns)"
+    )
+
+
+def turn_returns(samples, options: LivenessOptions) -> list[float]:
+    """Seconds from each head turn (crossing ``turn_deg``) until the head was back at rest."""
+    check, out, turned_at = make_check("events", options), [], None
+    for s in samples:
+        events = check.feed(s).events
+        if events and events[-1].time == s.time and events[-1].kind != "blink":
+            turned_at = s.time
+        if turned_at is not None and check.detector.resting:
+            out.append(s.time - turned_at)
+            turned_at = None
+    return out
+
+
 def video_frames(path):
     """(time in seconds, frame) of a video file, through the product's own source."""
     from edge_verify.sources import open_source
@@ -102,6 +171,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--attack-photos", type=int, default=25)
+    parser.add_argument("--seeds", type=int, default=100, help="random challenges per recording and speed")
     args = parser.parse_args()
     detector, mesh, options = FaceDetector(), FaceMesh(), LivenessOptions()
     verifier = Verifier()
@@ -124,13 +194,7 @@ def main() -> None:
     for name, ms in timings.items():
         print(f"  {name:<34}{ms:7.2f} ms  ({ms / base:.2f}x detect)")
 
-    print("\ncooperative user (fixed sequences of actions each video contains):")
-    for name, (seq, step) in CHALLENGES.items():
-        opts = LivenessOptions(step_timeout_s=step)
-        r = run_check(video_frames(args.data / "video" / "liveness" / name), detector, mesh, "challenge", opts,
-                      tuple(seq.split(",")))  # fmt: skip
-        took = f"{r.finished:.1f}s from the first frame" if r.state == "passed" else r.reason
-        print(f"  {name:<40}{seq:<28}{r.state:<8}{took}")
+    recordings(args, detector, mesh, options)
     for name in sorted(p.name for p in (args.data / "video" / "liveness").glob("*.mp4")):
         r = run_check(video_frames(args.data / "video" / "liveness" / name), detector, mesh, "passive", options)
         done = f"{r.finished:.1f}s from the first frame" if r.state == "passed" else r.reason or "video ended first"

@@ -4,7 +4,9 @@ the prompt the check shows, injected into the pipeline and filmed on a simulated
 
     python benchmarks/puppet_attack.py [--data ../shared/data] [--n 6] [--seed 0]
 
-Prints per person and mode the passes out of N random challenges (seeded), why the others failed,
+Prints per person and mode the passes out of N random challenges (seeded) with the anti-spoofing
+model on, the passes the challenge alone would have given (the model's verdict ignored), the model's
+mean P(real) per attempt, why the others failed,
 what the existing cues measured (the planarity depth of each turn against ``LivenessOptions.
 min_depth``; blinks seen), and the time to render a frame. N = 6 runs in about 3 minutes on two
 shared cores; N = 20 in about 10.
@@ -25,6 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from edge_verify.antispoof import AntiSpoof  # noqa: E402
 from edge_verify.detect import FaceDetector  # noqa: E402
 from edge_verify.landmarks import FaceMesh  # noqa: E402
 from edge_verify.liveness import LivenessOptions  # noqa: E402
@@ -48,11 +51,11 @@ def render_cost(puppet: Puppet, frames: int = 60) -> tuple[float, float, float]:
     return float(np.median(wall) * 1e3), float(np.median(cpu) * 1e3), float(np.median(cached) * 1e3)
 
 
-def spread(values: list[float]) -> str:
+def spread(values: list[float], digits: int = 3) -> str:
     if not values:
         return "n/a"
     v = np.array(values)
-    return f"{v.min():.3f} / {np.median(v):.3f} / {v.max():.3f} (n={len(v)})"
+    return f"{v.min():.{digits}f} / {np.median(v):.{digits}f} / {v.max():.{digits}f} (n={len(v)})"
 
 
 def main() -> None:
@@ -63,12 +66,19 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=15)
     args = parser.parse_args()
     cv2.setNumThreads(1)
-    detector, mesh = FaceDetector(), FaceMesh()
+    detector, mesh, antispoof = FaceDetector(), FaceMesh(), AntiSpoof()
     options = LivenessOptions()
     people = sorted(d for d in (args.data / "faces").iterdir() if d.is_dir())
-    print(f"photo puppet vs today's challenge ({options.length} actions, min_depth {options.min_depth}),")
+    print(
+        f"photo puppet vs the challenge ({options.length} actions, {options.min_turns} turns, reaction window "
+        f"{options.react_min_s}-{options.step_timeout_s} s, min_depth {options.min_depth}) and the anti-spoofing "
+        f"model (threshold {antispoof.threshold}),"
+    )
     print(f"{args.n} seeded random challenges per person and mode, {args.fps:g} frames/s\n")
-    header = f"{'person':16} {'held-out photo':22} {'mode':9} {'passed':>7}  {'turn depth min/median/max':34} blinks"
+    header = (
+        f"{'person':16} {'held-out photo':22} {'mode':9} {'passed':>7} {'challenge':>9} "
+        f"{'model P(real) min/med/max':>26}  {'turn depth min/median/max':34} blinks"
+    )
     print(header)
     print("-" * len(header))
     totals: dict[str, list[int]] = {"injected": [0, 0], "screen": [0, 0]}
@@ -85,13 +95,16 @@ def main() -> None:
         puppet = Puppet(cv2.imread(str(photo)), detector, mesh)
         costs.append(render_cost(puppet))
         for mode in ("injected", "screen"):
-            passed, turn_depths, blinks = 0, [], 0
+            passed, challenge_only, turn_depths, blinks, reals = 0, 0, [], 0, []
             for i in range(args.n):
                 seed = args.seed + 1000 * (mode == "screen") + i
                 actor = PuppetActor(puppet, np.random.default_rng(seed), screen=mode == "screen", fps=args.fps)
-                monitor = challenge_monitor(mesh, random.Random(seed))
+                monitor = challenge_monitor(mesh, random.Random(seed), antispoof)
                 result = drive(actor, monitor, detector, args.fps)
                 passed += result.state == "passed"
+                challenge_only += result.state == "passed" or result.reason.startswith("anti-spoofing model")
+                if result.real is not None:
+                    reals.append(result.real)
                 if result.state != "passed":
                     reasons[mode][result.reason.split(" (")[0]] += 1
                 turn_depths += [e.depth for e in result.events if e.kind != "blink" and e.depth is not None]
@@ -101,7 +114,8 @@ def main() -> None:
             totals[mode][1] += args.n
             depths[mode] += turn_depths
             print(
-                f"{person.name:16} {photo.name:22} {mode:9} {passed:>3}/{args.n:<3}  {spread(turn_depths):34} {blinks}"
+                f"{person.name:16} {photo.name:22} {mode:9} {passed:>3}/{args.n:<3} {challenge_only:>5}/{args.n:<3} "
+                f"{spread(reals, 2):>26}  {spread(turn_depths):34} {blinks}"
             )
     print()
     for mode, (passed, n) in totals.items():

@@ -17,6 +17,7 @@ import secrets
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -25,6 +26,9 @@ from edge_verify.detect import Face, FaceDetector
 from edge_verify.errors import UsageError
 from edge_verify.landmarks import FaceMesh, Mesh, face_from_mesh
 from edge_verify.track import iou
+
+if TYPE_CHECKING:
+    from edge_verify.antispoof import AntiSpoof
 
 MODES = ("off", "passive", "challenge")
 ACTIONS = ("turn_left", "turn_right", "blink")
@@ -70,6 +74,7 @@ class LivenessOptions:
     passive_timeout_s: float = 10.0  # passive: time to see a natural blink and head turn
     min_presence: float = 0.5  # face-mesh presence below which a frame is not used
     max_failures: int = 3  # failed or abandoned checks per track before it is locked out until the face leaves
+    model_frames: int = 5  # anti-spoofing model: frames it must have scored before a check can pass
 
 
 @dataclass(frozen=True)
@@ -258,6 +263,8 @@ class LivenessResult:
     finished: float | None = None
     prompted: bool = False  # an action was asked for: leaving now is an abandoned attempt, not a passer-by
     abandoned: bool = False  # failed because the face left or the source ended before the check finished
+    real: float | None = None  # anti-spoofing model: mean P(real) over the frames it scored
+    real_frames: int = 0
 
     @property
     def duration_s(self) -> float | None:
@@ -270,6 +277,8 @@ class LivenessResult:
         text = f"{self.mode} {self.state}"
         if self.sequence:
             text += f" [{' '.join(self.sequence)}] {self.step}/{len(self.sequence)}"
+        if self.real is not None:
+            text += f" real {self.real:.2f}"
         return text + (f": {self.reason}" if self.reason else "")
 
     def as_dict(self) -> dict:
@@ -281,6 +290,8 @@ class LivenessResult:
             "step": self.step,
             "prompt": self.prompt,
             "abandoned": self.abandoned,
+            "real": None if self.real is None else round(self.real, 3),
+            "real_frames": self.real_frames,
             "duration_s": None if self.duration_s is None else round(self.duration_s, 2),
             "events": [
                 {"kind": e.kind, "time": round(e.time, 2), **({"depth": round(e.depth, 4)} if e.depth else {})}
@@ -345,6 +356,16 @@ class Check:
         self.options = options or LivenessOptions()
         self.detector = EventDetector(self.options)
         self.result = LivenessResult(mode)
+        self.model_threshold: float | None = None  # set: the anti-spoofing model must pass too
+        self._real_sum = 0.0
+
+    def observe_real(self, p_real: float) -> None:
+        """One frame's anti-spoofing score (P(real)) of this face."""
+        r = self.result
+        if r.state == "pending":
+            self._real_sum += p_real
+            r.real_frames += 1
+            r.real = self._real_sum / r.real_frames
 
     def feed(self, s: Sample) -> LivenessResult:
         r = self.result
@@ -380,8 +401,18 @@ class Check:
         self.result.prompt = ""
 
     def _pass(self, s: Sample) -> None:
-        self.result.state, self.result.finished = "passed", s.time
-        self.result.prompt = PROMPTS["look"]
+        r, threshold = self.result, self.model_threshold
+        if threshold is not None:
+            if r.real_frames < self.options.model_frames:
+                self._fail(s, f"anti-spoofing model scored {r.real_frames} frame(s), needs {self.options.model_frames}")
+                return
+            if r.real is None or r.real < threshold:
+                self._fail(
+                    s, f"anti-spoofing model: mean P(real) {r.real:.2f} below {threshold:.2f} (a screen or print)"
+                )
+                return
+        r.state, r.finished = "passed", s.time
+        r.prompt = PROMPTS["look"]
 
     def _step(self, s: Sample, events: list[LiveEvent]) -> None:
         raise NotImplementedError
@@ -531,9 +562,12 @@ class LivenessMonitor:
     frame's landmarks when the detector's box disagrees with them, as on close-ups), measures the
     frame and feeds the check. ``trace`` keeps what was seen, for ``edge-verify liveness``."""
 
-    def __init__(self, mesh: FaceMesh, check: Check):
+    def __init__(self, mesh: FaceMesh, check: Check, antispoof: AntiSpoof | None = None):
         self.mesh = mesh
         self.check = check
+        self.antispoof = antispoof  # scores each frame's detected face; the check must then pass it too
+        if antispoof is not None:
+            check.model_threshold = antispoof.threshold
         self.previous: Mesh | None = None
         self.trace: list[TracePoint] = []
 
@@ -560,7 +594,11 @@ class LivenessMonitor:
 
     def feed(self, frame_bgr: np.ndarray, face: Face | None, time: float) -> LivenessResult:
         s = self.measure(frame_bgr, face, time)
-        return self.result if s is None else self.check.feed(s)
+        if s is None:
+            return self.result
+        if self.antispoof is not None and face is not None:
+            self.check.observe_real(self.antispoof.score(frame_bgr, face))
+        return self.check.feed(s)
 
 
 def watch(

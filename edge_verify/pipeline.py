@@ -211,12 +211,13 @@ class FaceTracks:
     check; ``largest`` takes the largest instead); frames that fail are skipped and counted.
 
     With ``liveness`` (``passive`` or ``challenge``) every track runs its own check on its own
-    frames; a track is ready only after its check passed, and decides on the ``k`` frames it
-    gathers after that (so the identity comes from the face that performed the challenge). **One
-    pass authorises one decision**: after it the track decides nothing more until the face leaves
-    and a new track begins. A check that fails, or that is abandoned after its first prompt (the face
-    leaves, hides, or the track is cut), is reported in ``failed`` after the frame; the track then
-    starts a new check, until ``max_failures`` failures lock it out until the face leaves."""
+    frames, the anti-spoofing model included (``antispoof``); a track is ready only after its check
+    passed, and decides on the ``k`` frames it gathers after that (so the identity comes from the
+    face that performed the challenge). **One pass authorises one decision**: after it the track
+    decides nothing more until the face leaves and a new track begins. A check that fails, or that
+    is abandoned after its first prompt (the face leaves, hides, or the track is cut), is reported
+    in ``failed`` after the frame; the track then starts a new check, until ``max_failures``
+    failures lock it out until the face leaves."""
 
     def __init__(
         self,
@@ -230,6 +231,7 @@ class FaceTracks:
         liveness_options: LivenessOptions | None = None,
         sequence: tuple[str, ...] | None = None,
         rng: random.Random | None = None,
+        antispoof: bool = True,
     ):
         if k < 1:
             raise UsageError(f"frames per decision must be at least 1, got {k}")
@@ -249,6 +251,11 @@ class FaceTracks:
         self.sequence = sequence
         self.rng = rng  # challenges are drawn from the system's random source unless given (tests)
         self.mesh = FaceMesh(threads=verifier.options.threads) if liveness != "off" else None
+        self.antispoof = None
+        if liveness != "off" and antispoof:
+            from edge_verify.antispoof import AntiSpoof
+
+            self.antispoof = AntiSpoof(verifier.options.backend, verifier.options.threads)
         self.monitors: dict[int, LivenessMonitor] = {}
         self.failures: Counter[int] = Counter()  # failed or abandoned checks per live track
         self.spent: set[int] = set()  # tracks whose pass has been used by a decision
@@ -326,7 +333,7 @@ class FaceTracks:
             monitor = self.monitors.get(track.id)
             if monitor is None or monitor.result.state == "failed":
                 check = make_check(self.liveness, self.liveness_options, self.sequence, self.rng)
-                monitor = self.monitors[track.id] = LivenessMonitor(self.mesh, check)
+                monitor = self.monitors[track.id] = LivenessMonitor(self.mesh, check, self.antispoof)
                 self._tracks[track.id] = track
             before = monitor.result.state
             result = monitor.feed(image, obs.face, time)

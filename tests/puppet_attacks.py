@@ -712,11 +712,11 @@ class PuppetActor:
 
 
 # -- the closed loop -------------------------------------------------------------------------------------
-def challenge_monitor(mesh: FaceMesh, rng: random.Random):
-    """Today's challenge: a random sequence of ``LivenessOptions().length`` actions."""
+def challenge_monitor(mesh: FaceMesh, rng: random.Random, antispoof=None):
+    """The product's random challenge (actions and moments drawn from ``rng``), with the
+    anti-spoofing model when ``antispoof`` (an ``edge_verify.antispoof.AntiSpoof``) is given."""
     options = liveness.LivenessOptions()
-    check = liveness.make_check("challenge", options, liveness.random_sequence(options.length, rng))
-    return liveness.LivenessMonitor(mesh, check)
+    return liveness.LivenessMonitor(mesh, liveness.make_check("challenge", options, rng=rng), antispoof)
 
 
 def drive(actor: PuppetActor, monitor, detector: FaceDetector, fps: float = 15, max_seconds: float = 40):

@@ -126,3 +126,51 @@ def test_one_pass_opens_the_door_once_however_long_the_person_stays(
     assert [s.state for s in pins.pin(17).states] == [False, True, False]  # one pulse in 23 s in view
     assert sum(a.accepted for a in store.audit_log()) == 1
     store.close()
+
+
+LIVENESS_VIDEOS = [
+    "closeup_blinking.mp4",
+    "man_frontal_expressions_blinks.mp4",
+    "man_glasses_frontal_expressions.mp4",
+    "man_outdoor_talking_headturns.mp4",
+    "obama_weekly_address_talking.mp4",
+    "woman_headturns_wink_expressions.mp4",
+]
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+@pytest.mark.parametrize("video", LIVENESS_VIDEOS)
+def test_a_looping_recording_never_opens_the_door(tmp_path, shared_data, verifier, store_path, pins, video):
+    """The kiosk watches the recording of an enrolled person played in a loop, 10 times its length,
+    with random challenges it ignores: no action fires, and its failures lock the kiosk out."""
+    from edge_verify.matcher import mean_template
+    from edge_verify.sources import open_source
+    from edge_verify.store import TemplateStore
+
+    path = shared_data / "video/liveness" / video
+    with open_source(str(path)) as source:
+        read = [(f.time, f.image) for f in source]
+    frames = [image for _, image in read]
+    fps = (len(read) - 1) / read[-1][0]
+    store = TemplateStore(store_path)
+    enrol = [o.embedding for f in frames[:15] for o in verifier.observe(f)[:1] if o.embedding is not None][:5]
+    store.put("person", mean_template(enrol), verifier.bundle.fingerprint, len(enrol))
+    receiver = Receiver()
+    config = KioskConfig(
+        source=str(path),
+        identity="person",
+        relay_pin=17,
+        webhook=receiver.url,
+        reconnect_s=0,
+        max_frames=10 * len(frames),
+    )
+    kiosk = run_kiosk(config, verifier, store, seed=len(video), fps=fps)
+    receiver.close()
+    assert kiosk.reconnects >= 9
+    assert not any(e.accepted for e in kiosk.events) and not any(a.accepted for a in store.audit_log())
+    assert [s.state for s in pins.pin(17).states] == [False]
+    assert not any(b["accepted"] for b in receiver.received)
+    failures = [a for a in store.audit_log(limit=1000) if a.liveness and "failed" in a.liveness]
+    assert failures, "the recording must have been challenged"
+    store.close()

@@ -101,6 +101,7 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
 
 def cmd_liveness(args: argparse.Namespace) -> int:
     """Run the liveness check alone on the largest face of a video or camera; print what it saw."""
+    from edge_verify.antispoof import AntiSpoof
     from edge_verify.detect import FaceDetector
     from edge_verify.landmarks import FaceMesh
     from edge_verify.liveness import LivenessMonitor, make_check, parse_sequence, watch
@@ -108,7 +109,8 @@ def cmd_liveness(args: argparse.Namespace) -> int:
 
     options = liveness_options(args)
     sequence = parse_sequence(args.liveness_sequence) if args.liveness_sequence else None
-    monitor = LivenessMonitor(FaceMesh(threads=args.threads), make_check(args.mode, options, sequence))
+    antispoof = AntiSpoof(args.backend, args.threads) if args.mode != "events" else None
+    monitor = LivenessMonitor(FaceMesh(threads=args.threads), make_check(args.mode, options, sequence), antispoof)
     detector = FaceDetector(backend=args.backend, threads=args.threads)
     started = time.perf_counter()
     frames = 0
