@@ -15,8 +15,9 @@ from edge_verify.errors import StoreError
 
 log = logging.getLogger(__name__)
 BUSY_TIMEOUT_S = 10.0
-# 1: edge-verify 0.1 (no template format, no audit chain); 2: formats and the audit chain.
-SCHEMA_VERSION = 2
+# 1: edge-verify 0.1 (no template format, no audit chain); 2: formats and the audit chain;
+# 3: template revisions in the associated data and the authenticated state record (store/state.py).
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS templates (
@@ -61,6 +62,7 @@ _COLUMNS = {
         ("audit", "mac", "TEXT"),
         ("audit_actions", "mac", "TEXT"),
     ),
+    3: (("templates", "revision", "INTEGER NOT NULL DEFAULT 0"),),
 }
 
 

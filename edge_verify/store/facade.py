@@ -1,10 +1,12 @@
 """TemplateStore: the one object commands and the API use; it composes the store's layers (db, keys,
-records, audit, templates) and adds nothing but the order in which they are called."""
+records, audit, templates, state) and adds nothing but the order in which they are called."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,7 @@ from edge_verify.store.db import (
 )
 from edge_verify.store.keys import Keys, load_key, wrong_key
 from edge_verify.store.records import Records
+from edge_verify.store.state import State
 from edge_verify.store.templates import TemplateInfo, Templates
 
 log = logging.getLogger(__name__)
@@ -44,9 +47,13 @@ class TemplateStore:
         key: bytes | None = None,
         create: bool = True,
         busy_timeout_s: float = BUSY_TIMEOUT_S,
+        check_state: bool = True,
     ):
         """Open the store at ``path``; with ``create`` a missing store (and its key) is made, 0600.
-        Commands that only read pass ``create=False``: a mistyped path is then an error."""
+        Commands that only read pass ``create=False``: a mistyped path is then an error. A store that
+        differs from its authenticated state (a row put back, deleted or rolled back, a pin or
+        calibration stripped) is refused: TemplateIntegrityError naming what is wrong; ``check_state=False``
+        (doctor, audit --verify) opens it anyway, to list the problems."""
         self.path = Path(path) if path else default_store_path()
         self.key_file = Path(key_file) if key_file else self.path.with_name(self.path.name + ".key")
         new_store = not self.path.exists() or self.path.stat().st_size == 0
@@ -65,7 +72,9 @@ class TemplateStore:
             self._records = Records(self._db, keys.settings)
             self._audit = AuditLog(self._db, self._records, keys.audit)
             self._templates = Templates(self._db, keys.aead)
+            self._state = State(self._db, self._records, self._templates, self._audit)
             self._open(keys, new_store)
+            problems = self._state.verify() if check_state else []
         except sqlite3.DatabaseError as exc:
             if is_busy(exc):
                 raise busy_error(self.path, busy_timeout_s) from None
@@ -74,6 +83,12 @@ class TemplateStore:
             ) from None
         for suffix in ("-wal", "-shm"):
             private_file(self.path.with_name(self.path.name + suffix), create=False)
+        if problems:
+            self._db.close()
+            raise TemplateIntegrityError(
+                f"{self.path}: changed outside edge-verify: {'; '.join(problems)}; refusing to use it: restore the "
+                "store from a backup (`edge-verify doctor` lists every problem)"
+            )
 
     def _open(self, keys: Keys, new_store: bool) -> None:
         """Make a new store, or check the key of an existing one and bring it to this schema."""
@@ -88,11 +103,12 @@ class TemplateStore:
                 for version in range(2, SCHEMA_VERSION + 1):
                     self._db.add_columns(version)
                 self._audit.start()
+                tx.revision = 1
+                self._state.initialize(tx)
                 return
             if not keys.matches(row[0]):
                 raise wrong_key(self.path, self.key_file)
-            self._db.migrate({}, tx)
-            self._audit.seal_unchained_rows()
+            self._db.migrate({3: self._state.upgrade}, tx)
 
     def close(self) -> None:
         self._db.close()
@@ -103,22 +119,44 @@ class TemplateStore:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group writes (a calibration and its audit row) into one transaction: all or nothing."""
+        with self._db.transaction():
+            yield
+
     # -- templates ------------------------------------------------------------------------------
-    def put(self, identity: str, embedding: np.ndarray, fingerprint: str, frames: int, replace: bool = False) -> None:
-        """Store the template of ``identity`` in one transaction; an existing one is replaced only
-        with ``replace`` (checked inside the transaction, so two enrolments cannot race)."""
-        self._templates.put(identity, embedding, fingerprint, frames, replace)
+    def put(
+        self,
+        identity: str,
+        embedding: np.ndarray,
+        fingerprint: str,
+        frames: int,
+        replace: bool = False,
+        source: str | None = None,
+    ) -> None:
+        """Store the template of ``identity`` and its audit row ("enroll") in one transaction; an
+        existing one is replaced only with ``replace`` (checked inside the transaction, so two
+        enrolments cannot race)."""
+        with self._db.transaction():
+            self._templates.put(identity, embedding, fingerprint, frames, replace)
+            self._audit.append("enroll", fingerprint, True, claimed=identity, source=source)
 
     def get(self, identity: str, fingerprint: str) -> np.ndarray:
         """Decrypt and authenticate the template of ``identity`` made by bundle ``fingerprint``."""
-        row = self._templates.row(identity)
+        with self._db.snapshot():
+            row = self._templates.row(identity)
+            self._state.check_templates([row] if row else [], {identity})
         if row is None:
             raise UnknownIdentityError(f"{identity!r} is not enrolled (see `edge-verify list`)")
         return self._templates.decrypt(row, fingerprint)
 
     def all_templates(self, fingerprint: str) -> dict[str, np.ndarray]:
         """Every template of this bundle (for 1:N); templates of other bundles are skipped."""
-        return {row[0]: self._templates.decrypt(row, fingerprint) for row in self._templates.rows(fingerprint)}
+        with self._db.snapshot():
+            rows = self._templates.rows()
+            self._state.check_templates(rows)
+        return {row[0]: self._templates.decrypt(row, fingerprint) for row in rows if row[1] == fingerprint}
 
     def data_version(self) -> int:
         """Changes whenever another connection commits (enrol, remove, calibrate): cheap to poll."""
@@ -133,9 +171,13 @@ class TemplateStore:
         pins = {name[4:]: self._records.get(name) for name in self._records.names("pin:")}
         return {fp: f"{pin['bundle']} {pin['version']}" for fp, pin in pins.items() if pin}
 
-    def remove(self, identity: str) -> None:
-        if not self._templates.delete(identity):
-            raise UnknownIdentityError(f"{identity!r} is not enrolled (see `edge-verify list`)")
+    def remove(self, identity: str, source: str | None = None) -> None:
+        """Delete the template of ``identity`` and write its audit row ("remove") in one transaction."""
+        with self._db.transaction():
+            fingerprint = self._templates.delete(identity)
+            if fingerprint is None:
+                raise UnknownIdentityError(f"{identity!r} is not enrolled (see `edge-verify list`)")
+            self._audit.append("remove", fingerprint, True, claimed=identity, source=source)
 
     # -- settings -------------------------------------------------------------------------------
     def set_threshold(self, fingerprint: str, record: dict) -> None:
@@ -223,10 +265,17 @@ class TemplateStore:
         (empty: intact). A store copied back whole from an earlier day is not detected here."""
         return self._audit.verify()
 
+    def verify_state(self) -> list[str]:
+        """How the store differs from its authenticated state: each template put back, deleted or
+        rolled back, each pin, calibration or chain head deleted or replaced (empty: none)."""
+        with self._db.snapshot():
+            return self._state.verify(tail=False)
+
     def integrity_check(self) -> list[str]:
-        """SQLite's own check, authentication of every template and setting, and the audit chain;
-        returns the problems found."""
+        """SQLite's own check, the authenticated state, authentication of every template, and the
+        audit chain; returns the problems found."""
         problems = [r[0] for r in self._db.execute("PRAGMA integrity_check").fetchall() if r[0] != "ok"]
+        problems += self.verify_state()
         for row in self._templates.rows():
             try:
                 self._templates.decrypt(row)
@@ -234,9 +283,4 @@ class TemplateStore:
                 problems.append(str(exc))
             except StoreError:  # another model or an older format: `list` and `check` say so
                 pass
-        for name in self._records.names("threshold:") + self._records.names("pin:"):
-            try:
-                self._records.get(name)
-            except TemplateIntegrityError as exc:
-                problems.append(str(exc))
         return problems + [f"audit: {p}" for p in self.verify_audit()]

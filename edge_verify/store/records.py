@@ -10,7 +10,7 @@ import json
 from edge_verify.errors import TemplateIntegrityError
 from edge_verify.store.db import Database
 
-# meta rows that are not sealed records: the key check, the schema version, the state record itself
+# meta rows that are not sealed records: the key check and the schema version
 UNSEALED = ("key_check", "schema")
 
 
@@ -55,19 +55,24 @@ class Records:
         )
 
     def delete(self, name: str) -> bool:
+        """Delete record ``name``; the state stops expecting it even if it was already gone (deleted
+        outside edge-verify: the key holder's deletion settles it). Whether a row was deleted."""
         with self.db.transaction() as tx:
             deleted = self.db.execute("DELETE FROM meta WHERE key = ?", (name,)).rowcount > 0
-            if deleted:
-                tx.records[name] = None
+            tx.records[name] = None
         return deleted
 
     def names(self, prefix: str) -> list[str]:
         rows = self.db.execute("SELECT key FROM meta WHERE key LIKE ? ORDER BY key", (prefix + "%",)).fetchall()
         return [r[0] for r in rows if r[0].startswith(prefix)]
 
-    def macs(self, exclude: tuple[str, ...] = ()) -> dict[str, str | None]:
-        """Every sealed record's MAC by name (None: it fails authentication), but ``exclude``."""
-        rows = self.db.execute("SELECT key, value FROM meta ORDER BY key").fetchall()
+    def macs(self, exclude: tuple[str, ...] = (), only: str | None = None) -> dict[str, str | None]:
+        """Every sealed record's MAC by name (None: it fails authentication), but ``exclude``; or
+        only record ``only``."""
+        if only is not None:
+            rows = self.db.execute("SELECT key, value FROM meta WHERE key = ?", (only,)).fetchall()
+        else:
+            rows = self.db.execute("SELECT key, value FROM meta ORDER BY key").fetchall()
         found: dict[str, str | None] = {}
         for name, value in rows:
             if name in UNSEALED or name in exclude:

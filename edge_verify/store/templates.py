@@ -1,8 +1,10 @@
-"""Templates: one AES-256-GCM encrypted vector per identity, bound (associated data) to the identity
-and the bundle fingerprint that made it."""
+"""Templates: one AES-256-GCM encrypted vector per identity, bound (associated data) to the identity,
+the bundle fingerprint that made it and the store revision that wrote it."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ MAX_NAME_LENGTH = 128
 # Format 1 (edge-verify 0.1) renormalised the mean, which scores higher; such templates made from
 # several frames must be re-enrolled. From one frame both formats are the same vector.
 TEMPLATE_FORMAT = 2
-_ROW = "identity, fingerprint, nonce, ciphertext, frames, format"
+_ROW = "identity, fingerprint, nonce, ciphertext, frames, format, revision, created, updated"
 
 
 @dataclass(frozen=True)
@@ -55,27 +57,44 @@ class Templates:
         self._aead = aead
 
     @staticmethod
-    def aad(identity: str, fingerprint: str) -> bytes:
-        return identity.encode() + b"\0" + fingerprint.encode()
+    def aad(identity: str, fingerprint: str, revision: int | None) -> bytes:
+        """Associated data: identity, fingerprint and revision (None: a schema-2 row, before revisions)."""
+        aad = identity.encode() + b"\0" + fingerprint.encode()
+        return aad if revision is None else aad + b"\0" + str(revision).encode()
 
     def put(self, identity: str, vector: np.ndarray, fingerprint: str, frames: int, replace: bool) -> None:
-        """Write the template of ``identity`` (in the open transaction, or in its own); an existing one
+        """Write the template of ``identity`` in the open transaction, at its revision; an existing one
         is replaced only with ``replace`` (checked inside the transaction: two enrolments cannot race)."""
         check_identity_name(identity)
         vector = np.asarray(vector, np.float32).reshape(-1)
-        nonce = os.urandom(12)
-        ciphertext = self._aead.encrypt(nonce, vector.tobytes(), self.aad(identity, fingerprint))
-        now = time.time()
-        with self.db.transaction():
-            row = self.db.execute("SELECT created FROM templates WHERE identity = ?", (identity,)).fetchone()
-            if row is not None and not replace:
+        with self.db.transaction() as tx:
+            old = self.db.execute("SELECT created FROM templates WHERE identity = ?", (identity,)).fetchone()
+            if old is not None and not replace:
                 raise UsageError(f"{identity!r} is already enrolled; add --replace to overwrite the template")
-            self.db.execute(
-                "INSERT OR REPLACE INTO templates"
-                " (identity, fingerprint, nonce, ciphertext, frames, created, updated, format)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (identity, fingerprint, nonce, ciphertext, int(frames), row[0] if row else now, now, TEMPLATE_FORMAT),
-            )
+            now = time.time()
+            self._write(tx, identity, fingerprint, vector, int(frames), TEMPLATE_FORMAT, old[0] if old else now, now)
+
+    def _write(self, tx, identity: str, fingerprint: str, vector: np.ndarray, frames: int, fmt: int, created, updated):
+        nonce = os.urandom(12)
+        ciphertext = self._aead.encrypt(nonce, vector.tobytes(), self.aad(identity, fingerprint, tx.revision))
+        row = (identity, fingerprint, nonce, ciphertext, frames, fmt, tx.revision, created, updated)
+        self.db.execute(f"INSERT OR REPLACE INTO templates ({_ROW}) VALUES ({', '.join('?' * len(row))})", row)
+        tx.templates[identity] = entry(row)
+        tx.removed.pop(identity, None)
+
+    def reseal(self, tx) -> int:
+        """Migration to revisions: re-encrypt every schema-2 row at revision ``tx.revision``. A row that
+        fails authentication is left as it is (it keeps failing; `doctor` names it). Returns the count."""
+        count = 0
+        for row in self.rows():
+            identity, fingerprint, nonce, ciphertext, frames, fmt, _, created, updated = row
+            try:
+                plain = self._aead.decrypt(nonce, ciphertext, self.aad(identity, fingerprint, None))
+            except InvalidTag:
+                continue
+            self._write(tx, identity, fingerprint, np.frombuffer(plain, np.float32), frames, fmt, created, updated)
+            count += 1
+        return count
 
     def row(self, identity: str) -> tuple | None:
         return self.db.execute(f"SELECT {_ROW} FROM templates WHERE identity = ?", (identity,)).fetchone()
@@ -90,9 +109,9 @@ class Templates:
     def decrypt(self, row: tuple, fingerprint: str | None = None) -> np.ndarray:
         """The vector of ``row`` (authenticated); made by a bundle other than ``fingerprint`` (or in a
         format to re-enrol): FingerprintMismatchError."""
-        identity, stored_fp, nonce, ciphertext, frames, fmt = row[:6]
+        identity, stored_fp, nonce, ciphertext, frames, fmt, revision = row[:7]
         try:
-            plain = self._aead.decrypt(nonce, ciphertext, self.aad(identity, stored_fp))
+            plain = self._aead.decrypt(nonce, ciphertext, self.aad(identity, stored_fp, revision))
         except InvalidTag:
             raise TemplateIntegrityError(
                 f"template of {identity!r} failed authentication (tampered or corrupted); "
@@ -115,6 +134,20 @@ class Templates:
             "SELECT identity, fingerprint, frames, created, updated FROM templates ORDER BY identity"
         ).fetchall()
 
-    def delete(self, identity: str) -> bool:
-        with self.db.transaction():
-            return self.db.execute("DELETE FROM templates WHERE identity = ?", (identity,)).rowcount > 0
+    def delete(self, identity: str) -> str | None:
+        """Remove the template of ``identity`` in the open transaction; the fingerprint it had, or None."""
+        with self.db.transaction() as tx:
+            row = self.db.execute("SELECT fingerprint FROM templates WHERE identity = ?", (identity,)).fetchone()
+            if row is None:
+                return None
+            self.db.execute("DELETE FROM templates WHERE identity = ?", (identity,))
+            tx.templates[identity] = None
+            tx.removed[identity] = tx.revision
+        return row[0]
+
+
+def entry(row: tuple) -> list:
+    """What the store's state records of a template row: fingerprint, revision, digest of the row."""
+    identity, fingerprint, nonce, ciphertext, frames, fmt, revision, created, updated = row
+    values = [identity, fingerprint, nonce.hex(), ciphertext.hex(), frames, fmt, revision, created, updated]
+    return [fingerprint, revision, hashlib.sha256(json.dumps(values).encode()).hexdigest()]
