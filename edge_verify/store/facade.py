@@ -11,7 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_verify.errors import BundleError, StoreError, TemplateIntegrityError, UnknownIdentityError
+from edge_verify.errors import (
+    BundleError,
+    InvalidTemplateError,
+    StoreError,
+    TemplateIntegrityError,
+    UnknownIdentityError,
+    UsageError,
+)
 from edge_verify.matcher import Decision
 from edge_verify.store.audit import AuditEntry, AuditLog
 from edge_verify.store.db import (
@@ -26,7 +33,7 @@ from edge_verify.store.db import (
 from edge_verify.store.keys import Keys, load_key, wrong_key
 from edge_verify.store.records import Records
 from edge_verify.store.state import State
-from edge_verify.store.templates import TemplateInfo, Templates
+from edge_verify.store.templates import TemplateInfo, Templates, check_identity_name, template_vector
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +144,17 @@ class TemplateStore:
     ) -> None:
         """Store the template of ``identity`` and its audit row ("enroll") in one transaction; an
         existing one is replaced only with ``replace`` (checked inside the transaction, so two
-        enrolments cannot race)."""
+        enrolments cannot race). A template of the wrong size (the pinned bundle's, else that of the
+        bundle's other templates), not finite, or with a norm a mean of unit vectors cannot have:
+        InvalidTemplateError."""
+        check_identity_name(identity)
+        if not isinstance(fingerprint, str) or not fingerprint:
+            raise UsageError(f"invalid bundle fingerprint {fingerprint!r}")
+        if not isinstance(frames, int) or isinstance(frames, bool) or frames < 1:
+            raise UsageError(f"invalid frame count {frames!r}: a template is made from 1 or more frames")
         with self._db.transaction():
-            self._templates.put(identity, embedding, fingerprint, frames, replace)
+            vector = template_vector(identity, embedding, self._embedding_size(fingerprint))
+            self._templates.put(identity, vector, fingerprint, frames, replace)
             self._audit.append("enroll", fingerprint, True, claimed=identity, source=source)
 
     def get(self, identity: str, fingerprint: str) -> np.ndarray:
@@ -147,16 +162,39 @@ class TemplateStore:
         with self._db.snapshot():
             row = self._templates.row(identity)
             self._state.check_templates([row] if row else [], {identity})
+            size = self._embedding_size(fingerprint)
         if row is None:
             raise UnknownIdentityError(f"{identity!r} is not enrolled (see `edge-verify list`)")
-        return self._templates.decrypt(row, fingerprint)
+        return self._checked(identity, self._templates.decrypt(row, fingerprint), size)
 
     def all_templates(self, fingerprint: str) -> dict[str, np.ndarray]:
-        """Every template of this bundle (for 1:N); templates of other bundles are skipped."""
+        """Every template of this bundle (for 1:N); templates of other bundles are skipped, and so is
+        one that is unusable (logged as an error): 1:N goes on for everyone else."""
         with self._db.snapshot():
             rows = self._templates.rows()
             self._state.check_templates(rows)
-        return {row[0]: self._templates.decrypt(row, fingerprint) for row in rows if row[1] == fingerprint}
+            size = self._embedding_size(fingerprint)
+        templates = {}
+        for row in rows:
+            if row[1] == fingerprint:
+                try:
+                    templates[row[0]] = self._checked(row[0], self._templates.decrypt(row, fingerprint), size)
+                except InvalidTemplateError as exc:
+                    log.error("%s: %s", self.path, exc)
+        return templates
+
+    def _checked(self, identity: str, vector: np.ndarray, size: int | None) -> np.ndarray:
+        try:
+            return template_vector(identity, vector, size)
+        except InvalidTemplateError as exc:
+            raise InvalidTemplateError(f"{exc}; re-enroll with `edge-verify enroll {identity} --replace`") from None
+
+    def _embedding_size(self, fingerprint: str) -> int | None:
+        """The size of this bundle's embeddings: as pinned, else as most of its stored templates."""
+        pin = self._records.get(f"pin:{fingerprint}")
+        if pin and "embedding_size" in pin:
+            return int(pin["embedding_size"])
+        return self._templates.stored_size(fingerprint)
 
     def data_version(self) -> int:
         """Changes whenever another connection commits (enrol, remove, calibrate): cheap to poll."""
@@ -196,8 +234,16 @@ class TemplateStore:
         name = f"pin:{bundle.fingerprint}"
         digest = bundle.decision_digest()
         pinned = self._records.get(name)
+        record = {
+            "decision_digest": digest,
+            "bundle": bundle.name,
+            "version": bundle.version,
+            "embedding_size": bundle.embedding_size,
+        }
         if pinned is None or repin:
-            self._records.put(name, {"decision_digest": digest, "bundle": bundle.name, "version": bundle.version})
+            self._records.put(name, record)
+        elif pinned["decision_digest"] == digest and "embedding_size" not in pinned:  # pinned before sizes were
+            self._records.put(name, record)
         elif pinned["decision_digest"] != digest:
             raise BundleError(
                 f"{bundle.path / 'bundle.json'}: its thresholds differ from those pinned in {self.path} "

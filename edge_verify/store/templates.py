@@ -13,7 +13,7 @@ import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from edge_verify.errors import FingerprintMismatchError, TemplateIntegrityError, UsageError
+from edge_verify.errors import FingerprintMismatchError, InvalidTemplateError, TemplateIntegrityError, UsageError
 from edge_verify.store.db import Database
 
 MAX_NAME_LENGTH = 128
@@ -21,6 +21,7 @@ MAX_NAME_LENGTH = 128
 # Format 1 (edge-verify 0.1) renormalised the mean, which scores higher; such templates made from
 # several frames must be re-enrolled. From one frame both formats are the same vector.
 TEMPLATE_FORMAT = 2
+NORM_TOLERANCE = 1e-3  # a mean of float32 unit vectors: norm in (0, 1], up to rounding
 _ROW = "identity, fingerprint, nonce, ciphertext, frames, format, revision, created, updated"
 
 
@@ -49,6 +50,28 @@ def check_identity_name(name: str) -> str:
             "no control characters and no leading or trailing spaces"
         )
     return name
+
+
+def template_vector(identity: str, embedding, size: int | None) -> np.ndarray:
+    """``embedding`` as a template of ``size`` values (None: any): finite, with the norm a mean of unit
+    vectors has (0 < norm <= 1). InvalidTemplateError naming what is wrong otherwise."""
+    try:
+        vector = np.asarray(embedding, np.float64)
+    except (TypeError, ValueError):
+        vector = None
+    if vector is None or vector.ndim not in (1, 2) or vector.size != vector.shape[-1]:
+        problem = f"not a vector of numbers ({type(embedding).__name__})"
+    elif vector.size == 0:
+        problem = "no values"
+    elif size is not None and vector.size != size:
+        problem = f"{vector.size} values, the bundle's embeddings have {size}"
+    elif not np.isfinite(vector).all():
+        problem = "values that are not finite (NaN or infinity)"
+    elif not 0 < (norm := float(np.linalg.norm(vector))) <= 1 + NORM_TOLERANCE:
+        problem = f"norm {norm:.4g}: a template is a mean of unit vectors (norm in (0, 1])"
+    else:
+        return vector.reshape(-1).astype(np.float32)
+    raise InvalidTemplateError(f"template of {identity!r} is unusable: {problem}")
 
 
 class Templates:
@@ -128,6 +151,14 @@ class Templates:
                 f"re-enroll with `edge-verify enroll {identity} --replace`"
             )
         return np.frombuffer(plain, np.float32).copy()
+
+    def stored_size(self, fingerprint: str) -> int | None:
+        """The size most templates of ``fingerprint`` have (read from the ciphertext length), or None."""
+        row = self.db.execute(
+            "SELECT length(ciphertext), COUNT(*) AS n FROM templates WHERE fingerprint = ? GROUP BY 1 ORDER BY n DESC",
+            (fingerprint,),
+        ).fetchone()
+        return None if row is None else (row[0] - 16) // 4  # float32 values and a 16-byte GCM tag
 
     def infos(self) -> list[tuple]:
         return self.db.execute(
