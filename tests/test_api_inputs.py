@@ -16,8 +16,8 @@ from hypothesis.extra import numpy as hnp
 
 import edge_verify as ev
 from edge_verify.api import DEFAULT
-from edge_verify.errors import EdgeVerifyError, InputError
-from tests.conftest import SAMPLES
+from edge_verify.errors import EdgeVerifyError, InputError, StoreError
+from tests.conftest import SAMPLES, run_cli
 
 FACE = SAMPLES / "astronaut_check.jpg"
 SHAPES = [(0, 0), (0, 5), (5, 0), (0, 0, 3), (1, 1, 3), (5, 7), (3, 3, 4), (2, 2, 2, 3), (), (1,)]
@@ -124,3 +124,21 @@ def test_array_above_the_pixel_limit_is_refused_at_once(shape):
 def test_compare_of_a_bad_vector_is_an_input_error(vector):
     with pytest.raises(InputError, match="embedding"):
         ev.compare(vector, ev.embed_one(FACE))
+
+
+# ---- FIFOs: a source that never ends is refused, never waited on ---------------------------------------
+@pytest.mark.parametrize("command", ["check", "enroll"])
+def test_fifo_source_is_refused_not_a_hang(tmp_path, enrolled_store, command):
+    fifo = tmp_path / "camera.mp4"
+    os.mkfifo(fifo)
+    options = ["astronaut", "--liveness", "off"] if command == "check" else ["someone"]
+    r = run_cli(command, *options, "--source", str(fifo), "--store", str(enrolled_store.path), timeout=30)
+    assert r.returncode == 4 and "not a regular file or a device" in r.stderr, r.stderr
+
+
+def test_store_on_a_fifo_is_refused_and_leaves_no_key(tmp_path):
+    fifo = tmp_path / "store.db"
+    os.mkfifo(fifo)
+    with pytest.raises(StoreError, match="not a regular file"):
+        ev.open_store(fifo)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store.db"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,6 +64,8 @@ class TemplateStore:
         (doctor, audit --verify) opens it anyway, to list the problems."""
         self.path = Path(path) if path else default_store_path()
         self.key_file = Path(key_file) if key_file else self.path.with_name(self.path.name + ".key")
+        if self.path.exists() and not stat.S_ISREG(self.path.stat().st_mode):
+            raise StoreError(f"{self.path}: not a regular file (a FIFO, device or folder); use another --store")
         new_store = not self.path.exists() or self.path.stat().st_size == 0
         if not new_store and read_header(self.path) != b"SQLite format 3\x00":
             raise StoreError(f"{self.path}: not a valid edge-verify store (not an SQLite file); use another --store")
