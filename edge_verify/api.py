@@ -10,12 +10,15 @@
         decision = ev.verify("door_camera.jpg", "alice", store)   # decision.accepted, .score
 
 The same pipeline and errors as the command line (``EdgeVerifyError`` subclasses: NoFaceError,
-MultipleFacesError, QualityError, ...). Each distinct ``Options`` loads its model bundle once.
+MultipleFacesError, QualityError, ...), and only those, whatever the arguments: an argument of the
+wrong type, shape, dtype or size (arrays have the files' pixel limit) is an InputError or UsageError.
+Each distinct ``Options`` loads its model bundle once.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,12 +26,15 @@ import numpy as np
 
 from edge_verify.detect import Face
 from edge_verify.enrolment import Enrolment, enrol
+from edge_verify.errors import InputError, UsageError
+from edge_verify.limits import MAX_IMAGE_PIXELS
 from edge_verify.matcher import Decision, mean_template, score
 from edge_verify.matcher import verify as verify_probes
 from edge_verify.pipeline import Verifier, VerifierOptions, resolve_threshold
-from edge_verify.store import TemplateStore
+from edge_verify.store import TemplateStore, check_identity_name
 
 Image = str | Path | np.ndarray  # a file path, or an 8-bit BGR (or grey) array as OpenCV gives
+MIN_IMAGE_SIDE = 16  # pixels: smaller arrays hold no usable face (and some backends fail on them)
 
 
 @dataclass(frozen=True)
@@ -46,9 +52,15 @@ class Options:
 DEFAULT = Options()
 
 
-@functools.lru_cache(maxsize=4)
 def verifier(options: Options = DEFAULT) -> Verifier:
     """The pipeline for ``options`` (loaded once, then reused)."""
+    if not isinstance(options, Options):
+        raise UsageError(f"options must be edge_verify.Options, not {type(options).__name__}")
+    return _verifier(options)
+
+
+@functools.lru_cache(maxsize=4)
+def _verifier(options: Options) -> Verifier:
     return Verifier(
         VerifierOptions(
             bundle=options.bundle, backend=options.backend, threads=options.threads, use_edgetpu=options.use_edgetpu
@@ -57,18 +69,27 @@ def verifier(options: Options = DEFAULT) -> Verifier:
 
 
 def load_image(image: Image) -> tuple[np.ndarray, str]:
-    """(BGR array, a name for messages) from a path or an array."""
-    from edge_verify.errors import InputError
+    """(BGR array, a name for messages) from a path or an array; InputError for anything else, for an
+    array of another type or shape, and for one outside the sizes files are allowed."""
     from edge_verify.sources import read_image
 
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3)):
             raise InputError(f"image array of shape {image.shape} and type {image.dtype}: need 8-bit BGR or grey")
+        height, width = image.shape[:2]
+        if height * width > MAX_IMAGE_PIXELS:
+            raise InputError(
+                f"image array of {width}x{height} pixels, more than the {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels allowed"
+            )
+        if min(height, width) < MIN_IMAGE_SIDE:
+            raise InputError(f"image array of {width}x{height} pixels: need at least {MIN_IMAGE_SIDE} on each side")
         if image.ndim == 2 or image.shape[2] == 1:
             import cv2
 
-            image = cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
+            image = cv2.cvtColor(np.ascontiguousarray(image.reshape(image.shape[:2])), cv2.COLOR_GRAY2BGR)
         return np.ascontiguousarray(image), "<array>"
+    if not isinstance(image, str | os.PathLike) or isinstance(image, bytes) or "\0" in str(image):
+        raise InputError(f"not an image: {type(image).__name__} (give a file path or an 8-bit BGR array)")
     return read_image(image), str(image)
 
 
@@ -99,6 +120,8 @@ def compare(a: Image | np.ndarray, b: Image | np.ndarray, options: Options = DEF
 def threshold(options: Options = DEFAULT, store: TemplateStore | None = None) -> float:
     """The threshold decisions use: the options' operating point, else the store's site calibration,
     else the bundle's default point."""
+    if store is not None:
+        _check_store(store)
     return resolve_threshold(verifier(options).bundle, store, operating_point=options.operating_point).value
 
 
@@ -118,6 +141,12 @@ def enroll(
     force: bool = False,
 ) -> Enrolment:
     """Enrol ``name`` from photos of that one person, with the command line's checks."""
+    check_identity_name(name)
+    _check_store(store)
+    if not isinstance(images, list | tuple) or not images:
+        raise UsageError(f"images must be a non-empty list of image paths or arrays, not {type(images).__name__}")
+    if not isinstance(replace, bool) or not isinstance(force, bool):
+        raise UsageError("replace and force must be True or False")
     frames = [load_image(i) for i in images]
     embeddings = np.stack([embed_one(frame, options) for frame, _ in frames])
     bundle = verifier(options).bundle
@@ -128,6 +157,8 @@ def enroll(
 def verify(image: Image, name: str, store: TemplateStore, options: Options = DEFAULT) -> Decision:
     """1:1: is the one face in ``image`` the enrolled ``name``? Audited like ``edge-verify check``
     (a single image: no liveness check, so never the only thing guarding a door)."""
+    check_identity_name(name)
+    _check_store(store)
     bundle = verifier(options).bundle
     store.pin_bundle(bundle)
     template = store.get(name, bundle.fingerprint)
@@ -138,5 +169,16 @@ def verify(image: Image, name: str, store: TemplateStore, options: Options = DEF
 
 def _vector(item: Image | np.ndarray, options: Options) -> np.ndarray:
     if isinstance(item, np.ndarray) and item.ndim == 1:
-        return mean_template(item[None])
+        size = verifier(options).bundle.embedding_size
+        if item.dtype.kind not in "fiu" or item.size != size:
+            raise InputError(f"an embedding has {size} numbers, not {item.size} of type {item.dtype}")
+        vector = item.astype(np.float64)
+        if not np.isfinite(vector).all() or not np.any(vector):
+            raise InputError("an embedding must be finite and not all zero")
+        return mean_template(vector[None])
     return embed_one(item, options)
+
+
+def _check_store(store) -> None:
+    if not isinstance(store, TemplateStore):
+        raise UsageError(f"store must be a TemplateStore (edge_verify.open_store), not {type(store).__name__}")

@@ -47,6 +47,5 @@ def enrol(
         raise DuplicateIdentityError(
             f"these frames match an enrolled identity: {who}; add --force to enrol {identity!r} anyway"
         )
-    store.put(identity, template, bundle.fingerprint, len(embeddings), replace=replace)
-    store.audit("enroll", bundle.fingerprint, True, claimed=identity, source=source)
+    store.put(identity, template, bundle.fingerprint, len(embeddings), replace=replace, source=source)
     return Enrolment(identity, len(embeddings), float(agreement(embeddings).min()), duplicates)

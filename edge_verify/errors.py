@@ -69,6 +69,10 @@ class TemplateIntegrityError(StoreError):
     exit_code = 10
 
 
+class InvalidTemplateError(StoreError):
+    """A template is not a usable vector (size, NaN, norm): refused on write, skipped on read."""
+
+
 class UnknownIdentityError(StoreError):
     """The named identity is not enrolled."""
 

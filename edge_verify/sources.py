@@ -290,6 +290,9 @@ def open_source(spec: str, timeout_s: float = 5.0) -> FrameSource:
         return ImageSource(images, str(path))
     if not path.exists():
         raise InputError(f"{spec}: no such file, folder, camera or URL")
+    mode = path.stat().st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode)):  # a FIFO or socket may never end: never wait on one
+        raise InputError(f"{spec}: not a regular file or a device (a FIFO or socket); give a video, image or camera")
     if path.suffix.lower() in VIDEO_EXTENSIONS:
         return CaptureSource(str(path), str(path), live=False)
     return ImageSource([path], str(path))

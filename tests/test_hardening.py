@@ -319,7 +319,7 @@ def test_hung_command_is_killed_with_its_children_and_exit_codes_recorded(tmp_pa
     script = tmp_path / "hook.sh"
     script.write_text(
         f'#!/bin/sh\nenv > "{tmp_path}/env.$EDGE_VERIFY_AUDIT_ID"\n'
-        f'[ "$EDGE_VERIFY_AUDIT_ID" = 1 ] && exit 3\nsleep 1{marker} &\nsleep 2{marker}\n'
+        f'mkdir "{tmp_path}/first" 2>/dev/null && exit 3\nsleep 1{marker} &\nsleep 2{marker}\n'
     )
     script.chmod(0o755)
     config = door_config(tmp_path, command=str(script), command_timeout_s=1.0)
@@ -344,7 +344,7 @@ def test_hung_command_is_killed_with_its_children_and_exit_codes_recorded(tmp_pa
     assert any(w in d for d in details for w in ("timed out", "killed", "stopped with the kiosk"))
     alive = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
     assert alive == [], "a hook command or its child survived the kiosk"
-    env = (tmp_path / "env.1").read_text()
+    env = (tmp_path / f"env.{kiosk.events[0].audit_id}").read_text()
     assert "EDGE_VERIFY_KEY" not in env and "EDGE_VERIFY_ACCEPTED=1" in env
 
 
@@ -531,18 +531,20 @@ def test_administrative_actions_are_audited(tmp_path, store_path):
 
 
 def test_old_audit_rows_are_sealed_on_upgrade(store_path):
-    """A store from before the chain: its rows are sealed once, then edits are caught."""
-    with TemplateStore(store_path) as store:
-        store.audit("check", FP, True, claimed="alice")
+    """A store from before the chain (schema 2, no chain records): its rows are sealed once, when it
+    is upgraded, then edits are caught."""
+    store_path.parent.mkdir(parents=True)
+    shutil.copy(ROOT / "tests" / "data" / "store_v2.db", store_path)
     db = sqlite3.connect(store_path)
     db.execute("UPDATE audit SET mac = NULL")
+    db.execute("UPDATE audit_actions SET mac = NULL")
     db.execute("DELETE FROM meta WHERE key LIKE 'audit_head:%' OR key = 'audit_chain'")
     db.commit()
-    with TemplateStore(store_path) as store:
+    with TemplateStore(store_path, key=bytes(range(32))) as store:
         assert store.verify_audit() == []
-    db.execute("UPDATE audit SET accepted = 0")
+    db.execute("UPDATE audit SET accepted = 0 WHERE id = 1")
     db.commit()
-    with TemplateStore(store_path) as store:
+    with TemplateStore(store_path, key=bytes(range(32))) as store:
         assert store.verify_audit() == ["audit: row 1 was edited or inserted outside edge-verify"]
 
 

@@ -73,7 +73,7 @@ def test_enrolled_face_pulses_relay_and_webhook_once_per_cooldown(tmp_path, veri
     states = [s.state for s in pins.pin(17).states]
     assert states == [False] + [True, False] * 3
     assert [b["accepted"] for b in receiver.received] == [True, True, True, False]
-    audit = enrolled_store.audit_log()
+    audit = enrolled_store.audit_log(command="kiosk")
     assert [a.accepted for a in reversed(audit)] == [True, True, True, False]
 
 

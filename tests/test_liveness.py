@@ -110,7 +110,7 @@ def test_kiosk_defaults_to_a_challenge_and_a_photo_never_opens_the_door(tmp_path
         assert all("challenge failed" in e.liveness for e in kiosk.events)
         assert [s.state for s in factory.pin(17).states] == [False]  # the relay never moved
         assert len(factory.pin(27).states) > 3  # the LED blinked during the challenge
-        assert all(a.liveness and "challenge failed" in a.liveness for a in enrolled_store.audit_log())
+        assert all(a.liveness and "challenge failed" in a.liveness for a in enrolled_store.audit_log(command="kiosk"))
     finally:
         factory.reset()
         gpiozero.Device.pin_factory = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -48,10 +49,12 @@ def test_flipped_bit_in_template_is_detected(store_path):
     db.execute("UPDATE templates SET ciphertext = ?", (bytes(ct),))
     db.commit()
     db.close()
-    with TemplateStore(store_path) as store, pytest.raises(TemplateIntegrityError, match="failed authentication"):
-        store.get("alice", FP)
-    with TemplateStore(store_path) as store:
-        assert store.integrity_check()  # doctor reports it
+    with pytest.raises(TemplateIntegrityError, match="template of 'alice' was changed outside edge-verify"):
+        TemplateStore(store_path)
+    with TemplateStore(store_path, check_state=False) as store:
+        with pytest.raises(TemplateIntegrityError, match="was changed outside edge-verify"):
+            store.get("alice", FP)
+        assert any("failed authentication" in p for p in store.integrity_check())  # doctor reports it
 
 
 def test_template_moved_to_another_identity_is_detected(store_path):
@@ -63,8 +66,10 @@ def test_template_moved_to_another_identity_is_detected(store_path):
     db.execute("UPDATE templates SET nonce = ?, ciphertext = ? WHERE identity = 'alice'", (nonce, ct))
     db.commit()
     db.close()
-    with TemplateStore(store_path) as store, pytest.raises(TemplateIntegrityError):
-        store.get("alice", FP)
+    with pytest.raises(TemplateIntegrityError, match="template of 'alice' was changed"):
+        TemplateStore(store_path)
+    with TemplateStore(store_path, check_state=False) as store:
+        assert "template of 'alice' failed authentication" in " ".join(store.integrity_check())
 
 
 def test_template_of_other_bundle_asks_for_re_enrolment(store_path):
@@ -82,8 +87,10 @@ def test_relabelled_fingerprint_column_fails_authentication(store_path):
     db.execute("UPDATE templates SET fingerprint = ?", (FP,))
     db.commit()
     db.close()
-    with TemplateStore(store_path) as store, pytest.raises(TemplateIntegrityError):
-        store.get("alice", FP)
+    with pytest.raises(TemplateIntegrityError, match="template of 'alice' was changed"):
+        TemplateStore(store_path)
+    with TemplateStore(store_path, check_state=False) as store:
+        assert "template of 'alice' failed authentication" in " ".join(store.integrity_check())
 
 
 def test_wrong_key_is_refused(store_path, monkeypatch):
@@ -154,25 +161,27 @@ def test_threshold_edited_without_the_key_is_refused(store_path, edit):
         db.execute("UPDATE meta SET value = ? WHERE key = ?", (other, f"threshold:{FP}"))
     db.commit()
     db.close()
-    with TemplateStore(store_path) as store:
+    with pytest.raises(TemplateIntegrityError, match=f"the site calibration of bundle {FP[:12]} was"):
+        TemplateStore(store_path)
+    with TemplateStore(store_path, check_state=False) as store:
         with pytest.raises(TemplateIntegrityError, match="changed outside edge-verify"):
             store.threshold(FP)
         assert any("changed outside edge-verify" in p for p in store.integrity_check())
 
 
-def test_template_of_an_older_format_asks_for_re_enrolment(store_path):
+def test_template_of_an_older_format_asks_for_re_enrolment(tmp_path):
     """0.1 renormalised multi-frame templates (they score higher): such a template is not used."""
-    with TemplateStore(store_path) as store:
-        store.put("alice", random_unit(1, 128)[0], FP, 5)
-        store.put("bob", random_unit(1, 128, seed=1)[0], FP, 1)
+    store_path = tmp_path / "old.db"
+    shutil.copy(ROOT / "tests" / "data" / "store_v2.db", store_path)  # bob: 3 frames, astronaut: 1
     db = sqlite3.connect(store_path)
     db.execute("UPDATE templates SET format = 1")
     db.commit()
     db.close()
-    with TemplateStore(store_path) as store:
+    with TemplateStore(store_path, key=bytes(range(32))) as store:
+        fingerprint = store.list()[0].fingerprint
         with pytest.raises(FingerprintMismatchError, match="older edge-verify"):
-            store.get("alice", FP)
-        assert store.get("bob", FP).shape == (128,)  # one frame: the same vector in both formats
+            store.get("bob", fingerprint)
+        assert store.get("astronaut", fingerprint).shape == (256,)  # one frame: the same vector in both formats
 
 
 WRITER = """
@@ -239,5 +248,5 @@ def test_concurrent_enrol_and_check(store_path):
         assert p.returncode == 0, err
         assert out.strip() == "ok"
     with TemplateStore(store_path) as store:
-        assert len(store.audit_log(1000)) == 300
+        assert len(store.audit_log(1000)) == 601  # 300 checks and 1 + 300 enrolments, each audited
         assert store.integrity_check() == []

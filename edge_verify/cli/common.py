@@ -57,12 +57,13 @@ def verifier_for(args: argparse.Namespace, bundle: str | None = None, self_test:
     return verifier
 
 
-def open_store(args: argparse.Namespace, bundle=None, create: bool = False):
+def open_store(args: argparse.Namespace, bundle=None, create: bool = False, check_state: bool = True):
     """Open the store; with ``bundle``, check (or on first use, pin) its decision fields. Only
-    commands that write (``create``: enroll, calibrate) may make a new store."""
+    commands that write (``create``: enroll, calibrate) may make a new store; ``check_state=False``
+    (doctor, audit --verify) opens a store that was changed outside edge-verify, to list what changed."""
     from edge_verify.store import TemplateStore
 
-    store = TemplateStore(args.store, key_file=args.key_file, create=create)
+    store = TemplateStore(args.store, key_file=args.key_file, create=create, check_state=check_state)
     if bundle is not None:
         try:
             store.pin_bundle(bundle)

@@ -29,7 +29,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     verifier = verifier_for(args)
     bundle = verifier.bundle
     if args.reset:
-        with open_store(args, bundle) as store:
+        # a calibration changed or deleted outside edge-verify is what a reset is for: open it anyway
+        with open_store(args, bundle, check_state=False) as store, store.transaction():
             removed = store.reset_threshold(bundle.fingerprint)
             store.audit("calibrate", bundle.fingerprint, True, source="reset")
         point = bundle.operating_point()
@@ -63,7 +64,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     at = measure(genuine, impostor, threshold, origin)
     report = verification_report(genuine, impostor)
     if not args.dry_run:
-        with open_store(args, bundle, create=True) as store:
+        with open_store(args, bundle, create=True) as store, store.transaction():
             store.set_threshold(
                 bundle.fingerprint,
                 {
@@ -275,7 +276,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     def store_check():
         if not store_exists:
             return f"{store_path(args)}: no store yet (the first enrolment makes it)"
-        with open_store(args) as store:
+        with open_store(args, check_state=False) as store:
             problems = store.integrity_check()
             if problems:
                 raise EdgeVerifyError("; ".join(problems))
@@ -303,7 +304,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         if not store_exists:
             choice = resolve_threshold(bundle, None)
         else:
-            with open_store(args) as store:
+            with open_store(args, check_state=not args.repin) as store:  # a re-pin settles a stripped pin
                 store.pin_bundle(bundle, repin=args.repin)
                 choice = resolve_threshold(bundle, store)
         points = ", ".join(f"{p.name} {p.threshold:.4f}" for p in bundle.operating_points.values())
@@ -338,9 +339,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
     import io
 
     since, until = parse_time(args.since, "--since"), parse_time(args.until, "--until")
-    with open_store(args) as store:
+    with open_store(args, check_state=not args.verify) as store:
         if args.verify:
-            problems = store.verify_audit()
+            problems = store.verify_state() + store.verify_audit()
             count = len(store.audit_log(limit=-1))
         else:
             entries = store.audit_log(args.limit, since=since, until=until, command=args.command_filter)
