@@ -169,7 +169,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     verifier = verifier_for(args)
     checked = selftest.require(verifier)  # timings of a device that computes wrong embeddings mean nothing
+    live = args.liveness == "on" and verifier.detector is not None
+    if live:
+        from edge_verify.antispoof import AntiSpoof
+        from edge_verify.landmarks import FaceMesh
+
+        mesh = FaceMesh(backend=args.backend, threads=args.threads)
+        antispoof = AntiSpoof(args.backend, args.threads)
     stages = {"capture": [], "detect": [], "align": [], "invoke": [], "match": []}
+    if live:
+        stages.update(landmarks=[], antispoof=[])
     template = np.ones(verifier.bundle.embedding_size, np.float32)
     faces_seen = 0
     start = time.perf_counter()
@@ -183,6 +192,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 break
             t1 = time.perf_counter()
             faces = verifier.detect(frame.image) if verifier.detector else []
+            faces = faces[:1] if args.one_face else faces
             t2 = time.perf_counter()
             chips = [verifier.align(frame.image, f) for f in faces]
             t3 = time.perf_counter()
@@ -191,7 +201,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
             for e in embeddings:
                 cosine(e, template)
             t5 = time.perf_counter()
-            for name, dt in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
+            times = [t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4]
+            if live:  # the liveness check of every tracked face: its landmarks, then the anti-spoofing model
+                for f in faces:
+                    mesh.landmarks(frame.image, f)
+                t6 = time.perf_counter()
+                for f in faces:
+                    antispoof.score(frame.image, f)
+                times += [t6 - t5, time.perf_counter() - t6]
+            for name, dt in zip(stages, times, strict=True):
                 stages[name].append(dt)
             faces_seen += len(chips)
             frames += 1
@@ -428,6 +446,13 @@ def register(add) -> None:
     p = add("bench", cmd_bench, "per-stage latency and frames/s on a source")
     p.add_argument("--source", "-s", required=True)
     p.add_argument("--frames", "-n", type=int, default=100)
+    p.add_argument(
+        "--liveness",
+        choices=["on", "off"],
+        default="on",
+        help="time the liveness stages too: landmarks and the anti-spoofing model per face (default on, as a kiosk)",
+    )
+    p.add_argument("--one-face", action="store_true", help="only the largest face of each frame (a door's view)")
 
     p = add("doctor", cmd_doctor, "check backend, EdgeTPU, bundle hashes, store integrity, camera")
     p.add_argument("--source", "-s", help="also try to read a frame from this source")
