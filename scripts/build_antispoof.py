@@ -53,7 +53,8 @@ THRESHOLD_NOTE = (
     "chosen with benchmarks/antispoof.py (every 3rd video frame, YuNet faces at the kiosk's working size) "
     "between the highest attack track (replay_dev vendor_630b6ba7 phone replay, 0.385) and the lowest bona fide "
     "track above it (replay_dev real vendor_621ea6b1, 0.436); bona fide tracks below it: the liveness close-up "
-    "(closeup_blinking, 0.28: the face fills the 1280x720 frame, so the crop scale is cut to the frame's height and the crop holds none of the background the models saw around faces in training) and NUAA "
+    "(closeup_blinking, 0.28: its face box, about 880 px high, is taller than the 720 px frame, so the crop "
+    "scale falls from 2.7/4.0 to about 0.8 and the crop holds part of the face and no background) and NUAA "
     "real sessions 0001/02 and 0008/02 (0.38). Generated print attacks (tests/photo_attacks.py, digital warps "
     "of a photo with no print texture) mostly score above it: the model cannot see them"
 )
