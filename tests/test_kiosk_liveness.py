@@ -29,7 +29,7 @@ def run_kiosk(config, verifier, store, seed=3, fps=10.0):
 
 
 def liveness_rows(store):
-    return [a for a in reversed(store.audit_log()) if a.liveness or a.detail]
+    return [a for a in reversed(store.audit_log(command="kiosk")) if a.liveness or a.detail]
 
 
 def test_repeated_failures_lock_the_face_out_then_the_kiosk_with_an_alert(tmp_path, verifier, enrolled_store, pins):
@@ -55,7 +55,7 @@ def test_repeated_failures_lock_the_face_out_then_the_kiosk_with_an_alert(tmp_pa
     assert len(failed) == 3, [r.liveness for r in rows]  # 2 on the first visit (then locked out), 1 on the second
     assert all("no reaction within 1.0s" in r.liveness for r in failed)
     assert len(alerts) == 1 and "3 failed or abandoned checks" in alerts[0].detail
-    assert not any(r.accepted for r in enrolled_store.audit_log())
+    assert not any(r.accepted for r in enrolled_store.audit_log(command="kiosk"))
     assert [s.state for s in pins.pin(17).states] == [False]  # the relay never moved
     assert any((b.get("alert") or "").startswith("liveness attack suspected") for b in receiver.received)
     assert kiosk.status["state"] == "locked" and kiosk.locked_until > kiosk.frames / 10.0
@@ -124,7 +124,7 @@ def test_one_pass_opens_the_door_once_however_long_the_person_stays(
     accepted = [e for e in kiosk.events if e.accepted]
     assert len(accepted) == 1 and "challenge passed" in accepted[0].liveness, kiosk.events
     assert [s.state for s in pins.pin(17).states] == [False, True, False]  # one pulse in 23 s in view
-    assert sum(a.accepted for a in store.audit_log()) == 1
+    assert sum(a.accepted for a in store.audit_log(command="kiosk")) == 1
     store.close()
 
 
@@ -168,9 +168,9 @@ def test_a_looping_recording_never_opens_the_door(tmp_path, shared_data, verifie
     kiosk = run_kiosk(config, verifier, store, seed=len(video), fps=fps)
     receiver.close()
     assert kiosk.reconnects >= 9
-    assert not any(e.accepted for e in kiosk.events) and not any(a.accepted for a in store.audit_log())
+    assert not any(e.accepted for e in kiosk.events) and not any(a.accepted for a in store.audit_log(command="kiosk"))
     assert [s.state for s in pins.pin(17).states] == [False]
     assert not any(b["accepted"] for b in receiver.received)
-    failures = [a for a in store.audit_log(limit=1000) if a.liveness and "failed" in a.liveness]
+    failures = [a for a in store.audit_log(limit=1000, command="kiosk") if a.liveness and "failed" in a.liveness]
     assert failures, "the recording must have been challenged"
     store.close()

@@ -22,7 +22,7 @@ from edge_verify.liveness import (
     random_sequence,
     watch,
 )
-from tests.conftest import SAMPLES, make_video, run_cli
+from tests.conftest import SAMPLES, SHARED, make_video, run_cli
 from tests.liveness_replay import chance_passes, cooperative_check, followable, replay, video_samples
 from tests.photo_attacks import KINDS, attack_frames
 
@@ -241,3 +241,25 @@ def test_prints_of_every_shared_photo_never_pass_the_challenge(shared_data, part
             assert run(parts, recorded, "challenge", sequence).state == "failed", (photo.name, kind, sequence)
     # Not asserted: the passive mode. A moved print of biden_1.jpg at 12 frames/s showed a fake blink and
     # a turn with optical-flow depth 0.040 and passed it (benchmarks/liveness.py, README "Liveness").
+
+
+REPLAYS = sorted(
+    p.name for p in (SHARED / "antispoof/replay_dev/replay").glob("*") if p.suffix.lower() in {".mp4", ".mov"}
+)
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+@pytest.mark.parametrize("replay_video", REPLAYS or ["(absent)"])
+def test_a_phone_or_monitor_replay_is_rejected_by_passive_and_challenge(tmp_path, shared_data, replay_video):
+    """The person is enrolled from the replay's own first frames (their face matches perfectly):
+    only the liveness check stands between the screen and the door."""
+    video = shared_data / "antispoof/replay_dev/replay" / replay_video
+    s = ["--store", str(tmp_path / "s.db")]
+    r = run_cli("enroll", "person", "--source", str(video), "--frames", "3", "--liveness", "off", *s)
+    assert r.returncode == 0, r.stderr
+    for mode in ("passive", "challenge"):
+        r = run_cli("check", "person", "--source", str(video), "--liveness", mode, "--json", *s, timeout=300)
+        data = json.loads(r.stdout)
+        assert r.returncode == 1 and data["accepted"] is False, (mode, r.stdout, r.stderr)
+        assert data["liveness"]["state"] == "failed", data["liveness"]
