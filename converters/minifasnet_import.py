@@ -11,8 +11,9 @@ The networks (both 80x80 BGR 0..255 in, 3 logits out, softmax index 1 = real):
 
 - a stem: 3x3/2 convolution, batch norm, PReLU; a 3x3 depthwise convolution, batch norm, PReLU;
 - MobileFaceNet blocks: 1x1 expansion (BN, PReLU), 3x3 depthwise (stride 1 or 2, BN, PReLU), 1x1
-  projection (BN); stride-1 blocks inside a stage add their input (MiniFASNetV1SE: a squeeze-excitation
-  after the projection, before the residual add);
+  projection (BN); stride-1 blocks inside a stage add their input (MiniFASNetV1SE: the last block of
+  each stage has a squeeze-excitation after the projection, before the residual add: average pool,
+  1x1 convolution, BN, ReLU, 1x1 convolution, BN, sigmoid, channel scale);
 - 1x1 convolution (BN, PReLU), a 5x5 valid depthwise convolution over the whole 5x5 map (BN),
   flatten, a linear layer without bias to 128, batch norm (1-D), then dropout (identity at inference)
   and the linear classifier to 3 logits.
@@ -214,14 +215,14 @@ class Block:
 
 @dataclass
 class Network:
-    """The layer plan: ``stem`` and ``blocks`` in order, then ``head`` (1x1 ConvBN with PReLU, then
-    the 5x5 depthwise ConvBN), then ``linear``, ``bn`` (1-D) and ``prob``."""
+    """The layer plan: ConvBN and Block in forward order (stem, stages, 1x1 ConvBN, 5x5 depthwise
+    ConvBN); ``linear``, ``bn`` (1-D) and ``prob`` follow them in every variant."""
 
     layers: list = field(default_factory=list)
 
 
-# The upstream modules in forward order: stage name, stride of its first depthwise convolution,
-# and whether its blocks are residual (the one-block downsampling stages are not).
+# The upstream modules in forward order: name, kind (a ConvBN, a downsampling block, or a stage of
+# residual blocks ``name.model.i``) and stride.
 _PLAN = (
     ("conv1", "stem", 2),
     ("conv2_dw", "stem_dw", 1),
@@ -237,8 +238,8 @@ _PLAN = (
 
 
 def network_plan(state: dict[str, np.ndarray]) -> Network:
-    """The layer plan of a MiniFASNet state_dict, read from its names; ModelError if any weight is
-    left unused or a name the plan expects is missing."""
+    """The layer plan of a MiniFASNet state_dict, read from its names and shapes; ModelError if a
+    weight the plan needs is missing or the dict holds modules the plan does not know."""
     net = Network()
 
     def conv(prefix: str, stride: int, prelu: bool) -> ConvBN:

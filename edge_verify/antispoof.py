@@ -6,7 +6,9 @@ weights, Apache-2.0) see a crop of the frame around the face: the face box scale
 inside the frame where it would leave it, and resized to 80x80, BGR, 0..255. They learned a
 screen's moiré and glare and a print's texture; they cannot see an injected video feed. A face's
 score is the mean of the models' P(real); a track's decision is the mean over its frames against
-``AntiSpoof.threshold``.
+``AntiSpoof.threshold``. That threshold was measured on whole videos: phone replays hold 2-4 s
+stretches that score near 1, so a mean over a few seconds of a track does not reject them
+(benchmarks/antispoof.py prints the mean over N consecutive frames).
 """
 
 from __future__ import annotations
@@ -110,7 +112,8 @@ class AntiSpoof:
 
 @dataclass
 class TrackScore:
-    """Running mean of one track's scores; ``live(threshold)`` once ``min_frames`` were seen."""
+    """Running mean of one track's scores; ``live(threshold)`` once ``min_frames`` were seen (how many
+    a decision needs is the integrator's call: see the module docstring on short stretches)."""
 
     total: float = 0.0
     frames: int = 0

@@ -56,7 +56,9 @@ THRESHOLD_NOTE = (
     "(closeup_blinking, 0.28: its face box, about 880 px high, is taller than the 720 px frame, so the crop "
     "scale falls from 2.7/4.0 to about 0.8 and the crop holds part of the face and no background) and NUAA "
     "real sessions 0001/02 and 0008/02 (0.38). Generated print attacks (tests/photo_attacks.py, digital warps "
-    "of a photo with no print texture) mostly score above it: the model cannot see them"
+    "of a photo with no print texture) mostly score above it: the model cannot see them. The threshold holds for "
+    "the mean over a whole replay (20-70 scored frames); phone replays hold 2-4 s stretches scoring near 1, so a "
+    "mean over a shorter stretch of a track accepts them (benchmarks/antispoof.py, windows)"
 )
 CALIBRATION_SETS = ("liveness videos", "NUAA real", "NUAA print", "replay_dev real", "replay_dev replay")
 CALIBRATION_CROPS = 300
