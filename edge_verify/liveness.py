@@ -75,6 +75,7 @@ class LivenessOptions:
     min_presence: float = 0.5  # face-mesh presence below which a frame is not used
     max_failures: int = 3  # failed or abandoned checks per track before it is locked out until the face leaves
     model_frames: int = 5  # anti-spoofing model: frames it must have scored before a check can pass
+    model_min_s: float = 6.0  # ... and seconds: a replay has short stretches the model scores as live
 
 
 @dataclass(frozen=True)
@@ -358,6 +359,7 @@ class Check:
         self.result = LivenessResult(mode)
         self.model_threshold: float | None = None  # set: the anti-spoofing model must pass too
         self._real_sum = 0.0
+        self._done = False  # the check's own cues passed; waiting for the model's minimum time
 
     def observe_real(self, p_real: float) -> None:
         """One frame's anti-spoofing score (P(real)) of this face."""
@@ -373,6 +375,10 @@ class Check:
             return r
         if r.started is None:
             r.started = s.time
+        if self._done:  # the actions are done; the anti-spoofing model is still watching
+            if s.time - r.started >= self.options.model_min_s:
+                self._pass(s)
+            return r
         if s.time - r.started > self.time_limit():
             self._fail(s, f"not completed within {self.time_limit():.0f}s")
             return r
@@ -402,6 +408,9 @@ class Check:
 
     def _pass(self, s: Sample) -> None:
         r, threshold = self.result, self.model_threshold
+        if threshold is not None and s.time - (r.started or s.time) < self.options.model_min_s:
+            self._done, r.prompt = True, PROMPTS["look"]
+            return
         if threshold is not None:
             if r.real_frames < self.options.model_frames:
                 self._fail(s, f"anti-spoofing model scored {r.real_frames} frame(s), needs {self.options.model_frames}")
