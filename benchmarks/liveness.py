@@ -1,7 +1,10 @@
-"""Liveness figures: each passive cue's APCER/BPCER on NUAA, the landmark model's cost, the time a
-cooperative user needs on the liveness videos, and the printed-photo attacks.
+"""Liveness figures: the cost of each stage, the chance that a recording which ignores the prompts
+passes a random challenge (per video and playback speed, with its 95% upper bound), the time a
+cooperative person needs, the passive mode on the liveness videos, the printed-photo attacks and each
+passive cue's APCER/BPCER on NUAA. The anti-spoofing model's own APCER/BPCER per set, int8-vs-float
+agreement and time per face: benchmarks/antispoof.py; the photo puppet: benchmarks/puppet_attack.py.
 
-    python benchmarks/liveness.py [--data ../shared/data] [--attack-photos 25]
+    python benchmarks/liveness.py [--data ../shared/data] [--attack-photos 25] [--seeds 100]
 
 APCER: share of attack presentations (NUAA spoof sessions, generated print attacks) judged live.
 BPCER: share of bona fide presentations (NUAA real sessions) judged an attack. The thresholds are the
@@ -25,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from edge_verify.antispoof import AntiSpoof  # noqa: E402
 from edge_verify.detect import FaceDetector  # noqa: E402
 from edge_verify.landmarks import FaceMesh  # noqa: E402
 from edge_verify.liveness import (  # noqa: E402
@@ -163,8 +167,11 @@ def video_frames(path):
         yield from ((f.time, f.image) for f in source)
 
 
-def run_check(frames, detector, mesh, mode, options, sequence=None):
-    return watch(LivenessMonitor(mesh, make_check(mode, options, sequence)), detector, frames)
+def run_check(frames, detector, mesh, mode, options, antispoof=None):
+    """The product's check on a video: a random challenge (or passive), with the model when given."""
+    return watch(
+        LivenessMonitor(mesh, make_check(mode, options), antispoof if mode != "events" else None), detector, frames
+    )
 
 
 def main() -> None:
@@ -175,6 +182,7 @@ def main() -> None:
     args = parser.parse_args()
     detector, mesh, options = FaceDetector(), FaceMesh(), LivenessOptions()
     verifier = Verifier()
+    antispoof = AntiSpoof()
 
     video = args.data / "video" / "liveness" / "woman_headturns_wink_expressions.mp4"
     frames = [f for _, f in video_frames(video)][:100]
@@ -183,6 +191,7 @@ def main() -> None:
     for name, fn in (
         ("YuNet detect (baseline)", lambda f, face: detector.detect(f)),
         ("face mesh landmarks", lambda f, face: mesh.landmarks(f, face)),
+        ("anti-spoofing model (2 models)", lambda f, face: antispoof.score(f, face)),
         ("face embedding (align + invoke)", lambda f, face: verifier.observe(f, [face])),
     ):
         start = time.perf_counter()
@@ -196,7 +205,9 @@ def main() -> None:
 
     recordings(args, detector, mesh, options)
     for name in sorted(p.name for p in (args.data / "video" / "liveness").glob("*.mp4")):
-        r = run_check(video_frames(args.data / "video" / "liveness" / name), detector, mesh, "passive", options)
+        r = run_check(
+            video_frames(args.data / "video" / "liveness" / name), detector, mesh, "passive", options, antispoof
+        )
         done = f"{r.finished:.1f}s from the first frame" if r.state == "passed" else r.reason or "video ended first"
         print(f"  passive  {name:<40}{r.state:<8}{done}")
 
@@ -211,12 +222,12 @@ def main() -> None:
         for kind in KINDS:
             recorded = list(attack_frames(image, kind, seed=i))
             for mode in ("challenge", "passive", "events"):
-                r = run_check(recorded, detector, mesh, mode, options)
+                r = run_check(recorded, detector, mesh, mode, options, antispoof)
                 if mode == "events":
                     depths[kind] += [e.depth or 0.0 for e in r.events if e.kind != "blink"]
                 else:
                     passed[f"{mode} {kind}"].append(r.state == "passed")
-    print(f"\nprint attacks from {len(photos)} shared photos (tests/photo_attacks.py), APCER:")
+    print(f"\nprint attacks from {len(photos)} shared photos (tests/photo_attacks.py), with the model, APCER:")
     for key, flags in passed.items():
         print(f"  {key:<24}{rate(flags)}")
     for kind, d in depths.items():

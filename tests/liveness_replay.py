@@ -30,6 +30,15 @@ from edge_verify.liveness import (
 )
 from edge_verify.sources import open_source
 
+LIVENESS_VIDEOS = [
+    "closeup_blinking.mp4",
+    "man_frontal_expressions_blinks.mp4",
+    "man_glasses_frontal_expressions.mp4",
+    "man_outdoor_talking_headturns.mp4",
+    "obama_weekly_address_talking.mp4",
+    "woman_headturns_wink_expressions.mp4",
+]  # ../shared/data/video/liveness/
+
 
 def video_samples(path: Path, detector: FaceDetector, mesh: FaceMesh) -> list[Sample]:
     """The landmark sample of the largest face in each frame of ``path`` (frames without usable

@@ -13,7 +13,7 @@ import pytest
 from edge_verify import pipeline
 from edge_verify.kiosk import Kiosk, KioskConfig, build_actions
 from tests.conftest import make_video
-from tests.liveness_replay import cooperative_check, followable, video_samples
+from tests.liveness_replay import LIVENESS_VIDEOS, cooperative_check, followable, video_samples
 from tests.test_kiosk import Receiver
 
 pytest.importorskip("gpiozero")
@@ -126,16 +126,6 @@ def test_one_pass_opens_the_door_once_however_long_the_person_stays(
     assert [s.state for s in pins.pin(17).states] == [False, True, False]  # one pulse in 23 s in view
     assert sum(a.accepted for a in store.audit_log(command="kiosk")) == 1
     store.close()
-
-
-LIVENESS_VIDEOS = [
-    "closeup_blinking.mp4",
-    "man_frontal_expressions_blinks.mp4",
-    "man_glasses_frontal_expressions.mp4",
-    "man_outdoor_talking_headturns.mp4",
-    "obama_weekly_address_talking.mp4",
-    "woman_headturns_wink_expressions.mp4",
-]
 
 
 @pytest.mark.shared_data

@@ -23,7 +23,7 @@ from edge_verify.liveness import (
     watch,
 )
 from tests.conftest import SAMPLES, SHARED, make_video, run_cli
-from tests.liveness_replay import chance_passes, cooperative_check, followable, replay, video_samples
+from tests.liveness_replay import LIVENESS_VIDEOS, chance_passes, cooperative_check, followable, replay, video_samples
 from tests.photo_attacks import KINDS, attack_frames
 
 
@@ -145,16 +145,6 @@ def test_head_turns_found_where_the_videos_show_them(shared_data, parts):
     assert not [e for e in glasses.events if e.kind != "blink"]  # small motion is not a turn
 
 
-VIDEOS = [
-    "closeup_blinking.mp4",
-    "man_frontal_expressions_blinks.mp4",
-    "man_glasses_frontal_expressions.mp4",
-    "man_outdoor_talking_headturns.mp4",
-    "obama_weekly_address_talking.mp4",
-    "woman_headturns_wink_expressions.mp4",
-]
-
-
 @pytest.fixture(scope="module")
 def recorded(shared_data, parts):
     """The landmark samples of each liveness video, measured once per test module."""
@@ -169,7 +159,7 @@ def recorded(shared_data, parts):
 
 
 @pytest.mark.shared_data
-@pytest.mark.parametrize("video", VIDEOS)
+@pytest.mark.parametrize("video", LIVENESS_VIDEOS)
 def test_a_cooperative_person_passes(recorded, video):
     """The test hook shows each prompt 0.6 s before the person in the video makes the movement:
     every video with an action in it passes, each action inside its reaction window."""
@@ -195,7 +185,7 @@ def test_a_prompt_that_comes_too_late_or_a_movement_too_soon_fails(recorded):
 
 @pytest.mark.shared_data
 @pytest.mark.slow
-@pytest.mark.parametrize("video", VIDEOS)
+@pytest.mark.parametrize("video", LIVENESS_VIDEOS)
 def test_a_recording_that_ignores_the_prompts_never_passes(recorded, video):
     """The recording played to the camera as it is, at half and double speed, and looped 3 times
     from a random point, against 200 random challenges each (seeded): no pass."""
