@@ -71,7 +71,7 @@ class KioskConfig:
     max_frames: int | None = None  # stop after this many frames (tests, benchmarks)
     liveness: str = "challenge"  # off | passive | challenge: presentation-attack check per tracked face
     liveness_sequence: str | None = None  # a fixed challenge (tests); default: random for each track
-    liveness_step_timeout_s: float = 2.5  # reaction window: each prompted action must begin within this
+    liveness_step_timeout_s: float = 2.0  # reaction window: each prompted action must begin within this
     liveness_max_failures: int = 3  # failed or abandoned checks of one face before it is locked out until it leaves
     liveness_alarm_failures: int = 5  # this many failed or abandoned checks at the kiosk within the window ...
     liveness_alarm_window_s: float = 120.0
@@ -121,8 +121,8 @@ class KioskConfig:
         for name in ("cooldown_s", "relay_pulse_s", "reconnect_s", "timeout_s", "liveness_lockout_s"):
             if not 0 <= getattr(self, name) <= 86400:
                 raise UsageError(f"kiosk setting {name} must be between 0 and 86400 seconds")
-        if not 0.5 <= self.liveness_step_timeout_s <= 10:
-            raise UsageError("kiosk setting liveness_step_timeout_s must be between 0.5 and 10 seconds")
+        if not 0.5 <= self.liveness_step_timeout_s <= 3:
+            raise UsageError("kiosk setting liveness_step_timeout_s must be between 0.5 and 3 seconds")
         if not 1 <= self.liveness_alarm_window_s <= 86400:
             raise UsageError("kiosk setting liveness_alarm_window_s must be between 1 and 86400 seconds")
         for name in ("liveness_max_failures", "liveness_alarm_failures"):
@@ -199,6 +199,7 @@ class Kiosk:
         self._lockouts = 0  # lock-outs in a row (each twice as long); a passed check resets it
         self.locked_until = -np.inf
         self._file_offset, self._last_file_time = 0.0, -np.inf
+        self._now = clock()  # the time of the frame being processed (a file's own clock for files)
 
     # -- templates and threshold, reloaded when another process changes the store ----------------
     def _load(self, at_start: bool = False) -> None:
@@ -246,7 +247,7 @@ class Kiosk:
         events fired. ``at``: the frame's time in seconds (default: the kiosk's clock)."""
         self.frames += 1
         self.refresh()
-        now = self.clock() if at is None else at
+        now = self._now = self.clock() if at is None else at
         if now < self.locked_until:
             self.status = {"state": "locked", "seconds": round(self.locked_until - now), "prompt": "Please wait"}
             return []
@@ -257,8 +258,8 @@ class Kiosk:
         for track in ready:
             result = self.tracks.result(track) if self.config.liveness != "off" else None
             decision = self.decide(track.take(self.config.debounce))
-            if result is not None:
-                self._lockouts = 0  # a person passed: the attack alarm starts again from its first step
+            if result is not None and decision.accepted:
+                self._lockouts = 0  # an enrolled person came in: the lock-outs start again from the shortest
             event = self._fire(decision, track.id, name, result)
             if event is not None:
                 events.append(event)
@@ -270,7 +271,7 @@ class Kiosk:
     def end_tracks(self, reason: str, at: float | None = None) -> list[Event]:
         """The source ended or was reopened: no track continues, and a check under way is abandoned."""
         abandoned = self.tracks.end_all(reason)
-        return self._failed_checks(abandoned, "", self.clock() if at is None else at)
+        return self._failed_checks(abandoned, "", self._now if at is None else at)
 
     def _failed_checks(self, failed: list, name: str, now: float) -> list[Event]:
         """Audit every failed or abandoned check (each is an attempt); lock the kiosk out after
@@ -314,7 +315,8 @@ class Kiosk:
         """Status page, LED and prompt hook follow the largest face's liveness check."""
         if self.config.liveness == "off":
             return
-        live = [t for t in self.tracks.tracker.tracks if t.id in self.tracks.monitors]
+        live = [t for t in self.tracks.tracker.tracks if t.id in self.tracks.monitors and t.box is not None]
+        live.sort(key=lambda t: -t.box[2] * t.box[3])  # type: ignore[index]
         if live and self.tracks.locked(live[0]):
             self.status = {"state": "locked out", "prompt": "Too many attempts: step away from the camera"}
             return

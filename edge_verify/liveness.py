@@ -67,10 +67,11 @@ class LivenessOptions:
     min_depth: float = 0.012  # parallax a real head shows in a turn, eye distances (benchmarks/liveness.py)
     length: int = 4  # actions in a random challenge
     min_turns: int = 3  # of which head turns (the actions a recording rarely makes at the right moment)
-    settle_s: tuple[float, float] = (0.8, 2.0)  # random wait before the first prompt (looking at the camera)
-    gap_s: tuple[float, float] = (0.4, 1.2)  # random wait between an action and the next prompt
+    settle_s: tuple[float, float] = (0.8, 3.0)  # random wait before the first prompt (looking at the camera)
+    gap_s: tuple[float, float] = (0.5, 2.0)  # random wait, once the head is back at rest, before the next prompt
     react_min_s: float = 0.25  # an action that begins sooner after its prompt is not a reaction to it
-    step_timeout_s: float = 2.5  # an action must begin within this after its prompt (reaction window)
+    step_timeout_s: float = 2.0  # an action must begin within this after its prompt (reaction window)
+    return_s: float = 2.5  # after a turn the head must be back at rest within this (no held turns)
     passive_timeout_s: float = 10.0  # passive: time to see a natural blink and head turn
     min_presence: float = 0.5  # face-mesh presence below which a frame is not used
     max_failures: int = 3  # failed or abandoned checks per track before it is locked out until the face leaves
@@ -240,6 +241,10 @@ class EventDetector:
                 return []
             self._open.append((s.time, *eyes))
             return []
+        if s.time - self._closed_at > o.max_blink_s:  # closed too long for a blink: measure afresh
+            self._closed_at = None
+            self._open.clear()
+            return []
         if ratio.min() > o.blink_open:
             closed_for = s.time - self._closed_at
             self._closed_at = None
@@ -375,8 +380,11 @@ class Check:
             return r
         if r.started is None:
             r.started = s.time
-        if self._done:  # the actions are done; the anti-spoofing model is still watching
-            if s.time - r.started >= self.options.model_min_s:
+        if self._done:  # the actions are done; the anti-spoofing model is still watching, and so are we
+            turns = [e for e in self.detector.feed(s) if e.kind != "blink"]
+            if turns:
+                self._fail(s, f"{turns[0].kind.replace('_', ' ')} after the challenge, before being asked")
+            elif s.time - r.started >= self.options.model_min_s:
                 self._pass(s)
             return r
         if s.time - r.started > self.time_limit():
@@ -408,7 +416,7 @@ class Check:
 
     def _pass(self, s: Sample) -> None:
         r, threshold = self.result, self.model_threshold
-        if threshold is not None and s.time - (r.started or s.time) < self.options.model_min_s:
+        if threshold is not None and r.started is not None and s.time - r.started < self.options.model_min_s:
             self._done, r.prompt = True, PROMPTS["look"]
             return
         if threshold is not None:
@@ -448,19 +456,22 @@ class Challenge(Check):
         self.plan: tuple[Step, ...] = steps  # type: ignore[assignment]
         self.result.sequence = tuple(step.action for step in self.plan)
         self.result.prompt = PROMPTS["look"]
-        self._ready_at: float | None = None  # the previous action was done (or the resting pose known)
+        self._ready_at: float | None = None  # the previous action was done and the head is at rest again
         self._prompted_at: float | None = None  # the current action's prompt was shown
+        self._turned_at: float | None = None  # the last turn, while the head has not come back to rest
 
     def time_limit(self) -> float:
         o = self.options
-        return sum(step.wait_s for step in self.plan) + len(self.plan) * (o.step_timeout_s + 2.0) + 3.0
+        return sum(step.wait_s for step in self.plan) + len(self.plan) * (o.step_timeout_s + o.return_s) + 3.0
 
     def _step(self, s: Sample, events: list[LiveEvent]) -> None:
         r, o = self.result, self.options
         if self._ready_at is None:
             if not self.detector.resting:
-                return  # the resting pose is not known yet
-            self._ready_at = s.time
+                if self._turned_at is not None and s.time - self._turned_at > o.return_s:
+                    self._fail(s, f"the head did not come back to the camera within {o.return_s:.1f}s")
+                return  # the resting pose is not known yet, or the head is still turned
+            self._ready_at, self._turned_at = s.time, None  # the next wait starts now
         for event in events:
             if event.kind == "blink" and (
                 self._prompted_at is None
@@ -482,13 +493,15 @@ class Challenge(Check):
                 self._fail(s, f"{what} {reaction:.2f}s after its prompt: too soon to be a reaction")
                 return
             r.step += 1
-            self._ready_at, self._prompted_at = event.time, None
+            self._prompted_at = None
+            self._ready_at = event.time if event.kind == "blink" else None
+            self._turned_at = None if event.kind == "blink" else event.time
             r.prompt = PROMPTS["look"]
             if r.step == len(r.sequence):
                 self._pass(s)
                 return
         if self._prompted_at is None:
-            if self._due(s) and self.detector.resting:
+            if self._ready_at is not None and self._due(s) and self.detector.resting:
                 self._prompted_at = s.time
                 r.prompt, r.prompted = PROMPTS[r.sequence[r.step]], True
         elif s.time - self._prompted_at > o.step_timeout_s:
@@ -519,7 +532,7 @@ class PassiveCheck(Check):
         blinked, turned = "blink" in seen, bool(seen - {"blink"})  # flat turns have failed already
         if blinked and turned:
             self._pass(s)
-        elif s.time - (self.result.started or s.time) > self.options.passive_timeout_s:
+        elif self.result.started is not None and s.time - self.result.started > self.options.passive_timeout_s:
             missing = " and ".join(m for m, ok in (("a blink", blinked), ("a head turn", turned)) if not ok)
             self._fail(s, f"no {missing} in {self.options.passive_timeout_s:.0f}s")
 
@@ -578,6 +591,7 @@ class LivenessMonitor:
         if antispoof is not None:
             check.model_threshold = antispoof.threshold
         self.previous: Mesh | None = None
+        self.placed: Face | None = None  # the face the last landmarks were found in
         self.trace: list[TracePoint] = []
 
     @property
@@ -590,6 +604,7 @@ class LivenessMonitor:
             from_mesh = face_from_mesh(self.previous)
             if face is None or iou(face.box, from_mesh.box) < 0.5:
                 face = from_mesh
+        self.placed = face
         if face is None:
             return None
         mesh = self.mesh.landmarks(frame_bgr, face)
@@ -605,7 +620,7 @@ class LivenessMonitor:
         s = self.measure(frame_bgr, face, time)
         if s is None:
             return self.result
-        if self.antispoof is not None and face is not None:
+        if self.antispoof is not None and face is not None and self.placed is face:  # the face that moved
             self.check.observe_real(self.antispoof.score(frame_bgr, face))
         return self.check.feed(s)
 

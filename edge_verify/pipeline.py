@@ -328,8 +328,8 @@ class FaceTracks:
         assert self.mesh is not None
         self._forget_ended()
         for obs, track in zip(observations, self.tracker.assigned, strict=True):
-            if track is None or self.locked(track) or track.id in self.spent:
-                continue
+            if track is None or obs.embedding is None or self.locked(track) or track.id in self.spent:
+                continue  # a frame whose face was not identified (quality gate) cannot answer for the track
             monitor = self.monitors.get(track.id)
             if monitor is None or monitor.result.state == "failed":
                 check = make_check(self.liveness, self.liveness_options, self.sequence, self.rng)

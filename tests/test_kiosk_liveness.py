@@ -11,7 +11,9 @@ import cv2
 import pytest
 
 from edge_verify import pipeline
+from edge_verify.detect import FaceDetector
 from edge_verify.kiosk import Kiosk, KioskConfig, build_actions
+from edge_verify.landmarks import FaceMesh
 from tests.conftest import make_video
 from tests.liveness_replay import LIVENESS_VIDEOS, cooperative_check, followable, video_samples
 from tests.test_kiosk import Receiver
@@ -99,8 +101,6 @@ def ping_pong(frames, path, fps):
 def test_one_pass_opens_the_door_once_however_long_the_person_stays(
     tmp_path, shared_data, verifier, store_path, pins, monkeypatch
 ):
-    from edge_verify.detect import FaceDetector
-    from edge_verify.landmarks import FaceMesh
     from edge_verify.matcher import mean_template
     from edge_verify.sources import open_source
     from edge_verify.store import TemplateStore
@@ -164,3 +164,32 @@ def test_a_looping_recording_never_opens_the_door(tmp_path, shared_data, verifie
     failures = [a for a in store.audit_log(limit=1000, command="kiosk") if a.liveness and "failed" in a.liveness]
     assert failures, "the recording must have been challenged"
     store.close()
+
+
+@pytest.mark.shared_data
+def test_frames_the_quality_gate_refused_cannot_answer_the_challenge(shared_data, verifier, monkeypatch):
+    """A face too dark to identify (detected, with landmarks, but no embedding) must not perform the
+    challenge for the identified face that started the track: otherwise anyone in the dark could do
+    the movements and a photo of an enrolled person take the decision."""
+    from edge_verify.pipeline import FaceTracks
+    from edge_verify.sources import open_source
+
+    source = shared_data / "video/liveness/woman_headturns_wink_expressions.mp4"
+    with open_source(str(source)) as frames_in:
+        frames = [(f.time, f.image) for f in frames_in]
+    events = followable(video_samples(source, FaceDetector(), FaceMesh()))
+    monkeypatch.setattr(pipeline, "make_check", lambda *args, **kwargs: cooperative_check(events))
+
+    def run(darken: bool):
+        tracks = FaceTracks(verifier, 3, liveness="challenge")
+        ready = []
+        for i, (t, image) in enumerate(frames):
+            if darken and 3 <= i < len(frames) - 60:  # identified, then too dark to identify, then identified again
+                image = (image * 0.2).astype(image.dtype)
+            ready += tracks.feed(image, i, f"#{i}", t)
+        return ready, tracks
+
+    assert run(darken=False)[0]  # the cooperative hook passes in the light
+    ready, tracks = run(darken=True)
+    assert tracks.skipped["quality"] > 250 and tracks.tracker.tracks  # followed in the dark, not identified
+    assert not ready  # the movements made in the dark did not count

@@ -246,10 +246,24 @@ def test_a_phone_or_monitor_replay_is_rejected_by_passive_and_challenge(tmp_path
     only the liveness check stands between the screen and the door."""
     video = shared_data / "antispoof/replay_dev/replay" / replay_video
     s = ["--store", str(tmp_path / "s.db")]
-    r = run_cli("enroll", "person", "--source", str(video), "--frames", "3", "--liveness", "off", *s)
+    r = run_cli("enroll", "person", "--source", str(video), "--frames", "3", *s)
     assert r.returncode == 0, r.stderr
     for mode in ("passive", "challenge"):
         r = run_cli("check", "person", "--source", str(video), "--liveness", mode, "--json", *s, timeout=300)
         data = json.loads(r.stdout)
         assert r.returncode == 1 and data["accepted"] is False, (mode, r.stdout, r.stderr)
         assert data["liveness"]["state"] == "failed", data["liveness"]
+
+
+@pytest.mark.shared_data
+def test_a_held_turn_or_a_turn_after_the_last_action_fails(recorded):
+    """A recording cannot hold a turn to time the next prompt, nor move freely while the
+    anti-spoofing model is still watching after the last action."""
+    samples = recorded("woman_headturns_wink_expressions.mp4")
+    events = followable(samples)
+    r = replay(cooperative_check(events, options=LivenessOptions(return_s=0.2)), samples)
+    assert r.state == "failed" and "did not come back to the camera within 0.2s" in r.reason, r.reason
+    check = cooperative_check(events[:2])  # turn right, blink: done by 1.8 s, then she turns left at 4.9 s
+    check.model_threshold = 0.0  # the model's 6 s are not over yet when she turns
+    r = replay(check, samples)
+    assert r.state == "failed" and "turn left after the challenge" in r.reason, r.reason

@@ -117,7 +117,7 @@ def add_reaction_window_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--liveness-step-timeout",
         type=float,
-        help="reaction window: seconds within which each prompted action must begin (default 2.5, 0.5..10)",
+        help="reaction window: seconds within which each prompted action must begin (default 2, 0.5..3)",
     )
 
 
@@ -128,8 +128,8 @@ def liveness_options(args: argparse.Namespace):
     window = getattr(args, "liveness_step_timeout", None)
     if window is None:
         return LivenessOptions()
-    if not 0.5 <= window <= 10:
-        raise UsageError(f"--liveness-step-timeout {window}: use 0.5 to 10 seconds")
+    if not 0.5 <= window <= 3:
+        raise UsageError(f"--liveness-step-timeout {window}: use 0.5 to 3 seconds")
     return LivenessOptions(step_timeout_s=window)
 
 
