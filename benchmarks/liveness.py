@@ -104,7 +104,9 @@ def recordings(args, detector: FaceDetector, mesh: FaceMesh, options: LivenessOp
     from liveness_replay import chance_passes, cooperative_check, duration, followable, replay, video_samples
 
     videos = sorted((args.data / "video" / "liveness").glob("*.mp4"))
-    videos += sorted((args.data / "antispoof" / "replay_dev" / "real").glob("vendor_*"))
+    videos += sorted(
+        p for p in (args.data / "antispoof" / "replay_dev" / "real").glob("vendor_*") if p.suffix != ".csv"
+    )
     print(
         f"\nrecorded videos that ignore the prompts: {args.seeds} random challenges per video and speed, each "
         f"from a random point of the recording looped 3 times (challenge: {options.length} actions, "

@@ -66,8 +66,8 @@ def test_repeated_failures_lock_the_face_out_then_the_kiosk_with_an_alert(tmp_pa
 def test_abandoned_challenges_are_audited_failures(tmp_path, verifier, enrolled_store):
     """Hiding the face when the prompt does not suit is no free retry: each is a failure row."""
     video = tmp_path / "hide.avi"
-    make_video(video, [("astronaut_check.jpg", 40), (None, 10)] * 4)
-    config = KioskConfig(source=str(video), identity="astronaut", liveness_step_timeout_s=10.0, max_frames=200)
+    make_video(video, [("astronaut_check.jpg", 34), (None, 10)] * 4)  # in view 3.4 s: prompted, then gone
+    config = KioskConfig(source=str(video), identity="astronaut", liveness_step_timeout_s=3.0, max_frames=176)
     kiosk = run_kiosk(config, verifier, enrolled_store)
     rows = [r.liveness for r in liveness_rows(enrolled_store)]
     assert len(rows) == 4 and all("abandoned: the face left" in r for r in rows), rows
@@ -76,9 +76,9 @@ def test_abandoned_challenges_are_audited_failures(tmp_path, verifier, enrolled_
 
 def test_a_source_that_ends_ends_its_tracks(tmp_path, verifier, enrolled_store):
     video = tmp_path / "short.avi"
-    make_video(video, [("astronaut_check.jpg", 40)])
+    make_video(video, [("astronaut_check.jpg", 34)])
     config = KioskConfig(
-        source=str(video), identity="astronaut", liveness_step_timeout_s=10.0, reconnect_s=0, max_frames=80
+        source=str(video), identity="astronaut", liveness_step_timeout_s=3.0, reconnect_s=0, max_frames=68
     )
     kiosk = run_kiosk(config, verifier, enrolled_store)
     rows = [r.liveness for r in liveness_rows(enrolled_store)]
