@@ -71,7 +71,7 @@ class LivenessOptions:
     gap_s: tuple[float, float] = (0.5, 2.0)  # random wait, once the head is back at rest, before the next prompt
     react_min_s: float = 0.25  # an action that begins sooner after its prompt is not a reaction to it
     step_timeout_s: float = 2.0  # an action must begin within this after its prompt (reaction window)
-    return_s: float = 2.5  # after a turn the head must be back at rest within this (no held turns)
+    return_s: float = 4.0  # after a turn the head must be back at rest within this (no held turns)
     passive_timeout_s: float = 10.0  # passive: time to see a natural blink and head turn
     min_presence: float = 0.5  # face-mesh presence below which a frame is not used
     max_failures: int = 3  # failed or abandoned checks per track before it is locked out until the face leaves
@@ -382,7 +382,7 @@ class Check:
             r.started = s.time
         if self._done:  # the actions are done; the anti-spoofing model is still watching, and so are we
             turns = [e for e in self.detector.feed(s) if e.kind != "blink"]
-            if turns:
+            if turns and self.result.sequence:  # a challenge: nothing more was asked for
                 self._fail(s, f"{turns[0].kind.replace('_', ' ')} after the challenge, before being asked")
             elif s.time - r.started >= self.options.model_min_s:
                 self._pass(s)
@@ -533,8 +533,8 @@ class PassiveCheck(Check):
         if blinked and turned:
             self._pass(s)
         elif self.result.started is not None and s.time - self.result.started > self.options.passive_timeout_s:
-            missing = " and ".join(m for m, ok in (("a blink", blinked), ("a head turn", turned)) if not ok)
-            self._fail(s, f"no {missing} in {self.options.passive_timeout_s:.0f}s")
+            missing = " and no ".join(m for m, ok in (("blink", blinked), ("head turn", turned)) if not ok)
+            self._fail(s, f"saw no {missing} in {self.options.passive_timeout_s:.0f}s")
 
 
 class EventsOnly(Check):

@@ -267,3 +267,15 @@ def test_a_held_turn_or_a_turn_after_the_last_action_fails(recorded):
     check.model_threshold = 0.0  # the model's 6 s are not over yet when she turns
     r = replay(check, samples)
     assert r.state == "failed" and "turn left after the challenge" in r.reason, r.reason
+
+
+@pytest.mark.shared_data
+def test_passive_mode_lets_people_move_while_the_model_watches(recorded):
+    samples = recorded("woman_headturns_wink_expressions.mp4")  # a turn at 0.7 s, a blink at 1.6 s, turns later
+    check = make_check("passive")
+    check.model_threshold = 0.41
+    for s in samples:
+        check.observe_real(0.9)
+        if check.feed(s).state != "pending":
+            break
+    assert check.result.state == "passed" and check.result.finished >= LivenessOptions().model_min_s, check.result
