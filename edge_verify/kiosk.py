@@ -75,6 +75,7 @@ class KioskConfig:
     liveness_max_failures: int = 3  # failed or abandoned checks of one face before it is locked out until it leaves
     liveness_alarm_failures: int = 5  # this many failed or abandoned checks at the kiosk within the window ...
     liveness_alarm_window_s: float = 120.0
+    liveness_alarm_failures_per_hour: int = 15  # ... or this many within an hour (attempts spaced out)
     liveness_lockout_s: float = 60.0  # ... stop all checks this long (doubling while it repeats), with an alert
     prompt_command: str | None = None  # run on each new prompt with EDGE_VERIFY_PROMPT=<action>
 
@@ -125,8 +126,8 @@ class KioskConfig:
             raise UsageError("kiosk setting liveness_step_timeout_s must be between 0.5 and 3 seconds")
         if not 1 <= self.liveness_alarm_window_s <= 86400:
             raise UsageError("kiosk setting liveness_alarm_window_s must be between 1 and 86400 seconds")
-        for name in ("liveness_max_failures", "liveness_alarm_failures"):
-            if not 1 <= getattr(self, name) <= 100:
+        for name in ("liveness_max_failures", "liveness_alarm_failures", "liveness_alarm_failures_per_hour"):
+            if not 1 <= getattr(self, name) <= 1000:
                 raise UsageError(f"kiosk setting {name} must be between 1 and 100")
         for name in ("webhook_deadline_s", "command_timeout_s"):
             if not 0 < getattr(self, name) <= 60:
@@ -196,6 +197,7 @@ class Kiosk:
         self.status: dict = {"state": "starting"}
         self._last_fired: dict[object, float] = {}
         self._failures: deque[float] = deque()  # when checks failed or were abandoned, for the alarm
+        self._hour: deque[float] = deque()  # the same over the last hour (not cleared by a lock-out)
         self._lockouts = 0  # lock-outs in a row (each twice as long); a passed check resets it
         self.locked_until = -np.inf
         self._file_offset, self._last_file_time = 0.0, -np.inf
@@ -275,31 +277,39 @@ class Kiosk:
 
     def _failed_checks(self, failed: list, name: str, now: float) -> list[Event]:
         """Audit every failed or abandoned check (each is an attempt); lock the kiosk out after
-        ``liveness_alarm_failures`` of them within ``liveness_alarm_window_s``, with an alert."""
+        ``liveness_alarm_failures`` of them within ``liveness_alarm_window_s``, or after
+        ``liveness_alarm_failures_per_hour`` within an hour (then after each further one), with an alert."""
         events = []
         for track, result in failed:
             event = self._fire(Decision.refused(self.threshold), track.id, name, result, audit_always=True)
             if event is not None:
                 events.append(event)
             self._failures.append(now)
+            self._hour.append(now)
         window = self.config.liveness_alarm_window_s
         while self._failures and self._failures[0] < now - window:
             self._failures.popleft()
+        while self._hour and self._hour[0] < now - 3600.0:
+            self._hour.popleft()
         if len(self._failures) >= self.config.liveness_alarm_failures:
-            self._lockouts += 1
-            lockout = min(self.config.liveness_lockout_s * 2 ** (self._lockouts - 1), 86400.0)
-            self.locked_until = now + lockout
-            count = len(self._failures)
-            self._failures.clear()
-            self.tracks.end_all("the kiosk locked its checks")  # not counted: the kiosk ended them
-            alert = (
-                f"liveness attack suspected: {count} failed or abandoned checks within {window:.0f}s; "
-                f"checks stopped for {lockout:.0f}s"
-            )
-            log.warning("%s", alert)
-            event = self._fire(Decision.refused(self.threshold), 0, name, None, audit_always=True, alert=alert)
-            if event is not None:
-                events.append(event)
+            count, span = len(self._failures), window
+        elif failed and len(self._hour) >= self.config.liveness_alarm_failures_per_hour:
+            count, span = len(self._hour), 3600.0
+        else:
+            return events
+        self._lockouts += 1
+        lockout = min(self.config.liveness_lockout_s * 2 ** (self._lockouts - 1), 86400.0)
+        self.locked_until = now + lockout
+        self._failures.clear()
+        self.tracks.end_all("the kiosk locked its checks")  # not counted: the kiosk ended them
+        alert = (
+            f"liveness attack suspected: {count} failed or abandoned checks within {span:.0f}s; "
+            f"checks stopped for {lockout:.0f}s"
+        )
+        log.warning("%s", alert)
+        event = self._fire(Decision.refused(self.threshold), 0, name, None, audit_always=True, alert=alert)
+        if event is not None:
+            events.append(event)
         return events
 
     def _record_outcomes(self, outcomes: list[Outcome]) -> None:

@@ -74,6 +74,24 @@ def test_abandoned_challenges_are_audited_failures(tmp_path, verifier, enrolled_
     assert len(kiosk._failures) == 4  # counted towards the kiosk's alarm (5 by default)
 
 
+def test_attempts_spaced_out_still_meet_an_hourly_budget(tmp_path, verifier, enrolled_store):
+    """Staying under the short alarm window is no way around it: the hourly budget locks the kiosk too."""
+    video = tmp_path / "slow.avi"
+    make_video(video, [("astronaut_check.jpg", 34), (None, 10)] * 4)
+    config = KioskConfig(
+        source=str(video),
+        identity="astronaut",
+        liveness_step_timeout_s=3.0,
+        liveness_alarm_failures=100,
+        liveness_alarm_failures_per_hour=3,
+        max_frames=176,
+    )
+    kiosk = run_kiosk(config, verifier, enrolled_store)
+    alerts = [r.detail for r in liveness_rows(enrolled_store) if r.detail]
+    assert alerts == ["liveness attack suspected: 3 failed or abandoned checks within 3600s; checks stopped for 60s"]
+    assert kiosk.status["state"] == "locked"
+
+
 def test_a_source_that_ends_ends_its_tracks(tmp_path, verifier, enrolled_store):
     video = tmp_path / "short.avi"
     make_video(video, [("astronaut_check.jpg", 34)])
