@@ -76,7 +76,7 @@ class LivenessOptions:
     min_presence: float = 0.5  # face-mesh presence below which a frame is not used
     max_failures: int = 3  # failed or abandoned checks per track before it is locked out until the face leaves
     model_frames: int = 5  # anti-spoofing model: frames it must have scored before a check can pass
-    model_min_s: float = 6.0  # ... and seconds: a replay has short stretches the model scores as live
+    model_min_s: float = 10.0  # ... and seconds: a phone replay scored 0.42 over its first 6 s, 0.375 over 10
 
 
 @dataclass(frozen=True)
@@ -380,11 +380,8 @@ class Check:
             return r
         if r.started is None:
             r.started = s.time
-        if self._done:  # the actions are done; the anti-spoofing model is still watching, and so are we
-            turns = [e for e in self.detector.feed(s) if e.kind != "blink"]
-            if turns and self.result.sequence:  # a challenge: nothing more was asked for
-                self._fail(s, f"{turns[0].kind.replace('_', ' ')} after the challenge, before being asked")
-            elif s.time - r.started >= self.options.model_min_s:
+        if self._done:  # the actions are done; the anti-spoofing model is still watching
+            if s.time - r.started >= self.options.model_min_s:
                 self._pass(s)
             return r
         if s.time - r.started > self.time_limit():

@@ -256,17 +256,11 @@ def test_a_phone_or_monitor_replay_is_rejected_by_passive_and_challenge(tmp_path
 
 
 @pytest.mark.shared_data
-def test_a_held_turn_or_a_turn_after_the_last_action_fails(recorded):
-    """A recording cannot hold a turn to time the next prompt, nor move freely while the
-    anti-spoofing model is still watching after the last action."""
+def test_a_held_turn_fails(recorded):
+    """A recording cannot hold a turn to time the next prompt."""
     samples = recorded("woman_headturns_wink_expressions.mp4")
-    events = followable(samples)
-    r = replay(cooperative_check(events, options=LivenessOptions(return_s=0.2)), samples)
+    r = replay(cooperative_check(followable(samples), options=LivenessOptions(return_s=0.2)), samples)
     assert r.state == "failed" and "did not come back to the camera within 0.2s" in r.reason, r.reason
-    check = cooperative_check(events[:2])  # turn right, blink: done by 1.8 s, then she turns left at 4.9 s
-    check.model_threshold = 0.0  # the model's 6 s are not over yet when she turns
-    r = replay(check, samples)
-    assert r.state == "failed" and "turn left after the challenge" in r.reason, r.reason
 
 
 @pytest.mark.shared_data
