@@ -128,7 +128,7 @@ class KioskConfig:
             raise UsageError("kiosk setting liveness_alarm_window_s must be between 1 and 86400 seconds")
         for name in ("liveness_max_failures", "liveness_alarm_failures", "liveness_alarm_failures_per_hour"):
             if not 1 <= getattr(self, name) <= 1000:
-                raise UsageError(f"kiosk setting {name} must be between 1 and 100")
+                raise UsageError(f"kiosk setting {name} must be between 1 and 1000")
         for name in ("webhook_deadline_s", "command_timeout_s"):
             if not 0 < getattr(self, name) <= 60:
                 raise UsageError(f"kiosk setting {name} must be more than 0 and at most 60 seconds")
@@ -198,7 +198,7 @@ class Kiosk:
         self._last_fired: dict[object, float] = {}
         self._failures: deque[float] = deque()  # when checks failed or were abandoned, for the alarm
         self._hour: deque[float] = deque()  # the same over the last hour (not cleared by a lock-out)
-        self._lockouts = 0  # lock-outs in a row (each twice as long); a passed check resets it
+        self._lockouts = 0  # lock-outs in a row (each twice as long); an accepted decision resets it
         self.locked_until = -np.inf
         self._file_offset, self._last_file_time = 0.0, -np.inf
         self._now = clock()  # the time of the frame being processed (a file's own clock for files)

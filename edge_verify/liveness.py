@@ -17,18 +17,15 @@ import secrets
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
+from edge_verify.antispoof import AntiSpoof, TrackScore
 from edge_verify.detect import Face, FaceDetector
 from edge_verify.errors import UsageError
 from edge_verify.landmarks import FaceMesh, Mesh, face_from_mesh
 from edge_verify.track import iou
-
-if TYPE_CHECKING:
-    from edge_verify.antispoof import AntiSpoof
 
 MODES = ("off", "passive", "challenge")
 ACTIONS = ("turn_left", "turn_right", "blink")
@@ -363,16 +360,15 @@ class Check:
         self.detector = EventDetector(self.options)
         self.result = LivenessResult(mode)
         self.model_threshold: float | None = None  # set: the anti-spoofing model must pass too
-        self._real_sum = 0.0
+        self._real = TrackScore(min_frames=self.options.model_frames)
         self._done = False  # the check's own cues passed; waiting for the model's minimum time
 
     def observe_real(self, p_real: float) -> None:
         """One frame's anti-spoofing score (P(real)) of this face."""
         r = self.result
         if r.state == "pending":
-            self._real_sum += p_real
-            r.real_frames += 1
-            r.real = self._real_sum / r.real_frames
+            self._real.add(p_real)
+            r.real, r.real_frames = self._real.mean, self._real.frames
 
     def feed(self, s: Sample) -> LivenessResult:
         r = self.result
@@ -417,10 +413,11 @@ class Check:
             self._done, r.prompt = True, PROMPTS["look"]
             return
         if threshold is not None:
-            if r.real_frames < self.options.model_frames:
+            live = self._real.live(threshold)
+            if live is None:
                 self._fail(s, f"anti-spoofing model scored {r.real_frames} frame(s), needs {self.options.model_frames}")
                 return
-            if r.real is None or r.real < threshold:
+            if not live:
                 self._fail(
                     s, f"anti-spoofing model: mean P(real) {r.real:.2f} below {threshold:.2f} (a screen or print)"
                 )
