@@ -131,6 +131,15 @@ class AuditLog:
         ).fetchall()
         return [AuditEntry(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), *r[7:]) for r in rows]
 
+    def rows(self, table: str, after: int, limit: int) -> list[tuple[tuple, str]]:
+        """Rows of ``table`` after row id ``after``, oldest first: (values as COLUMNS[table], MAC)."""
+        key = _KEY[table]
+        rows = self.db.execute(
+            f"SELECT {', '.join(COLUMNS[table])}, mac FROM {table} WHERE {key} > ? ORDER BY {key} LIMIT ?",
+            (after, limit),
+        ).fetchall()
+        return [(tuple(r[:-1]), str(r[-1] or "")) for r in rows]
+
     # -- the chain ------------------------------------------------------------------------------
     def row_mac(self, table: str, values: tuple, previous: str) -> str:
         payload = json.dumps([table, previous, *values], separators=(",", ":"))

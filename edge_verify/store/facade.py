@@ -37,6 +37,7 @@ from edge_verify.store.state import State
 from edge_verify.store.templates import TemplateInfo, Templates, check_identity_name, template_vector
 
 log = logging.getLogger(__name__)
+FLEET_RECORD = "fleet"  # the fleet revision applied (edge_verify/fleet/sync.py)
 
 
 def default_store_path() -> Path:
@@ -299,6 +300,38 @@ class TemplateStore:
     def record_action(self, audit_id: int, action: str, ok: bool, detail: str = "") -> None:
         """Record what an action (relay, webhook, command) did for the decision ``audit_id``."""
         self._audit.record_action(audit_id, action, ok, detail)
+
+    # -- fleet (edge_verify/fleet/sync.py) ------------------------------------------------------
+    def apply_fleet(
+        self, puts: list[tuple[str, np.ndarray, str, int]], removals: list[str], applied: int, detail: str
+    ) -> None:
+        """Apply revisions pulled from a fleet centre in ONE transaction: each ``(identity, vector,
+        fingerprint, frames)`` put (replacing), each of ``removals`` deleted if present, one audit row
+        ("fleet-sync", ``detail``), and the sealed record of the revision applied."""
+        with self._db.transaction():
+            for identity, vector, fingerprint, frames in puts:
+                vector = template_vector(identity, vector, self._embedding_size(fingerprint))
+                self._templates.put(identity, vector, fingerprint, frames, replace=True)
+            for identity in removals:
+                self._templates.delete(identity)
+            self._records.put(FLEET_RECORD, {"applied": int(applied)})
+            self._audit.append("fleet-sync", "", True, detail=detail)
+
+    def fleet_applied(self) -> int:
+        """The fleet revision this store has applied (0: none)."""
+        record = self._records.get(FLEET_RECORD)
+        return int(record["applied"]) if record else 0
+
+    def chain_head(self) -> tuple[int, int, str]:
+        """The store's state revision and the audit chain's head (row id, MAC): what a fleet centre
+        remembers to catch this store replaced by an older copy."""
+        with self._db.snapshot():
+            head_id, head_mac = self._audit.head("audit")
+            return int(self._state.load()["revision"]), head_id, head_mac
+
+    def export_audit(self, table: str, after: int, limit: int = 1000) -> list[tuple[tuple, str]]:
+        """Audit rows of ``table`` ("audit" or "audit_actions") after row ``after``: (values, MAC), in order."""
+        return self._audit.rows(table, after, limit)
 
     def audit_actions(self, audit_id: int) -> list[tuple[str, bool, str]]:
         return self._audit.actions(audit_id)

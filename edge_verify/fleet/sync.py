@@ -1,0 +1,274 @@
+"""The kiosk's side: pull the revisions after the one applied (on a notification, and every
+``interval_s`` as a fallback), verify each, apply them to the local store in one transaction (the
+running loop sees them through ``PRAGMA data_version``), report the applied revision and the store's
+chain head, push the audit rows the centre lacks (idempotent). The centre down: the kiosk keeps
+deciding from its local store, and catches up when it returns."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge_verify.errors import EdgeVerifyError, UsageError
+from edge_verify.fleet import FleetError, require
+from edge_verify.fleet.crypto import BadRevision, Revision, aad, digest, kiosk_key, open_box, request_aad, seal, verify
+from edge_verify.fleet.schema import CHANNEL
+from edge_verify.store import TemplateStore
+from edge_verify.store.audit import COLUMNS
+from edge_verify.store.templates import check_identity_name
+
+log = logging.getLogger("edge_verify.fleet")
+PUSH_BATCH = 1000
+
+
+@dataclass
+class KioskFile:
+    """What a kiosk needs to join the fleet (written by `fleet add-kiosk`, 0600: it holds the kiosk's
+    private key and its centre password)."""
+
+    kiosk: str
+    group: str
+    centre: str  # libpq connection string, with this kiosk's role and password
+    key: str  # the kiosk's X25519 private key, hex
+    authority: str  # the enrolment authority's Ed25519 public key, hex
+    authority_box: str  # the authority's X25519 public key, hex (enrolment requests are sealed to it)
+    interval_s: float = 30.0  # pull at least this often, notification or not
+    mqtt: dict = field(default_factory=dict)  # the [mqtt] table (fleet/mqtt.py), if any
+
+    @classmethod
+    def load(cls, path: str | Path) -> KioskFile:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise UsageError(f"{path}: cannot read the fleet file ({exc})") from None
+        fleet = dict(data.get("fleet", {}))
+        fleet["mqtt"] = data.get("mqtt", {})
+        try:
+            kiosk = cls(**fleet)
+        except TypeError as exc:
+            raise UsageError(f"{path}: not a kiosk's fleet file ({exc})") from None
+        kiosk_key(kiosk.key)
+        if not 1 <= kiosk.interval_s <= 3600:
+            raise UsageError(f"{path}: interval_s must be 1..3600 seconds")
+        return kiosk
+
+    def save(self, path: str | Path) -> None:
+        lines = ["[fleet]"]
+        for name in ("kiosk", "group", "centre", "key", "authority", "authority_box"):
+            lines.append(f"{name} = {toml_string(getattr(self, name))}")
+        lines.append(f"interval_s = {self.interval_s}")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+def toml_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass
+class SyncResult:
+    applied: int  # the revision applied after this pass
+    put: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # revisions that failed verification (their identity removed)
+    pushed: int = 0  # audit rows pushed
+    rollback: str | None = None  # the centre's flag: this store was replaced by an older copy
+
+
+class KioskSync:
+    """One kiosk's sync with the centre; its own connection to the local store."""
+
+    def __init__(self, kiosk: KioskFile, store_path: str | Path, key_file: str | Path | None = None, key=None):
+        self.kiosk = kiosk
+        self.key = kiosk_key(kiosk.key)
+        self.authority = bytes.fromhex(kiosk.authority)
+        self.store = TemplateStore(store_path, key_file=key_file, key=key, create=False)
+        self.conn = None
+        self.last: SyncResult | None = None
+        self.error: str | None = None  # the last failure (centre down...), None after a good pass
+        self.wake = threading.Event()  # set by an MQTT hint: pull now
+
+    def close(self) -> None:
+        self._drop()
+        self.store.close()
+
+    def _connect(self):
+        if self.conn is None or self.conn.closed:
+            from edge_verify.fleet.centre import connect
+
+            self.conn = connect(self.kiosk.centre, connect_timeout=3)
+            self.conn.execute(f"LISTEN {CHANNEL}")
+        return self.conn
+
+    def _drop(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:  # noqa: BLE001 - a broken connection may fail to close; it is dropped anyway
+                pass
+            self.conn = None
+
+    # -- one pass -------------------------------------------------------------------------------
+    def sync_once(self) -> SyncResult:
+        """Pull, verify, apply, report, push. FleetError when the centre cannot be reached."""
+        psycopg = require("psycopg")
+        try:
+            conn = self._connect()
+            result = self._pull(conn)
+            revision, head_id, head_mac = self.store.chain_head()
+            problem = "; ".join(result.refused) or None
+            result.rollback = conn.execute(
+                "SELECT fleet_report(%s, %s, %s, %s, %s)", (result.applied, revision, head_id, head_mac, problem)
+            ).fetchone()[0]
+            if result.rollback:
+                log.error("the centre flags this kiosk's store: %s; audit rows are not pushed", result.rollback)
+            else:
+                result.pushed = self._push(conn)
+        except psycopg.Error as exc:
+            self._drop()
+            self.error = f"fleet centre unreachable: {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc}"
+            raise FleetError(self.error) from None
+        except FleetError as exc:
+            self._drop()
+            self.error = str(exc)
+            raise
+        self.error = None
+        self.last = result
+        return result
+
+    def _pull(self, conn) -> SyncResult:
+        applied = self.store.fleet_applied()
+        rows = conn.execute(
+            "SELECT DISTINCT ON (r.identity) r.revision, r.group_name, r.identity, r.fingerprint, r.op, r.frames,"
+            " r.digest, r.signature, b.box FROM template_revisions r LEFT JOIN template_boxes b"
+            " ON b.revision = r.revision AND b.kiosk = %s WHERE r.revision > %s ORDER BY r.identity, r.revision DESC",
+            (self.kiosk.kiosk, applied),
+        ).fetchall()
+        result = SyncResult(max([applied] + [r[0] for r in rows]))
+        if not rows:
+            return result
+        puts = []
+        for revision, group, identity, fingerprint, op, frames, dig, signature, box in rows:
+            try:
+                check_identity_name(identity)
+            except UsageError:
+                result.refused.append(f"revision {revision}: invalid identity name {ascii(identity)}")
+                continue
+            try:
+                entry = Revision(revision, group, identity, fingerprint, op, frames, dig)
+                verify(self.authority, entry, None if signature is None else bytes(signature))
+                if group != self.kiosk.group:
+                    raise BadRevision(f"revision {revision} ({identity!r}) is for group {group!r}")
+                if op == "put":
+                    if box is None:
+                        raise BadRevision(f"revision {revision} ({identity!r}) has no template sealed to this kiosk")
+                    plain = open_box(self.key, bytes(box), aad(identity, fingerprint, revision))
+                    vector = np.frombuffer(plain, np.float32)
+                    if digest(vector) != dig:
+                        raise BadRevision(f"revision {revision} ({identity!r}): the template is not the one signed")
+                    puts.append((identity, vector, fingerprint, frames))
+                    result.put.append(identity)
+                elif op == "remove":
+                    result.removed.append(identity)
+                else:
+                    raise BadRevision(f"revision {revision} ({identity!r}): unknown operation {op!r}")
+            except BadRevision as exc:
+                # fail closed: a revision that does not verify leaves nobody admitted under that name
+                log.error("refused %s; %r is removed here until a valid revision comes", exc, identity)
+                result.refused.append(str(exc))
+                result.removed.append(identity)
+        detail = f"revisions {applied + 1}..{result.applied}: {len(result.put)} put, {len(result.removed)} removed"
+        if result.refused:
+            detail += f", {len(result.refused)} refused"
+        self.store.apply_fleet(puts, result.removed, result.applied, detail)
+        return result
+
+    def _push(self, conn) -> int:
+        """Push the audit rows the centre lacks (it keeps them once: the key is kiosk, table, row id)."""
+        pushed = 0
+        for table in COLUMNS:
+            after = conn.execute(
+                "SELECT coalesce(max(row_id), 0) FROM audit_rows WHERE kiosk = %s AND tbl = %s",
+                (self.kiosk.kiosk, table),
+            ).fetchone()[0]
+            while rows := self.store.export_audit(table, after, PUSH_BATCH):
+                ts_at = COLUMNS[table].index("ts")
+                values = [
+                    (self.kiosk.kiosk, table, v[0], v[ts_at], _json(dict(zip(COLUMNS[table], v, strict=True))), mac)
+                    for v, mac in rows
+                ]
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO audit_rows (kiosk, tbl, row_id, ts, row, mac) VALUES (%s, %s, %s, %s, %s, %s)"
+                        " ON CONFLICT DO NOTHING",
+                        values,
+                    )
+                pushed += len(rows)
+                after = rows[-1][0][0]
+        return pushed
+
+    # -- enrolment requests ---------------------------------------------------------------------
+    def request_enrolment(self, identity: str, vector: np.ndarray, fingerprint: str, frames: int) -> int:
+        """Send a template to the centre's authority (sealed to it), which signs and distributes it to
+        the group; returns the request's id."""
+        box = seal(
+            bytes.fromhex(self.kiosk.authority_box),
+            np.asarray(vector, np.float32).tobytes(),
+            request_aad(self.kiosk.kiosk, identity, fingerprint),
+        )
+        psycopg = require("psycopg")
+        try:
+            conn = self._connect()
+            with conn.transaction():
+                row = conn.execute(
+                    "INSERT INTO enrol_requests (kiosk, identity, fingerprint, frames, box) VALUES (%s, %s, %s, %s, %s)"
+                    " RETURNING id",
+                    (self.kiosk.kiosk, identity, fingerprint, frames, box),
+                ).fetchone()
+                conn.execute("SELECT pg_notify('edge_verify_requests', %s)", (self.kiosk.kiosk,))
+        except psycopg.errors.InsufficientPrivilege:
+            raise FleetError(f"the centre refused: kiosk {self.kiosk.kiosk!r} may not enrol (add it with --may-enrol)")
+        except psycopg.Error as exc:
+            self._drop()
+            raise FleetError(f"fleet centre unreachable: {str(exc).strip().splitlines()[-1]}") from None
+        return int(row[0])
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self, stop: threading.Event, retry_s: float = 1.0) -> None:
+        """Sync until ``stop``: after each pass, wait for a notification (or an MQTT hint, or
+        ``interval_s``); the centre unreachable, try again every ``retry_s`` (up to ``interval_s``)."""
+        while not stop.is_set():
+            try:
+                self.sync_once()
+            except EdgeVerifyError as exc:
+                log.warning("%s; deciding from the local store, retrying", exc)
+                stop.wait(min(retry_s, self.kiosk.interval_s))
+                continue
+            self._wait(stop)
+
+    def _wait(self, stop: threading.Event) -> None:
+        """Until a notification, an MQTT hint, ``stop`` or ``interval_s``, in short slices."""
+        deadline = self.kiosk.interval_s
+        waited = 0.0
+        while waited < deadline and not stop.is_set() and not self.wake.is_set():
+            try:
+                if any(True for _ in self.conn.notifies(timeout=0.2, stop_after=1)):
+                    return
+            except Exception:  # noqa: BLE001 - the centre went away: the next pass says so
+                self._drop()
+                return
+            waited += 0.2
+        self.wake.clear()
+
+
+def _json(data: dict) -> str:
+    import json
+
+    return json.dumps(data)
