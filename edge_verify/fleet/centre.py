@@ -12,8 +12,20 @@ import numpy as np
 
 from edge_verify.errors import UsageError
 from edge_verify.fleet import FleetError, require
-from edge_verify.fleet.crypto import Authority, Revision, aad, digest, open_box, request_aad, seal
+from edge_verify.fleet.crypto import (
+    Authority,
+    BadRevision,
+    Revision,
+    aad,
+    digest,
+    new_kiosk_key,
+    open_box,
+    request_aad,
+    seal,
+    verify,
+)
 from edge_verify.fleet.schema import CHANNEL, KIOSK_GROUP_ROLE, REQUESTS_CHANNEL, migrate
+from edge_verify.fleet.sync import KioskFile
 from edge_verify.store.templates import check_identity_name, template_vector
 
 log = logging.getLogger("edge_verify.fleet")
@@ -49,7 +61,7 @@ def connect(dsn: str, **kwargs):
         return psycopg.connect(dsn, autocommit=True, connect_timeout=kwargs.pop("connect_timeout", 5), **kwargs)
     except psycopg.OperationalError as exc:
         host = psycopg.conninfo.conninfo_to_dict(dsn).get("host", "?")
-        raise FleetError(f"cannot reach the fleet centre at {host}: {str(exc).strip().splitlines()[-1]}") from None
+        raise FleetError(f"cannot reach the fleet centre at {host}: {str(exc).strip().splitlines()[0]}") from None
 
 
 def check_group(group: str) -> str:
@@ -94,9 +106,36 @@ class Centre:
         if row[0] != authority.public.hex():
             raise FleetError("this authority key is not the centre's (its public key differs)")
 
-    def add_kiosk(self, authority: Authority, name: str, group: str, public_key: bytes, may_enrol: bool = False) -> str:
-        """Create kiosk ``name`` (its own login role, member of the kiosks' role) and seal every live
-        template of its group to ``public_key``; returns the role's password."""
+    def add_kiosk(
+        self,
+        authority: Authority,
+        name: str,
+        group: str,
+        may_enrol: bool = False,
+        host: str | None = None,
+        interval_s: float = 30.0,
+    ) -> KioskFile:
+        """Create kiosk ``name``: a key pair, its own login role (a member of the kiosks' role), every live
+        template of its group sealed to it; returns its fleet file (``host``: the centre's address as the
+        kiosk reaches it, default the one used here)."""
+        key, public_key = new_kiosk_key()
+        password = self._add_kiosk(authority, name, group, public_key, may_enrol)
+        conninfo = require("psycopg").conninfo
+        params = conninfo.conninfo_to_dict(self.dsn)
+        params.update(user=f"ev_kiosk_{name}", password=password)
+        if host:
+            params["host"] = host
+        return KioskFile(
+            name,
+            group,
+            conninfo.make_conninfo(**params),
+            key,
+            authority.public.hex(),
+            authority.box_public.hex(),
+            interval_s,
+        )
+
+    def _add_kiosk(self, authority: Authority, name: str, group: str, public_key: bytes, may_enrol: bool) -> str:
         psycopg = require("psycopg")
         sql = psycopg.sql
         if not KIOSK_NAME.match(name or ""):
@@ -120,13 +159,27 @@ class Centre:
             )
             self.conn.execute("LOCK TABLE template_revisions IN EXCLUSIVE MODE")
             rows = self.conn.execute(
-                "SELECT revision, identity, fingerprint, authority_box FROM " + _LATEST + " WHERE op = 'put'",
+                "SELECT revision, identity, fingerprint, frames, digest, signature, authority_box FROM "
+                + _LATEST
+                + " WHERE op = 'put'",
                 (group,),
             ).fetchall()
             boxes = []
-            for revision, identity, fingerprint, box in rows:
-                plain = open_box(authority.box, bytes(box), aad(identity, fingerprint, revision))
-                boxes.append((revision, name, seal(public_key, plain, aad(identity, fingerprint, revision))))
+            for revision, identity, fingerprint, frames, dig, signature, box in rows:
+                ad = aad(identity, fingerprint, revision)
+                try:  # only what this authority signed is sealed again (a row forged at the centre is not)
+                    verify(
+                        authority.public,
+                        Revision(revision, group, identity, fingerprint, "put", frames, dig),
+                        signature,
+                    )
+                    plain = open_box(authority.box, bytes(box or b""), ad)
+                    if digest(np.frombuffer(plain, np.float32)) != dig:
+                        raise BadRevision(f"revision {revision} ({identity!r}): the template is not the one signed")
+                except BadRevision as exc:
+                    log.error("not sealed to kiosk %s: %s", name, exc)
+                    continue
+                boxes.append((revision, name, seal(public_key, plain, ad)))
             with self.conn.cursor() as cur:
                 cur.executemany("INSERT INTO template_boxes (revision, kiosk, box) VALUES (%s, %s, %s)", boxes)
         return password
@@ -263,15 +316,31 @@ class Centre:
                 done.append((request, identity, outcome))
 
     def serve(self, authority: Authority, stop, interval_s: float = 30.0) -> None:
-        """The authority's loop: process requests as they are announced (and every ``interval_s``)."""
-        listener = connect(self.dsn)
-        try:
-            listener.execute(f"LISTEN {REQUESTS_CHANNEL}")
-            while not stop.is_set():
+        """The authority's loop: process requests as they are announced (and every ``interval_s``);
+        the centre unreachable, try again every second until ``stop``."""
+        psycopg = require("psycopg")
+        listener = None
+        while not stop.is_set():
+            try:
+                if listener is None:
+                    listener = connect(self.dsn)
+                    listener.execute(f"LISTEN {REQUESTS_CHANNEL}")
+                    if self.conn.closed:
+                        self.conn = connect(self.dsn)
                 self.process_requests(authority)
-                for _ in listener.notifies(timeout=interval_s, stop_after=1):
-                    pass
-        finally:
+                waited = 0.0
+                while waited < interval_s and not stop.is_set():
+                    if any(True for _ in listener.notifies(timeout=0.5, stop_after=1)):
+                        break
+                    waited += 0.5
+            except (psycopg.Error, FleetError) as exc:
+                log.warning("authority: %s; retrying", str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+                for conn in (listener, self.conn):
+                    if conn is not None and not conn.closed:
+                        conn.close()
+                listener = None
+                stop.wait(1.0)
+        if listener is not None:
             listener.close()
 
     # -- status ---------------------------------------------------------------------------------
@@ -310,6 +379,7 @@ class Centre:
 
 # The latest revision of each identity of group %s (a subquery usable as a table).
 _LATEST = (
-    "(SELECT DISTINCT ON (identity) revision, identity, fingerprint, op, authority_box FROM template_revisions"
+    "(SELECT DISTINCT ON (identity) revision, identity, fingerprint, op, frames, digest, signature, authority_box"
+    " FROM template_revisions"
     " WHERE group_name = %s ORDER BY identity, revision DESC) AS latest"
 )

@@ -97,7 +97,8 @@ def verify(authority: bytes, revision: Revision, signature: bytes | None) -> Non
         Ed25519PublicKey.from_public_bytes(authority).verify(bytes(signature), revision.signed_bytes())
     except (InvalidSignature, ValueError):
         raise BadRevision(
-            f"revision {revision.revision} ({revision.identity!r}) fails the authority's signature (altered at the centre)"
+            f"revision {revision.revision} ({revision.identity!r}) fails the authority's signature "
+            "(altered at the centre)"
         ) from None
 
 

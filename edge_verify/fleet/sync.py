@@ -18,7 +18,7 @@ import numpy as np
 from edge_verify.errors import EdgeVerifyError, UsageError
 from edge_verify.fleet import FleetError, require
 from edge_verify.fleet.crypto import BadRevision, Revision, aad, digest, kiosk_key, open_box, request_aad, seal, verify
-from edge_verify.fleet.schema import CHANNEL
+from edge_verify.fleet.schema import CHANNEL, REQUESTS_CHANNEL
 from edge_verify.store import TemplateStore
 from edge_verify.store.audit import COLUMNS
 from edge_verify.store.templates import check_identity_name
@@ -133,7 +133,7 @@ class KioskSync:
                 result.pushed = self._push(conn)
         except psycopg.Error as exc:
             self._drop()
-            self.error = f"fleet centre unreachable: {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc}"
+            self.error = f"fleet centre unreachable: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}"
             raise FleetError(self.error) from None
         except FleetError as exc:
             self._drop()
@@ -227,18 +227,21 @@ class KioskSync:
         try:
             conn = self._connect()
             with conn.transaction():
-                row = conn.execute(
-                    "INSERT INTO enrol_requests (kiosk, identity, fingerprint, frames, box) VALUES (%s, %s, %s, %s, %s)"
-                    " RETURNING id",
-                    (self.kiosk.kiosk, identity, fingerprint, frames, box),
-                ).fetchone()
-                conn.execute("SELECT pg_notify('edge_verify_requests', %s)", (self.kiosk.kiosk,))
+                request = conn.execute("SELECT nextval('enrol_requests_id_seq')").fetchone()[0]
+                conn.execute(
+                    "INSERT INTO enrol_requests (id, kiosk, identity, fingerprint, frames, box)"
+                    " VALUES (%s, %s, %s, %s, %s, %s)",
+                    (request, self.kiosk.kiosk, identity, fingerprint, frames, box),
+                )
+                conn.execute("SELECT pg_notify(%s, %s)", (REQUESTS_CHANNEL, self.kiosk.kiosk))
         except psycopg.errors.InsufficientPrivilege:
-            raise FleetError(f"the centre refused: kiosk {self.kiosk.kiosk!r} may not enrol (add it with --may-enrol)")
+            raise FleetError(
+                f"the centre refused: kiosk {self.kiosk.kiosk!r} may not enrol (add it with --may-enrol)"
+            ) from None
         except psycopg.Error as exc:
             self._drop()
-            raise FleetError(f"fleet centre unreachable: {str(exc).strip().splitlines()[-1]}") from None
-        return int(row[0])
+            raise FleetError(f"fleet centre unreachable: {str(exc).strip().splitlines()[0]}") from None
+        return int(request)
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self, stop: threading.Event, retry_s: float = 1.0) -> None:
