@@ -78,6 +78,7 @@ class KioskConfig:
     liveness_alarm_failures_per_hour: int = 15  # ... or this many within an hour (attempts spaced out)
     liveness_lockout_s: float = 60.0  # ... stop all checks this long (doubling while it repeats), with an alert
     prompt_command: str | None = None  # run on each new prompt with EDGE_VERIFY_PROMPT=<action>
+    fleet: str | None = None  # fleet file: [fleet] sync with a centre, [mqtt] events (docs/fleet.md)
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides) -> KioskConfig:
@@ -160,6 +161,10 @@ def build_actions(config: KioskConfig) -> list[Action]:
         actions.append(WebhookAction(config.webhook, tuple(config.webhook_allow_hosts), config.webhook_deadline_s))
     if config.command:
         actions.append(CommandAction(config.command, config.command_timeout_s))
+    if config.fleet:
+        from edge_verify.fleet.link import FleetLink  # the optional fleet extra, only when asked for
+
+        actions.append(FleetLink(config.fleet, config.relay_pulse_s if config.relay_pin is not None else None))
     return actions
 
 
@@ -178,6 +183,9 @@ class Kiosk:
         else:
             log.info("%s", checked.summary())
         self._load(at_start=True)
+        for action in actions:  # actions that need the running kiosk (the fleet link: its store, its relay)
+            if hasattr(action, "attach"):
+                action.attach(self)
         self.tracks = FaceTracks(
             verifier,
             config.debounce,
