@@ -126,17 +126,23 @@ def admitted(kiosk, image: Path) -> str | None:
     return accepted[0] if accepted else None
 
 
-def test_enrol_at_a_admits_at_b_and_removal_refuses_within_2_s(fleet, verifier):
+def test_enrol_at_a_admits_at_b_and_removal_refuses_within_2_s(fleet, verifier, tmp_path):
     from edge_verify.fleet.centre import Centre
+    from edge_verify.kiosk import Kiosk, KioskConfig, build_actions
 
-    b_sync = fleet.sync("b")
-    b_sync.sync_once()
+    first = fleet.sync("b")
+    first.sync_once()
+    first.close()
     b_store = TemplateStore(fleet.store_path("b"), create=False)
-    b_kiosk = kiosk_for(verifier, b_store)
+    path = tmp_path / "b-fleet.toml"
+    fleet.files["b"].save(path)
+    config = KioskConfig(source="unused", liveness="off", debounce=1, cooldown_s=0, fleet=str(path))
+    actions = build_actions(config)  # kiosk B's own loop with its fleet link: the sync runs in its thread
+    b_kiosk = Kiosk(config, verifier, b_store, actions)
     assert admitted(b_kiosk, CAMERAMAN) == "cameraman"
     assert admitted(b_kiosk, ASTRONAUT) is None
     authority_centre = Centre(fleet.dsn)
-    stops = [running(authority_centre.serve, fleet.authority), running(b_sync.run)]
+    stops = [running(authority_centre.serve, fleet.authority)]
     a_sync = fleet.sync("a")
     try:
         # `enroll --fleet` at kiosk A: the local enrolment, then the request to the authority
@@ -161,9 +167,10 @@ def test_enrol_at_a_admits_at_b_and_removal_refuses_within_2_s(fleet, verifier):
         for stop, thread in stops:
             stop.set()
             thread.join(10)
+        for action in actions:
+            action.close()
         authority_centre.close()
         a_sync.close()
-        b_sync.close()
         b_store.close()
 
 
@@ -340,3 +347,137 @@ def test_unusable_fleet_file_is_a_one_line_error(tmp_path):
     bad.write_text("[fleet]\nkiosk = 'x'\n")
     with pytest.raises(UsageError, match="not a kiosk's fleet file"):
         KioskFile.load(bad)
+
+
+class Subscriber:
+    """Home Assistant's side of the broker: a paho client that keeps every message it gets."""
+
+    def __init__(self, broker, topics=("homeassistant/#", "edge-verify/#")):
+        import paho.mqtt.client as mqtt
+
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"ha-test-{time.time_ns()}")
+        self.client.username_pw_set("homeassistant", broker.users["homeassistant"])
+        self.client.on_message = lambda c, u, m: self._keep(m)
+        ready = threading.Event()
+        self.client.on_subscribe = lambda *a: ready.set()
+        self.client.connect("127.0.0.1", broker.port)
+        self.client.loop_start()
+        self.client.subscribe([(t, 1) for t in topics])
+        assert ready.wait(5)
+
+    def _keep(self, message) -> None:
+        with self.lock:
+            self.messages.append((message.topic, bytes(message.payload), bool(message.retain)))
+
+    def payloads(self, topic: str) -> list[bytes]:
+        with self.lock:
+            return [p for t, p, _ in self.messages if t == topic]
+
+    def json(self, topic: str) -> list[dict]:
+        import json
+
+        return [json.loads(p) for p in self.payloads(topic)]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def write_mqtt_file(path: Path, broker, kiosk: str, password: str = "b-secret", **extra) -> Path:
+    lines = [
+        "[mqtt]",
+        f'kiosk = "{kiosk}"',
+        f"port = {broker.port}",
+        'username = "kiosk-b"',
+        f'password = "{password}"',
+    ] + [f'{k} = "{v}"' for k, v in extra.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_mqtt_discovery_decisions_relay_and_remote_unlock(broker, verifier, enrolled_store, tmp_path, pins):
+    from edge_verify.fleet.mqtt import unlock_code_hash
+    from edge_verify.kiosk import Kiosk, KioskConfig, build_actions
+
+    ha = Subscriber(broker)
+    path = write_mqtt_file(
+        tmp_path / "fleet.toml", broker, "door-1", remote_unlock_code_sha256=unlock_code_hash("2468")
+    )
+    config = KioskConfig(
+        source="unused", liveness="off", debounce=1, cooldown_s=0, relay_pin=17, relay_pulse_s=0.05, fleet=str(path)
+    )
+    actions = build_actions(config)
+    kiosk = Kiosk(config, verifier, enrolled_store, actions)
+    node = "homeassistant/{}/edge_verify_door_1/{}/config"
+    try:
+        assert until(lambda: ha.payloads("edge-verify/door-1/availability") == [b"online"], 5)
+        assert until(lambda: len(ha.payloads(node.format("lock", "door"))) == 1, 5)
+        event = ha.json(node.format("event", "decision"))[0]
+        assert event["state_topic"] == "edge-verify/door-1/decision"
+        assert event["event_types"] == ["accepted", "rejected", "lockout"]
+        assert event["availability_topic"] == "edge-verify/door-1/availability"
+        relay = ha.json(node.format("binary_sensor", "relay"))[0]
+        assert (relay["state_topic"], relay["device_class"]) == ("edge-verify/door-1/relay", "lock")
+        attack = ha.json(node.format("binary_sensor", "attack"))[0]
+        assert (attack["state_topic"], attack["device_class"]) == ("edge-verify/door-1/attack", "safety")
+        assert ha.json(node.format("lock", "door"))[0]["command_topic"] == "edge-verify/door-1/lock/set"
+        late = Subscriber(broker)  # Home Assistant restarted: discovery and availability are retained
+        assert until(lambda: late.payloads("edge-verify/door-1/availability") == [b"online"], 5)
+        assert until(lambda: len([t for t, _, r in late.messages if t.startswith("homeassistant/") and r]) == 4, 5)
+        late.close()
+
+        assert admitted(kiosk, ASTRONAUT) == "astronaut"
+        assert admitted(kiosk, CAMERAMAN) is None
+        assert until(lambda: len(ha.payloads("edge-verify/door-1/decision")) == 2, 5)
+        accepted, rejected = ha.json("edge-verify/door-1/decision")
+        assert set(accepted) == {"event_type", "identity", "time", "liveness", "audit_id"}  # no score, no image
+        assert (accepted["event_type"], accepted["identity"]) == ("accepted", "astronaut")
+        assert (rejected["event_type"], rejected["identity"]) == ("rejected", None)
+        assert accepted["audit_id"] == enrolled_store.audit_log(command="kiosk")[1].id
+        assert until(lambda: ha.payloads("edge-verify/door-1/relay") == [b"ON", b"OFF"], 5)
+        assert ha.payloads("edge-verify/door-1/attack") == [b"OFF"]
+
+        # remote unlock: a wrong code is audited and opens nothing; the right one is audited, then opens
+        pulses = len(pins.pin(17).states)
+        ha.client.publish("edge-verify/door-1/lock/set", '{"action": "UNLOCK", "code": "1111"}', qos=1)
+        assert until(lambda: enrolled_store.audit_log(command="remote-unlock"), 5)
+        time.sleep(0.2)
+        assert len(pins.pin(17).states) == pulses
+        ha.client.publish("edge-verify/door-1/lock/set", '{"action": "UNLOCK", "code": "2468"}', qos=1)
+        assert until(lambda: len(enrolled_store.audit_log(command="remote-unlock")) == 2, 5)
+        right, wrong = enrolled_store.audit_log(command="remote-unlock")
+        assert (wrong.accepted, right.accepted) == (False, True) and wrong.source == right.source == "mqtt"
+        assert until(lambda: [s.state for s in pins.pin(17).states][pulses:] == [True, False], 5)
+        assert enrolled_store.audit_actions(right.id) == [("relay", True, "")]
+        assert until(lambda: ha.payloads("edge-verify/door-1/lock") == [b"LOCKED", b"UNLOCKED", b"LOCKED"], 5)
+    finally:
+        for action in actions:
+            action.close()
+    assert until(lambda: ha.payloads("edge-verify/door-1/availability")[-1:] == [b"offline"], 5)
+    ha.close()
+
+
+def test_mqtt_last_will_without_unlock_and_bad_credentials(broker, tmp_path):
+    import socket
+
+    from edge_verify.fleet import FleetError
+    from edge_verify.fleet.link import load
+    from edge_verify.fleet.mqtt import MqttLink
+
+    ha = Subscriber(broker)
+    _, settings = load(write_mqtt_file(tmp_path / "f.toml", broker, "door-2"))
+    link = MqttLink(settings)
+    try:
+        assert until(lambda: ha.payloads("edge-verify/door-2/availability") == [b"online"], 5)
+        lock = "homeassistant/lock/edge_verify_door_2/door/config"
+        assert until(lambda: ha.payloads(lock) == [b""], 5)  # no remote unlock unless set: any old entity removed
+        link.client.socket().shutdown(socket.SHUT_RDWR)  # the kiosk vanishes without saying goodbye
+        assert until(lambda: b"offline" in ha.payloads("edge-verify/door-2/availability"), 10)
+    finally:
+        link.close()
+        ha.close()
+    _, settings = load(write_mqtt_file(tmp_path / "g.toml", broker, "door-3", password="wrong"))
+    with pytest.raises(FleetError, match="refused the kiosk"):
+        MqttLink(settings)

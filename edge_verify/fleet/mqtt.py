@@ -85,8 +85,8 @@ def decision_payload(event: Event, include_scores: bool = False) -> dict:
     return payload
 
 
-def discovery_configs(settings: MqttSettings, model: str = "") -> dict[str, dict]:
-    """Home Assistant discovery: topic -> config (published retained)."""
+def discovery_configs(settings: MqttSettings, model: str = "") -> dict[str, dict | None]:
+    """Home Assistant discovery: topic -> config (published retained; None: an empty payload)."""
     node = f"edge_verify_{settings.kiosk}".replace("-", "_")
     device = {"identifiers": [node], "name": f"edge-verify {settings.kiosk}", "manufacturer": "edge-verify"}
     if model:
@@ -119,8 +119,10 @@ def discovery_configs(settings: MqttSettings, model: str = "") -> dict[str, dict
             **common,
         },
     }
+    lock = f"{settings.discovery_prefix}/lock/{node}/door/config"
+    configs[lock] = None  # no remote unlock: an empty retained config removes an entity published before
     if settings.remote_unlock_code_sha256:
-        configs[f"{settings.discovery_prefix}/lock/{node}/door/config"] = {
+        configs[lock] = {
             "name": "Door",
             "unique_id": f"{node}_door",
             "command_topic": settings.topic("lock/set"),
@@ -195,7 +197,7 @@ class MqttLink(Action):
         # on every (re)connection: availability, discovery, and the topics this kiosk listens to
         client.publish(self.settings.topic("availability"), "online", qos=1, retain=True)
         for topic, config in self._discovery.items():
-            client.publish(topic, json.dumps(config), qos=1, retain=True)
+            client.publish(topic, "" if config is None else json.dumps(config), qos=1, retain=True)
         if self.settings.remote_unlock_code_sha256:
             client.subscribe(self.settings.topic("lock/set"), qos=1)
             client.publish(self.settings.topic("lock"), "LOCKED", qos=1, retain=True)
