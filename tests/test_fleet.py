@@ -481,3 +481,61 @@ def test_mqtt_last_will_without_unlock_and_bad_credentials(broker, tmp_path):
     _, settings = load(write_mqtt_file(tmp_path / "g.toml", broker, "door-3", password="wrong"))
     with pytest.raises(FleetError, match="refused the kiosk"):
         MqttLink(settings)
+
+
+def test_cli_init_add_kiosk_enroll_sync_check_remove_status_revoke(postgres, tmp_path):
+    """The commands a site runs, each in a fresh interpreter, against the real centre."""
+    import json
+
+    from edge_verify.fleet.centre import Centre
+    from edge_verify.fleet.crypto import Authority
+    from tests.conftest import run_cli
+
+    with psycopg.connect(postgres.dsn, autocommit=True) as admin:
+        admin.execute("CREATE DATABASE fleet_cli")
+    env = {
+        "EDGE_VERIFY_CENTRE": postgres.dsn.replace("dbname=postgres", "dbname=fleet_cli"),
+        "EDGE_VERIFY_AUTHORITY": str(tmp_path / "authority" / "authority.key"),
+    }
+    admin_store, kiosk_store = str(tmp_path / "admin.db"), str(tmp_path / "kiosk.db")
+
+    def cli(*args, code=0):
+        done = run_cli(*args, "--json", env=env)
+        assert done.returncode == code, done.stderr
+        return json.loads(done.stdout.splitlines()[-1]) if done.stdout.strip() else {}
+
+    assert cli("fleet", "init")["created"] is True
+    assert oct(Path(env["EDGE_VERIFY_AUTHORITY"]).stat().st_mode & 0o777) == "0o600"
+    assert cli("fleet", "init")["created"] is False  # kept, never overwritten
+    cli("fleet", "add-kiosk", "cli-door", "--group", "office", "--may-enrol", "--out", str(tmp_path / "door.toml"))
+    assert oct((tmp_path / "door.toml").stat().st_mode & 0o777) == "0o600"
+    again = run_cli("fleet", "add-kiosk", "cli-door", "--group", "x", "--out", str(tmp_path / "x.toml"), env=env)
+    assert again.returncode == 2 and "exists" in again.stderr and not (tmp_path / "x.toml").exists()
+    cli("enroll", "astronaut", "--source", str(ASTRONAUT), "--store", admin_store)
+    assert cli("fleet", "enroll", "astronaut", "--group", "office", "--store", admin_store)["revision"] >= 1
+    assert [i["identity"] for i in cli("fleet", "list")["identities"]] == ["astronaut"]
+
+    door = ["--store", kiosk_store]
+    sync = cli("fleet", "sync", "--fleet-file", str(tmp_path / "door.toml"), *door)
+    assert sync["put"] == ["astronaut"] and sync["refused"] == []
+    assert cli("check", "astronaut", "--source", str(SAMPLES / "astronaut_check.jpg"), *door)["accepted"] is True
+
+    cli("fleet", "remove", "astronaut", "--group", "office")
+    status = cli("fleet", "status", code=1)  # the door has not applied the removal yet
+    assert status["kiosks"][0]["pending_removals"] == ["astronaut"]
+    assert cli("fleet", "sync", "--fleet-file", str(tmp_path / "door.toml"), *door)["removed"] == ["astronaut"]
+    cli("fleet", "status")
+    cli("check", "astronaut", "--source", str(SAMPLES / "astronaut_check.jpg"), *door, code=11)  # not enrolled
+
+    # enrol at the door, sent to the centre; the authority signs and distributes it
+    cli("enroll", "cameraman", "--source", str(CAMERAMAN), *door, "--fleet", str(tmp_path / "door.toml"))
+    with Centre(env["EDGE_VERIFY_CENTRE"]) as centre:
+        handled = centre.process_requests(Authority.load(Path(env["EDGE_VERIFY_AUTHORITY"])))
+    assert [(who, outcome) for _, who, outcome in handled] == [("cameraman", "done")]
+    assert [i["identity"] for i in cli("fleet", "list", "--group", "office")["identities"]] == ["cameraman"]
+
+    cli("fleet", "revoke", "cli-door")
+    done = run_cli("fleet", "sync", "--fleet-file", str(tmp_path / "door.toml"), *door, env=env)
+    assert done.returncode == 19 and done.stderr.count("\n") == 1 and "centre" in done.stderr
+    bad = run_cli("fleet", "enroll", "nobody", "--group", "office", "--store", admin_store, env=env)
+    assert bad.returncode == 2 and "not enrolled" in bad.stderr

@@ -2,13 +2,15 @@
 
 One module per group of commands: ``identities`` (enroll, check, identify, compare, demo, list,
 remove), ``site`` (calibrate, bench, doctor, audit), ``kiosk`` (kiosk, liveness), ``host`` (train,
-convert, evaluate, import-dlib); ``common`` holds what they share.
+convert, evaluate, import-dlib), ``fleet`` (fleet …: the centre, a kiosk's sync); ``common`` holds
+what they share.
 
 Exit codes: 0 success / accepted / same person; 1 rejected / different / unknown; 2 usage;
 3 other error; 4 bad input; 5 no face; 6 several faces; 7 quality gate; 8 bad bundle; 9 store;
 10 tampered template or wrong key; 11 unknown identity; 12 template from another model;
 13 camera/source; 14 no TFLite backend; 15 host extra missing; 16 bad Keras model;
-17 inconsistent enrolment; 18 duplicate identity; 70 internal error (a bug: please report it).
+17 inconsistent enrolment; 18 duplicate identity; 19 fleet centre or MQTT broker;
+70 internal error (a bug: please report it).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import logging
 import sys
 import traceback
 
-from edge_verify.cli import host, identities, kiosk, site
+from edge_verify.cli import fleet, host, identities, kiosk, site
 from edge_verify.detect import WORKING_SIDE
 from edge_verify.errors import EdgeVerifyError
 
@@ -59,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for group in (identities, site, kiosk, host):
         group.register(add)
+    fleet.register(sub, common)  # nested: edge-verify fleet COMMAND
     return parser
 
 

@@ -85,11 +85,19 @@ class SyncResult:
 class KioskSync:
     """One kiosk's sync with the centre; its own connection to the local store."""
 
-    def __init__(self, kiosk: KioskFile, store_path: str | Path, key_file: str | Path | None = None, key=None):
+    def __init__(
+        self,
+        kiosk: KioskFile,
+        store_path: str | Path,
+        key_file: str | Path | None = None,
+        key: bytes | None = None,
+        create: bool = False,
+    ):
+        """``create``: a new kiosk's first sync makes its store (and key)."""
         self.kiosk = kiosk
         self.key = kiosk_key(kiosk.key)
         self.authority = bytes.fromhex(kiosk.authority)
-        self.store = TemplateStore(store_path, key_file=key_file, key=key, create=False)
+        self.store = TemplateStore(store_path, key_file=key_file, key=key, create=create)
         self.conn = None
         self.last: SyncResult | None = None
         self.error: str | None = None  # the last failure (centre down...), None after a good pass
