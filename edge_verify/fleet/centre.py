@@ -213,8 +213,11 @@ class Centre:
             kiosks = self.conn.execute(
                 "SELECT name, public_key FROM kiosks WHERE group_name = %s AND revoked_at IS NULL", (group,)
             ).fetchall()
+            numbers = self.conn.execute(
+                "SELECT nextval('template_revision_seq') FROM generate_series(1, %s)", (len(items),)
+            ).fetchall()
             rows, boxes = [], []
-            for identity, vector, fingerprint, frames in items:
+            for (revision,), (identity, vector, fingerprint, frames) in zip(numbers, items, strict=True):
                 check_identity_name(identity)
                 if vector is None:
                     current = self.conn.execute(
@@ -227,7 +230,6 @@ class Centre:
                     fingerprint = current[0]
                 else:
                     vector = template_vector(identity, vector, None)
-                revision = self.conn.execute("SELECT nextval('template_revision_seq')").fetchone()[0]
                 entry = Revision(
                     revision,
                     group,

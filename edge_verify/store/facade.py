@@ -309,8 +309,12 @@ class TemplateStore:
         fingerprint, frames)`` put (replacing), each of ``removals`` deleted if present, one audit row
         ("fleet-sync", ``detail``), and the sealed record of the revision applied."""
         with self._db.transaction():
+            sizes: dict[str, int | None] = {}  # per bundle, looked up once (a lookup reads every template)
             for identity, vector, fingerprint, frames in puts:
-                vector = template_vector(identity, vector, self._embedding_size(fingerprint))
+                if fingerprint not in sizes:
+                    sizes[fingerprint] = self._embedding_size(fingerprint)
+                vector = template_vector(identity, vector, sizes[fingerprint])
+                sizes[fingerprint] = vector.size
                 self._templates.put(identity, vector, fingerprint, frames, replace=True)
             for identity in removals:
                 self._templates.delete(identity)
