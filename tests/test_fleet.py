@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edge_verify.errors import UnknownIdentityError
@@ -339,6 +340,67 @@ def test_a_kiosk_gets_its_group_only_and_a_quiet_pass_changes_nothing(fleet, ver
     sync.close()
 
 
+def test_site_calibration_reaches_the_group_signed_or_not_at_all(fleet, verifier):
+    from edge_verify.fleet.crypto import Authority, Calibration
+    from edge_verify.pipeline import resolve_threshold
+
+    sync = fleet.sync("b")
+    record = {"threshold": 0.9, "source": "fleet test", "far": 1e-4}
+    fleet.centre.calibrate(fleet.authority, "hq", fleet.fingerprint, record)
+    assert sync.sync_once().calibrated == [fleet.fingerprint]
+    assert sync.store.threshold(fleet.fingerprint) == record
+    choice = resolve_threshold(verifier.bundle, sync.store)
+    assert choice.value == 0.9 and "site calibration" in choice.origin
+
+    # a looser calibration written straight into the centre, signed by another key: refused, 0.9 stays
+    conn = fleet.centre.conn
+    revision = conn.execute("SELECT nextval('template_revision_seq')").fetchone()[0]
+    payload = '{"far": 0.1, "source": "attacker", "threshold": 0.05}'
+    forged = Authority.generate().sign(Calibration(revision, "hq", fleet.fingerprint, payload))
+    conn.execute(
+        "UPDATE site_calibrations SET revision = %s, payload = %s, signature = %s WHERE group_name = 'hq'",
+        (revision, payload, forged),
+    )
+    result = sync.sync_once()
+    assert result.calibrated == [] and "signature" in result.refused[0]
+    assert sync.store.threshold(fleet.fingerprint) == record
+
+    fleet.centre.calibrate(fleet.authority, "hq", fleet.fingerprint, None)  # back to the bundle's own point
+    assert sync.sync_once().calibrated == [fleet.fingerprint]
+    assert sync.store.threshold(fleet.fingerprint) is None
+    sync.close()
+
+
+def test_a_kiosk_cannot_replace_someones_template_by_request(fleet, verifier):
+    from edge_verify.fleet.centre import Centre
+
+    a_sync, b_sync = fleet.sync("a"), fleet.sync("b")
+    b_sync.sync_once()
+    before = b_sync.store.get("cameraman", fleet.fingerprint)
+    # kiosk A (may enrol) sends the attacker's face under an enrolled name
+    a_sync.request_enrolment("cameraman", verifier.embed_image(ASTRONAUT), fleet.fingerprint, 1)
+    with Centre(fleet.dsn) as centre:
+        handled = centre.process_requests(fleet.authority)
+    assert len(handled) == 1 and "already enrolled" in handled[0][2]
+    b_sync.sync_once()
+    assert np.array_equal(b_sync.store.get("cameraman", fleet.fingerprint), before)
+    a_sync.close()
+    b_sync.close()
+
+
+def test_core_does_not_import_the_fleet_extra():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, edge_verify, edge_verify.cli, edge_verify.kiosk, edge_verify.store; "
+        "edge_verify.cli.build_parser(); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('psycopg', 'paho')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
 def test_unusable_fleet_file_is_a_one_line_error(tmp_path):
     from edge_verify.errors import UsageError
     from edge_verify.fleet.sync import KioskFile
@@ -514,6 +576,9 @@ def test_cli_init_add_kiosk_enroll_sync_check_remove_status_revoke(postgres, tmp
     cli("enroll", "astronaut", "--source", str(ASTRONAUT), "--store", admin_store)
     assert cli("fleet", "enroll", "astronaut", "--group", "office", "--store", admin_store)["revision"] >= 1
     assert [i["identity"] for i in cli("fleet", "list")["identities"]] == ["astronaut"]
+    nothing = run_cli("fleet", "calibrate", "--group", "office", "--store", admin_store, env=env)
+    assert nothing.returncode == 2 and "no site calibration" in nothing.stderr
+    assert len(cli("fleet", "calibrate", "--group", "office", "--store", admin_store, "--reset")["revisions"]) == 1
 
     door = ["--store", kiosk_store]
     sync = cli("fleet", "sync", "--fleet-file", str(tmp_path / "door.toml"), *door)

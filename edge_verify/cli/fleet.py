@@ -52,6 +52,9 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("name", type=identity_name)
     p.add_argument("--group", required=True)
     p.add_argument("--mqtt", help="fleet file with an [mqtt] table: hint the kiosks at once")
+    p = add("calibrate", cmd_calibrate, "give a group the site calibrations of the local --store", authority=True)
+    p.add_argument("--group", required=True)
+    p.add_argument("--reset", action="store_true", help="back to each bundle's own operating point instead")
     p = add("list", cmd_list, "identities enrolled at the centre")
     p.add_argument("--group")
     add("status", cmd_status, "each kiosk: applied revision, pending removals, store rollback; exit 1 if any")
@@ -168,6 +171,24 @@ def cmd_remove(args) -> int:
         {"identity": args.name, "group": args.group, "revision": revision},
         f"{args.name} removed from group {args.group} (revision {revision}); "
         "`edge-verify fleet status` says which kiosks have not applied it yet",
+    )
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    with open_store(args) as store:
+        records = {fp: (None if args.reset else store.threshold(fp)) for fp in store.bundle_names()}
+    if not args.reset:
+        records = {fp: r for fp, r in records.items() if r is not None}
+    if not records:
+        raise UsageError("no site calibration in this --store: run `edge-verify calibrate` on it first")
+    with _centre(args) as centre:
+        authority = _authority(args)
+        revisions = {fp: centre.calibrate(authority, args.group, fp, r) for fp, r in records.items()}
+    emit(
+        args,
+        {"group": args.group, "revisions": revisions, "reset": args.reset},
+        f"{'reset' if args.reset else 'sent'} {len(revisions)} site calibration(s) to group {args.group}",
     )
     return 0
 

@@ -3,6 +3,7 @@ revisions signed and sealed to each kiosk, removals as tombstones, enrolment req
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import secrets
@@ -15,6 +16,7 @@ from edge_verify.fleet import FleetError, require
 from edge_verify.fleet.crypto import (
     Authority,
     BadRevision,
+    Calibration,
     Revision,
     aad,
     digest,
@@ -274,6 +276,26 @@ class Centre:
     def remove(self, authority: Authority, group: str, identity: str) -> int:
         return self.publish(authority, group, [(identity, None, "", 0)])[0]
 
+    def calibrate(self, authority: Authority, group: str, fingerprint: str, record: dict | None) -> int:
+        """Give ``group`` the site calibration ``record`` of bundle ``fingerprint`` (None: back to the
+        bundle's own operating point), signed; returns its revision (numbered with the templates')."""
+        check_group(group)
+        self.check_authority(authority)
+        payload = json.dumps(record, sort_keys=True)
+        with self.conn.transaction():
+            self.conn.execute("LOCK TABLE template_revisions IN EXCLUSIVE MODE")
+            revision = self.conn.execute("SELECT nextval('template_revision_seq')").fetchone()[0]
+            signature = authority.sign(Calibration(revision, group, fingerprint, payload))
+            self.conn.execute(
+                "INSERT INTO site_calibrations (group_name, fingerprint, revision, payload, signature)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (group_name, fingerprint) DO UPDATE SET"
+                " revision = excluded.revision, payload = excluded.payload, signature = excluded.signature,"
+                " updated_at = now()",
+                (group, fingerprint, revision, payload, signature),
+            )
+            self.conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, group))
+        return revision
+
     def identities(self, group: str | None = None) -> list[Identity]:
         rows = self.conn.execute(
             "SELECT DISTINCT ON (group_name, identity) identity, group_name, fingerprint, revision, frames, op"
@@ -301,6 +323,12 @@ class Centre:
                 try:
                     if not allowed:
                         raise FleetError(f"kiosk {kiosk!r} may not enrol (revoked, or added without --may-enrol)")
+                    current = self.conn.execute(
+                        "SELECT op FROM " + _LATEST + " WHERE identity = %s", (group, identity)
+                    ).fetchone()
+                    if current is not None and current[0] == "put":
+                        # a kiosk never replaces someone's template: that is the admin's `fleet enroll`
+                        raise FleetError(f"{identity!r} is already enrolled in group {group!r}")
                     plain = open_box(authority.box, bytes(box), request_aad(kiosk, identity, fingerprint))
                     revision = self.enroll(
                         authority, group, identity, np.frombuffer(plain, np.float32), fingerprint, frames

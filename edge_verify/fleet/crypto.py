@@ -23,6 +23,7 @@ from edge_verify.fleet import FleetError
 _RAW = {"encoding": serialization.Encoding.Raw, "format": serialization.PublicFormat.Raw}
 _HKDF_INFO = b"edge-verify fleet box v1"
 SIGNED_KIND = "edge-verify template revision v1"
+SIGNED_CALIBRATION = "edge-verify site calibration v1"
 
 
 class BadRevision(FleetError):
@@ -44,6 +45,20 @@ class Revision:
     def signed_bytes(self) -> bytes:
         values = [SIGNED_KIND, self.revision, self.group, self.identity, self.fingerprint, self.op, self.frames]
         return json.dumps(values + [self.digest], separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A site calibration as the authority signs it: ``payload`` is the record's JSON ("null": reset)."""
+
+    revision: int
+    group: str
+    fingerprint: str
+    payload: str
+
+    def signed_bytes(self) -> bytes:
+        values = [SIGNED_CALIBRATION, self.revision, self.group, self.fingerprint, self.payload]
+        return json.dumps(values, separators=(",", ":")).encode()
 
 
 def digest(vector: np.ndarray) -> str:
@@ -89,17 +104,19 @@ def _box_key(shared: bytes, eph_pub: bytes, recipient: bytes) -> bytes:
     return HKDF(hashes.SHA256(), 32, salt=eph_pub + recipient, info=_HKDF_INFO).derive(shared)
 
 
-def verify(authority: bytes, revision: Revision, signature: bytes | None) -> None:
+def verify(authority: bytes, revision: Revision | Calibration, signature: bytes | None) -> None:
     """BadRevision unless ``signature`` is the authority's over ``revision``."""
+    what = (
+        f"revision {revision.revision} ({revision.identity!r})"
+        if isinstance(revision, Revision)
+        else f"calibration revision {revision.revision} (bundle {revision.fingerprint[:12]})"
+    )
     if not signature:
-        raise BadRevision(f"revision {revision.revision} ({revision.identity!r}) is not signed")
+        raise BadRevision(f"{what} is not signed")
     try:
         Ed25519PublicKey.from_public_bytes(authority).verify(bytes(signature), revision.signed_bytes())
     except (InvalidSignature, ValueError):
-        raise BadRevision(
-            f"revision {revision.revision} ({revision.identity!r}) fails the authority's signature "
-            "(altered at the centre)"
-        ) from None
+        raise BadRevision(f"{what} fails the authority's signature (altered at the centre)") from None
 
 
 class Authority:
@@ -122,7 +139,7 @@ class Authority:
     def box_public(self) -> bytes:
         return public_bytes(self.box.public_key())
 
-    def sign(self, revision: Revision) -> bytes:
+    def sign(self, revision: Revision | Calibration) -> bytes:
         return self.signing.sign(revision.signed_bytes())
 
     def save(self, path: Path) -> None:

@@ -61,8 +61,9 @@ CREATE TABLE template_boxes (
 CREATE TABLE site_calibrations (
     group_name text NOT NULL,
     fingerprint text NOT NULL,
-    record jsonb NOT NULL,
-    signature bytea NOT NULL,
+    revision bigint NOT NULL,
+    payload text NOT NULL,
+    signature bytea,
     updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (group_name, fingerprint)
 );

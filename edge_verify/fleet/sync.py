@@ -6,6 +6,7 @@ deciding from its local store, and catches up when it returns."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -17,7 +18,18 @@ import numpy as np
 
 from edge_verify.errors import EdgeVerifyError, UsageError
 from edge_verify.fleet import FleetError, require
-from edge_verify.fleet.crypto import BadRevision, Revision, aad, digest, kiosk_key, open_box, request_aad, seal, verify
+from edge_verify.fleet.crypto import (
+    BadRevision,
+    Calibration,
+    Revision,
+    aad,
+    digest,
+    kiosk_key,
+    open_box,
+    request_aad,
+    seal,
+    verify,
+)
 from edge_verify.fleet.schema import CHANNEL, REQUESTS_CHANNEL
 from edge_verify.store import TemplateStore
 from edge_verify.store.audit import COLUMNS
@@ -78,6 +90,7 @@ class SyncResult:
     put: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)  # revisions that failed verification (their identity removed)
+    calibrated: list[str] = field(default_factory=list)  # bundle fingerprints whose site calibration changed
     pushed: int = 0  # audit rows pushed
     rollback: str | None = None  # the centre's flag: this store was replaced by an older copy
 
@@ -159,8 +172,12 @@ class KioskSync:
             " ON b.revision = r.revision AND b.kiosk = %s WHERE r.revision > %s ORDER BY r.identity, r.revision DESC",
             (self.kiosk.kiosk, applied),
         ).fetchall()
-        result = SyncResult(max([applied] + [r[0] for r in rows]))
-        if not rows:
+        calibrations = conn.execute(
+            "SELECT revision, group_name, fingerprint, payload, signature FROM site_calibrations WHERE revision > %s",
+            (applied,),
+        ).fetchall()
+        result = SyncResult(max([applied] + [r[0] for r in rows] + [c[0] for c in calibrations]))
+        if not rows and not calibrations:
             return result
         puts = []
         for revision, group, identity, fingerprint, op, frames, dig, signature, box in rows:
@@ -192,11 +209,34 @@ class KioskSync:
                 log.error("refused %s; %r is removed here until a valid revision comes", exc, identity)
                 result.refused.append(str(exc))
                 result.removed.append(identity)
+        settings = self._calibrations(calibrations, result)
         detail = f"revisions {applied + 1}..{result.applied}: {len(result.put)} put, {len(result.removed)} removed"
+        if settings:
+            detail += f", {len(settings)} calibration(s)"
         if result.refused:
             detail += f", {len(result.refused)} refused"
-        self.store.apply_fleet(puts, result.removed, result.applied, detail)
+        self.store.apply_fleet(puts, result.removed, result.applied, detail, settings)
         return result
+
+    def _calibrations(self, rows: list[tuple], result: SyncResult) -> dict[str, dict | None]:
+        """The verified site calibrations among ``rows`` (fingerprint -> record, None: reset); one that
+        fails verification is refused and the kiosk keeps the calibration it has."""
+        settings = {}
+        for revision, group, fingerprint, payload, signature in rows:
+            try:
+                verify(self.authority, Calibration(revision, group, fingerprint, payload), signature)
+                if group != self.kiosk.group:
+                    raise BadRevision(f"calibration revision {revision} is for group {group!r}")
+                record = json.loads(payload)
+                if record is not None and not isinstance(record, dict):
+                    raise BadRevision(f"calibration revision {revision} is not a calibration record")
+            except (BadRevision, ValueError) as exc:
+                log.error("refused %s; the current calibration stays", exc)
+                result.refused.append(str(exc))
+                continue
+            settings[fingerprint] = record
+            result.calibrated.append(fingerprint)
+        return settings
 
     def _push(self, conn) -> int:
         """Push the audit rows the centre lacks (it keeps them once: the key is kiosk, table, row id)."""
@@ -280,6 +320,4 @@ class KioskSync:
 
 
 def _json(data: dict) -> str:
-    import json
-
     return json.dumps(data)

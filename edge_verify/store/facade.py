@@ -303,11 +303,17 @@ class TemplateStore:
 
     # -- fleet (edge_verify/fleet/sync.py) ------------------------------------------------------
     def apply_fleet(
-        self, puts: list[tuple[str, np.ndarray, str, int]], removals: list[str], applied: int, detail: str
+        self,
+        puts: list[tuple[str, np.ndarray, str, int]],
+        removals: list[str],
+        applied: int,
+        detail: str,
+        calibrations: dict[str, dict | None] | None = None,
     ) -> None:
         """Apply revisions pulled from a fleet centre in ONE transaction: each ``(identity, vector,
-        fingerprint, frames)`` put (replacing), each of ``removals`` deleted if present, one audit row
-        ("fleet-sync", ``detail``), and the sealed record of the revision applied."""
+        fingerprint, frames)`` put (replacing), each of ``removals`` deleted if present, each site
+        calibration by fingerprint set (None: reset), one audit row ("fleet-sync", ``detail``), and
+        the sealed record of the revision applied."""
         with self._db.transaction():
             sizes: dict[str, int | None] = {}  # per bundle, looked up once (a lookup reads every template)
             for identity, vector, fingerprint, frames in puts:
@@ -318,6 +324,11 @@ class TemplateStore:
                 self._templates.put(identity, vector, fingerprint, frames, replace=True)
             for identity in removals:
                 self._templates.delete(identity)
+            for fingerprint, record in (calibrations or {}).items():
+                if record is None:
+                    self.reset_threshold(fingerprint)
+                else:
+                    self.set_threshold(fingerprint, record)
             self._records.put(FLEET_RECORD, {"applied": int(applied)})
             self._audit.append("fleet-sync", "", True, detail=detail)
 
