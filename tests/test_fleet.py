@@ -521,17 +521,22 @@ def test_mqtt_discovery_decisions_relay_and_remote_unlock(broker, verifier, enro
     ha.close()
 
 
-def test_mqtt_last_will_without_unlock_and_bad_credentials(broker, tmp_path):
+def test_mqtt_hint_last_will_without_unlock_and_bad_credentials(broker, tmp_path):
     import socket
 
     from edge_verify.fleet import FleetError
     from edge_verify.fleet.link import load
-    from edge_verify.fleet.mqtt import MqttLink
+    from edge_verify.fleet.mqtt import MqttLink, publish_hint
 
     ha = Subscriber(broker)
     _, settings = load(write_mqtt_file(tmp_path / "f.toml", broker, "door-2"))
-    link = MqttLink(settings)
+    hinted = threading.Event()
+    link = MqttLink(settings, on_hint=hinted.set, group="hq")
     try:
+        publish_hint(settings, "lab", 7)  # another group's hint: not for this kiosk
+        publish_hint(settings, "hq", 8)
+        assert until(hinted.is_set, 5)
+        assert until(lambda: ha.json("edge-verify/fleet/hq/changed") == [{"revision": 8}], 5)
         assert until(lambda: ha.payloads("edge-verify/door-2/availability") == [b"online"], 5)
         lock = "homeassistant/lock/edge_verify_door_2/door/config"
         assert until(lambda: ha.payloads(lock) == [b""], 5)  # no remote unlock unless set: any old entity removed

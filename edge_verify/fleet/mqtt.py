@@ -158,7 +158,6 @@ class MqttLink(Action):
         ``relay_pulse_s``: the door has a relay (its state is published); ``on_unlock(ok, detail)`` audits
         a remote unlock attempt and, if ``ok``, opens the door (returns whether it did); ``on_hint`` is
         called when the centre announces a change for ``group``."""
-        mqtt = require("paho.mqtt.client")
         self.settings = settings
         self.relay_pulse_s = relay_pulse_s
         self.on_unlock = on_unlock
@@ -168,11 +167,7 @@ class MqttLink(Action):
         self._timers: list[threading.Timer] = []
         self._connected = threading.Event()
         self._refused: str | None = None
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edge-verify-{settings.kiosk}")
-        if settings.username:
-            client.username_pw_set(settings.username, settings.password)
-        if settings.tls_ca:
-            client.tls_set(ca_certs=settings.tls_ca, certfile=settings.tls_cert, keyfile=settings.tls_key)
+        client = new_client(settings, f"edge-verify-{settings.kiosk}")
         client.will_set(settings.topic("availability"), "offline", qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_message = self._on_message
@@ -279,12 +274,7 @@ class MqttLink(Action):
 
 def publish_hint(settings: MqttSettings, group: str, revision: int, timeout_s: float = 5.0) -> None:
     """Tell the kiosks of ``group`` that revision ``revision`` is waiting (they pull at once)."""
-    mqtt = require("paho.mqtt.client")
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edge-verify-authority-{time.time_ns()}")
-    if settings.username:
-        client.username_pw_set(settings.username, settings.password)
-    if settings.tls_ca:
-        client.tls_set(ca_certs=settings.tls_ca, certfile=settings.tls_cert, keyfile=settings.tls_key)
+    client = new_client(settings, f"edge-verify-authority-{time.time_ns()}")
     try:
         client.connect(settings.host, settings.port)
     except OSError as exc:
@@ -296,3 +286,14 @@ def publish_hint(settings: MqttSettings, group: str, revision: int, timeout_s: f
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def new_client(settings: MqttSettings, client_id: str):
+    """A paho client with the settings' credentials and TLS."""
+    mqtt = require("paho.mqtt.client")
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    if settings.username:
+        client.username_pw_set(settings.username, settings.password)
+    if settings.tls_ca:
+        client.tls_set(ca_certs=settings.tls_ca, certfile=settings.tls_cert, keyfile=settings.tls_key)
+    return client
