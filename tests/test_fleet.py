@@ -550,6 +550,7 @@ def test_mqtt_hint_last_will_without_unlock_and_bad_credentials(broker, tmp_path
         MqttLink(settings)
 
 
+@pytest.mark.slow
 def test_cli_init_add_kiosk_enroll_sync_check_remove_status_revoke(postgres, tmp_path):
     """The commands a site runs, each in a fresh interpreter, against the real centre."""
     import json

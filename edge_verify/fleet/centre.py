@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_verify.errors import UsageError
+from edge_verify.errors import EdgeVerifyError, UsageError
 from edge_verify.fleet import FleetError, require
 from edge_verify.fleet.crypto import (
     Authority,
@@ -337,7 +337,7 @@ class Centre:
                         "UPDATE enrol_requests SET state = 'done', revision = %s WHERE id = %s", (revision, request)
                     )
                     outcome = "done"
-                except (FleetError, UsageError) as exc:
+                except EdgeVerifyError as exc:  # refused: recorded, and the next request goes on
                     outcome = str(exc)
                     self.conn.execute(
                         "UPDATE enrol_requests SET state = 'refused', detail = %s WHERE id = %s", (outcome, request)
