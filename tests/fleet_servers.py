@@ -132,13 +132,58 @@ class Postgres:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def write_tls_files(root: Path) -> tuple[Path, Path, Path]:
+    """A throw-away CA and a server certificate for 127.0.0.1 / localhost: (ca, cert, key) PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def certificate(subject, issuer, public_key, signing_key, ca: bool, names=None):
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if names:
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        return builder.sign(signing_key, hashes.SHA256())
+
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = certificate("edge-verify test CA", "edge-verify test CA", ca_key.public_key(), ca_key, True)
+    names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    server = certificate("localhost", "edge-verify test CA", server_key.public_key(), ca_key, False, names)
+    paths = root / "ca.crt", root / "server.crt", root / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return paths
+
+
 @dataclass
 class Mosquitto:
-    """A broker on 127.0.0.1 that wants a user name and password."""
+    """A broker on 127.0.0.1 that wants a user name and password: plain on ``port``, TLS on
+    ``tls_port`` (server certificate signed by ``ca``)."""
 
     root: Path
     port: int
     users: dict[str, str]
+    tls_port: int = 0
+    ca: Path | None = None
     process: subprocess.Popen | None = None
 
     @classmethod
@@ -150,26 +195,29 @@ class Mosquitto:
             subprocess.run(
                 [MOSQUITTO_PASSWD, "-b", *flags, str(passwords), name, password], check=True, capture_output=True
             )
-        port = free_port()
+        port, tls_port = free_port(), free_port()
+        ca, cert, key = write_tls_files(root)
         (root / "mosquitto.conf").write_text(
-            f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {passwords}\npersistence false\n"
-            "log_dest stderr\n"
+            f"allow_anonymous false\npassword_file {passwords}\npersistence false\nlog_dest stderr\n"
+            f"listener {port} 127.0.0.1\n"
+            f"listener {tls_port} 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n"
         )
         if os.geteuid() == 0:
             try:
                 info = pwd.getpwnam("mosquitto")
-                for p in (root, passwords, root / "mosquitto.conf"):
+                for p in (root, passwords, root / "mosquitto.conf", ca, cert, key):
                     os.chown(p, info.pw_uid, info.pw_gid)
             except KeyError:
                 pass
-        broker = cls(root, port, users)
+        broker = cls(root, port, users, tls_port, ca)
         broker.process = subprocess.Popen(
             [MOSQUITTO, "-c", str(root / "mosquitto.conf")], stdout=subprocess.DEVNULL, stderr=open(root / "log", "w")
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                for p in (port, tls_port):
+                    socket.create_connection(("127.0.0.1", p), timeout=0.2).close()
                 return broker
             except OSError:
                 if broker.process.poll() is not None:

@@ -550,6 +550,35 @@ def test_mqtt_hint_last_will_without_unlock_and_bad_credentials(broker, tmp_path
         MqttLink(settings)
 
 
+def test_mqtt_over_tls_checks_the_broker_certificate(broker, tmp_path):
+    import dataclasses
+
+    from edge_verify.fleet.link import load
+    from edge_verify.fleet.mqtt import MqttLink
+
+    ha = Subscriber(broker)
+    path = write_mqtt_file(tmp_path / "tls.toml", broker, "door-tls", tls_ca=str(broker.ca))
+    _, settings = load(path)
+    settings = dataclasses.replace(settings, port=broker.tls_port)
+    link = MqttLink(settings)
+    try:
+        assert until(lambda: ha.payloads("edge-verify/door-tls/availability") == [b"online"], 5)
+    finally:
+        link.close()
+    # a broker whose certificate is not signed by the configured CA is never talked to
+    from tests.fleet_servers import write_tls_files
+
+    (tmp_path / "other").mkdir()
+    other_ca = write_tls_files(tmp_path / "other")[0]
+    link = MqttLink(dataclasses.replace(settings, kiosk="door-mitm", tls_ca=str(other_ca)), connect_timeout_s=1)
+    try:
+        time.sleep(0.5)
+        assert ha.payloads("edge-verify/door-mitm/availability") == []
+    finally:
+        link.close()
+    ha.close()
+
+
 @pytest.mark.slow
 def test_cli_init_add_kiosk_enroll_sync_check_remove_status_revoke(postgres, tmp_path):
     """The commands a site runs, each in a fresh interpreter, against the real centre."""
