@@ -165,50 +165,31 @@ class KioskSync:
         return result
 
     def _pull(self, conn) -> SyncResult:
+        """Every revision after the one applied, in one snapshot of the centre (revisions commit in
+        their numbers' order, so the snapshot holds all below its highest), streamed in batches."""
         applied = self.store.fleet_applied()
-        rows = conn.execute(
-            "SELECT DISTINCT ON (r.identity) r.revision, r.group_name, r.identity, r.fingerprint, r.op, r.frames,"
-            " r.digest, r.signature, b.box FROM template_revisions r LEFT JOIN template_boxes b"
-            " ON b.revision = r.revision AND b.kiosk = %s WHERE r.revision > %s ORDER BY r.identity, r.revision DESC",
-            (self.kiosk.kiosk, applied),
-        ).fetchall()
-        calibrations = conn.execute(
-            "SELECT revision, group_name, fingerprint, payload, signature FROM site_calibrations WHERE revision > %s",
-            (applied,),
-        ).fetchall()
-        result = SyncResult(max([applied] + [r[0] for r in rows] + [c[0] for c in calibrations]))
-        if not rows and not calibrations:
+        result, puts = SyncResult(applied), []
+        with conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            calibrations = conn.execute(
+                "SELECT revision, group_name, fingerprint, payload, signature FROM site_calibrations"
+                " WHERE revision > %s",
+                (applied,),
+            ).fetchall()
+            with conn.cursor(name="edge_verify_pull") as cursor:
+                cursor.itersize = 500
+                cursor.execute(
+                    "SELECT DISTINCT ON (r.identity) r.revision, r.group_name, r.identity, r.fingerprint, r.op,"
+                    " r.frames, r.digest, r.signature, b.box FROM template_revisions r LEFT JOIN template_boxes b"
+                    " ON b.revision = r.revision AND b.kiosk = %s WHERE r.revision > %s"
+                    " ORDER BY r.identity, r.revision DESC",
+                    (self.kiosk.kiosk, applied),
+                )
+                for row in cursor:
+                    self._take(row, result, puts)
+        result.applied = max([result.applied] + [c[0] for c in calibrations])
+        if result.applied == applied:
             return result
-        puts = []
-        for revision, group, identity, fingerprint, op, frames, dig, signature, box in rows:
-            try:
-                check_identity_name(identity)
-            except UsageError:
-                result.refused.append(f"revision {revision}: invalid identity name {ascii(identity)}")
-                continue
-            try:
-                entry = Revision(revision, group, identity, fingerprint, op, frames, dig)
-                verify(self.authority, entry, None if signature is None else bytes(signature))
-                if group != self.kiosk.group:
-                    raise BadRevision(f"revision {revision} ({identity!r}) is for group {group!r}")
-                if op == "put":
-                    if box is None:
-                        raise BadRevision(f"revision {revision} ({identity!r}) has no template sealed to this kiosk")
-                    plain = open_box(self.key, bytes(box), aad(identity, fingerprint, revision))
-                    vector = np.frombuffer(plain, np.float32)
-                    if digest(vector) != dig:
-                        raise BadRevision(f"revision {revision} ({identity!r}): the template is not the one signed")
-                    puts.append((identity, vector, fingerprint, frames))
-                    result.put.append(identity)
-                elif op == "remove":
-                    result.removed.append(identity)
-                else:
-                    raise BadRevision(f"revision {revision} ({identity!r}): unknown operation {op!r}")
-            except BadRevision as exc:
-                # fail closed: a revision that does not verify leaves nobody admitted under that name
-                log.error("refused %s; %r is removed here until a valid revision comes", exc, identity)
-                result.refused.append(str(exc))
-                result.removed.append(identity)
         settings = self._calibrations(calibrations, result)
         detail = f"revisions {applied + 1}..{result.applied}: {len(result.put)} put, {len(result.removed)} removed"
         if settings:
@@ -217,6 +198,39 @@ class KioskSync:
             detail += f", {len(result.refused)} refused"
         self.store.apply_fleet(puts, result.removed, result.applied, detail, settings)
         return result
+
+    def _take(self, row: tuple, result: SyncResult, puts: list) -> None:
+        """Verify one revision: a put opened into ``puts``, a removal noted; one that fails is refused."""
+        revision, group, identity, fingerprint, op, frames, dig, signature, box = row
+        result.applied = max(result.applied, revision)
+        try:
+            check_identity_name(identity)
+        except UsageError:
+            result.refused.append(f"revision {revision}: invalid identity name {ascii(identity)}")
+            return
+        try:
+            entry = Revision(revision, group, identity, fingerprint, op, frames, dig)
+            verify(self.authority, entry, None if signature is None else bytes(signature))
+            if group != self.kiosk.group:
+                raise BadRevision(f"revision {revision} ({identity!r}) is for group {group!r}")
+            if op == "put":
+                if box is None:
+                    raise BadRevision(f"revision {revision} ({identity!r}) has no template sealed to this kiosk")
+                plain = open_box(self.key, bytes(box), aad(identity, fingerprint, revision))
+                vector = np.frombuffer(plain, np.float32)
+                if digest(vector) != dig:
+                    raise BadRevision(f"revision {revision} ({identity!r}): the template is not the one signed")
+                puts.append((identity, vector, fingerprint, frames))
+                result.put.append(identity)
+            elif op == "remove":
+                result.removed.append(identity)
+            else:
+                raise BadRevision(f"revision {revision} ({identity!r}): unknown operation {op!r}")
+        except BadRevision as exc:
+            # fail closed: a revision that does not verify leaves nobody admitted under that name
+            log.error("refused %s; %r is removed here until a valid revision comes", exc, identity)
+            result.refused.append(str(exc))
+            result.removed.append(identity)
 
     def _calibrations(self, rows: list[tuple], result: SyncResult) -> dict[str, dict | None]:
         """The verified site calibrations among ``rows`` (fingerprint -> record, None: reset); one that
