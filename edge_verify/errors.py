@@ -107,3 +107,10 @@ class ModelError(EdgeVerifyError):
     """A Keras model is not usable as an embedding model, or an import failed."""
 
     exit_code = 16
+
+
+class FleetError(EdgeVerifyError):
+    """The fleet centre or the MQTT broker cannot be reached or refused (a revoked kiosk, wrong
+    credentials), or a fleet file or authority key is unusable (edge_verify/fleet/)."""
+
+    exit_code = 19

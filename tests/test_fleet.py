@@ -639,3 +639,13 @@ def test_cli_init_add_kiosk_enroll_sync_check_remove_status_revoke(postgres, tmp
     assert done.returncode == 19 and done.stderr.count("\n") == 1 and "centre" in done.stderr
     bad = run_cli("fleet", "enroll", "nobody", "--group", "office", "--store", admin_store, env=env)
     assert bad.returncode == 2 and "not enrolled" in bad.stderr
+
+
+def test_fleet_options_count_before_or_after_the_command():
+    from edge_verify.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["fleet", "--json", "--store", "s.db", "status"], ["fleet", "status", "--json", "--store", "s.db"]):
+        args = parser.parse_args(argv)
+        assert (args.json, args.store, args.fleet_command) == (True, "s.db", "status")
+    assert parser.parse_args(["fleet", "status"]).json is False

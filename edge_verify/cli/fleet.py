@@ -5,6 +5,7 @@ The fleet extra (psycopg, paho-mqtt) is imported only when one of these runs."""
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import threading
 import time
@@ -19,11 +20,12 @@ AUTHORITY_ENV = "EDGE_VERIFY_AUTHORITY"
 
 def register(sub, common: argparse.ArgumentParser) -> None:
     """Add ``fleet`` (its commands nested) and ``enroll --fleet``."""
-    fleet = sub.add_parser("fleet", help="many kiosks, one list: a PostgreSQL centre (docs/fleet.md)")
+    fleet = sub.add_parser("fleet", parents=[common], help="many kiosks, one list: a PostgreSQL centre (docs/fleet.md)")
+    quiet = _unset_by_default(common)  # the commands' copies: given after the command, they count too
     commands = fleet.add_subparsers(dest="fleet_command", required=True, metavar="COMMAND")
 
     def add(name, fn, help_text, centre=True, authority=False):
-        p = commands.add_parser(name, parents=[common], help=help_text, description=help_text)
+        p = commands.add_parser(name, parents=[quiet], help=help_text, description=help_text)
         p.set_defaults(func=fn)
         if centre:
             p.add_argument("--centre", help=f"the centre's PostgreSQL connection string (default ${CENTRE_ENV})")
@@ -69,6 +71,17 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     enroll = sub.choices["enroll"]
     enroll.add_argument("--fleet", metavar="FILE", help="also send the template to the fleet centre (a fleet file)")
     enroll.set_defaults(func=_then_send(enroll.get_default("func")))
+
+
+def _unset_by_default(common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The shared options again, each absent unless given: so ``fleet --json status`` and
+    ``fleet status --json`` both count (a nested parser's defaults would overwrite the outer one's)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    for action in common._actions:
+        clone = copy.copy(action)
+        clone.default = argparse.SUPPRESS
+        parser._add_action(clone)
+    return parser
 
 
 def _authority_default() -> Path:

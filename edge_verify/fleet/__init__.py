@@ -8,13 +8,9 @@ imports it, and its modules import psycopg and paho only where they use them.
 
 from __future__ import annotations
 
-from edge_verify.errors import EdgeVerifyError
+from edge_verify.errors import FleetError
 
-
-class FleetError(EdgeVerifyError):
-    """The centre or the broker cannot be reached or refused, or a fleet file is unusable."""
-
-    exit_code = 19
+__all__ = ["FleetError", "require"]
 
 
 def require(module: str):
