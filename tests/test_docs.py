@@ -20,8 +20,6 @@ from tests.conftest import ROOT
 DOCS = ROOT / "docs"
 CODE_BLOCK = re.compile(r"```(\w+)\n(.*?)```", re.S)
 MARKER = re.compile(r"^<!-- test: (run(?:, exit (\d+))?|skip: ([^>\n]+?)) -->\n```bash\n((?s:.*?))```", re.M)
-GLOBAL_OPTIONS = {"--json", "--bundle", "--store", "--key-file", "--backend", "--threads", "--no-edgetpu"}
-GLOBAL_OPTIONS |= {"--timeout", "--detect-size", "--verbose", "--help"}
 
 
 def table_rows(markdown: str) -> list[list[str]]:
@@ -158,29 +156,31 @@ def test_every_exit_code_in_the_table_has_a_test_that_asserts_it():
 # --- Commands ---------------------------------------------------------------------------------------------
 
 
+def long_options(rows: list[list[str]]) -> set[str]:
+    return {o for r in rows for o in re.findall(r"(?<![\w-])(--[a-z][\w-]*)", r[0])}
+
+
 def test_command_pages_list_exactly_the_options_of_each_command():
     from edge_verify.cli import build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    options = {
+        name: {o for a in command._actions if a.help != argparse.SUPPRESS for o in a.option_strings if o[1] == "-"}
+        for name, command in sub.choices.items()
+    }
+    shared = set.intersection(*options.values()) - {"--help"}
+    index = sections((DOCS / "commands" / "index.md").read_text())["Options every command takes"]
+    assert long_options(table_rows(index)) == shared
     documented: dict[str, set[str]] = {}
     for page in ("identities", "site", "kiosk", "host"):
         for heading, text in sections((DOCS / "commands" / f"{page}.md").read_text()).items():
-            if not heading.startswith("`"):  # the page's title
-                continue
-            name = heading.strip("`")
-            rows = table_rows(text.split("###")[0])
-            documented[name] = {o for r in rows for o in re.findall(r"(?<![\w-])(--[a-z][\w-]*)", r[0])}
+            if heading.startswith("`"):  # not the page's title
+                documented[heading.strip("`")] = long_options(table_rows(text.split("###")[0]))
     assert set(documented) == set(sub.choices)
-    for name, command in sub.choices.items():
-        options = {
-            o
-            for a in command._actions
-            if a.help != argparse.SUPPRESS
-            for o in a.option_strings
-            if o.startswith("--") and o not in GLOBAL_OPTIONS
-        }
-        assert documented[name] == options, f"{name}: documented {documented[name]} vs parser {options}"
+    for name in sub.choices:
+        own = options[name] - shared - {"--help"}
+        assert documented[name] == own, f"{name}: documented {documented[name]} vs parser {own}"
 
 
 def test_kiosk_page_lists_every_kiosk_toml_setting():
