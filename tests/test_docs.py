@@ -154,6 +154,14 @@ def test_every_exit_code_in_the_table_has_a_test_that_asserts_it():
         assert n in compared, f"exit {n}: {row[4]} asserts no exit code {n}"
 
 
+def test_command_pages_use_only_exit_codes_of_the_table():
+    codes = exit_code_table()
+    for page in (DOCS / "commands").glob("*.md"):
+        for row in table_rows(page.read_text()):
+            if len(row) == 2 and row[0].isdigit():  # "exit | when" tables
+                assert int(row[0]) in codes, f"{page.name}: exit {row[0]} is not in exit-codes.md"
+
+
 # --- Commands ---------------------------------------------------------------------------------------------
 
 
