@@ -4,11 +4,8 @@ One module per group of commands: ``identities`` (enroll, check, identify, compa
 remove), ``site`` (calibrate, bench, doctor, audit), ``kiosk`` (kiosk, liveness), ``host`` (train,
 convert, evaluate, import-dlib); ``common`` holds what they share.
 
-Exit codes: 0 success / accepted / same person; 1 rejected / different / unknown; 2 usage;
-3 other error; 4 bad input; 5 no face; 6 several faces; 7 quality gate; 8 bad bundle; 9 store;
-10 tampered template or wrong key; 11 unknown identity; 12 template from another model;
-13 camera/source; 14 no TFLite backend; 15 host extra missing; 16 bad Keras model;
-17 inconsistent enrolment; 18 duplicate identity; 70 internal error (a bug: please report it).
+Exit codes: each error class in ``edge_verify.errors`` carries its own; docs/commands/exit-codes.md
+lists every code (tests/test_docs.py checks that the two agree).
 """
 
 from __future__ import annotations
