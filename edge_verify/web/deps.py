@@ -69,8 +69,11 @@ def display_allowed(request: Request, session: Session | None = Depends(current_
         raise LoginRequired()
 
 
-def render(request: Request, name: str, status_code: int = 200, **values):
+def render(request: Request, template: str, status_code: int = 200, **values):
     session = getattr(request.state, "session", None)
     return templates.TemplateResponse(
-        request, name, {"session": session, "csrf": session.csrf if session else "", **values}, status_code=status_code
+        request,
+        template,
+        {"session": session, "csrf": session.csrf if session else "", **values},
+        status_code=status_code,
     )
