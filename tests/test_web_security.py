@@ -127,6 +127,7 @@ def test_settings_cannot_set_a_command_to_run(app_store, tmp_path, verifier):
         config = KioskConfig(source="x.avi")
         running = False
         kiosk = None
+        error = None
 
         def restart(self, config):
             self.config = config

@@ -64,16 +64,25 @@ class _ThreadStdout(io.TextIOBase):
 _stdout_lock = threading.Lock()
 
 
-def run_command(func, args: argparse.Namespace, **options) -> tuple[int, dict]:
-    """Run a command-line function (doctor, calibrate, audit) with ``options`` on top of ``args``
-    and --json; its exit code and JSON output. Errors come out as EdgeVerifyError, as on the CLI."""
-    namespace = argparse.Namespace(**{**vars(args), **options, "json": True})
+def run_command(name: str, args: argparse.Namespace, **options) -> tuple[int, dict]:
+    """Run command ``name`` (doctor, calibrate, audit) as the command line would: its parser's
+    defaults, the bundle and store options of ``args``, then ``options``, with --json; its exit code
+    and JSON output. Errors come out as EdgeVerifyError, as on the CLI."""
+    from edge_verify.cli import build_parser
+
+    namespace = build_parser().parse_args([name])
+    shared = ("store", "key_file", "bundle", "backend", "threads", "no_edgetpu", "detect_size", "timeout", "verbose")
+    for key in shared:
+        if hasattr(args, key):
+            setattr(namespace, key, getattr(args, key))
+    for key, value in {**options, "json": True}.items():
+        setattr(namespace, key, value)
     _capture.buffer = io.StringIO()
     try:
         with _stdout_lock:
             if not isinstance(sys.stdout, _ThreadStdout):
                 sys.stdout = _ThreadStdout(sys.stdout)
-        code = func(namespace)
+        code = namespace.func(namespace)
         lines = [ln for ln in _capture.buffer.getvalue().splitlines() if ln.startswith("{")]
         return code, json.loads(lines[-1]) if lines else {}
     finally:

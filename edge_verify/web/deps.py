@@ -71,6 +71,9 @@ def display_allowed(request: Request, session: Session | None = Depends(current_
 
 def render(request: Request, template: str, status_code: int = 200, **values):
     session = getattr(request.state, "session", None)
+    runner = request.app.state.ctx.runner
+    if session is not None and runner is not None and runner.error:
+        values.setdefault("kiosk_error", runner.error)
     return templates.TemplateResponse(
         request,
         template,

@@ -60,21 +60,17 @@ def audit_page(request: Request, session=Depends(require_admin), ctx: WebContext
 @router.post("/audit.csv")
 def audit_csv(request: Request, posted=Depends(admin_form), ctx: WebContext = Depends(context)):
     """The CSV of ``edge-verify audit --csv`` with the page's filters (the export is audited)."""
-    from edge_verify.cli.site import cmd_audit
-
     session, form = posted
     filters = _filters(form)["text"]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "audit.csv"
         with ctx.lock:
             run_command(
-                cmd_audit,
+                "audit",
                 ctx.args,
                 csv=str(out),
-                limit=100000,
                 since=filters["since"] or None,
                 until=filters["until"] or None,
-                verify=False,
                 command_filter=filters["command"] or None,
             )
             ctx.store.audit("admin", "", True, source=f"web {session.admin}", detail="exported the audit log as CSV")

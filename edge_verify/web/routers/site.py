@@ -20,10 +20,7 @@ READ_ONLY_SETTINGS = {"command", "prompt_command"}
 # -- calibration -------------------------------------------------------------------------------
 def calibrate(ctx: WebContext, folder: str, far: float, apply: bool) -> dict:
     """``edge-verify calibrate FOLDER --far FAR [--dry-run]``; its JSON figures."""
-    from edge_verify.cli.site import cmd_calibrate
-
-    options = dict(data=folder, pairs=None, far=far, dry_run=not apply, force=False, allow_looser=False, reset=False)
-    return run_command(cmd_calibrate, ctx.args, **options)[1]
+    return run_command("calibrate", ctx.args, data=folder, far=far, dry_run=not apply)[1]
 
 
 @router.get("/calibration")
@@ -177,10 +174,8 @@ def doctor_page(request: Request, session=Depends(require_admin), ctx: WebContex
 
 @router.post("/doctor")
 def doctor(request: Request, posted=Depends(admin_form), ctx: WebContext = Depends(context)):
-    from edge_verify.cli.site import cmd_doctor
-
     session, _ = posted
     with ctx.lock:
-        code, result = run_command(cmd_doctor, ctx.args, source=None, repin=False)
+        code, result = run_command("doctor", ctx.args)
         ctx.store.audit("admin", "", True, source=f"web {session.admin}", detail="ran doctor")
     return render(request, "doctor.html", checks=result.get("checks", {}), ok=code == 0)
