@@ -317,6 +317,23 @@ def test_doctor_and_calibration_pages(admin, site, artefacts):
     shot(admin, artefacts, "calibration")
 
 
+@pytest.mark.shared_data
+def test_calibration_shows_the_figures_and_refuses_to_apply_a_looser_threshold(admin, site, shared_data, artefacts):
+    """The figures first; a threshold looser than the bundle's default is not stored from the browser."""
+    admin.goto("/admin/calibration")
+    admin.fill("input[name=folder]", str(shared_data / "faces"))
+    admin.fill("input[name=far]", "0.2")
+    admin.click("button:has-text('Measure')")
+    expect(admin.locator("#figures")).to_contain_text("Threshold at FAR 0.2", timeout=60_000)
+    shot(admin, artefacts, "calibration-figures")
+    looser = "yes" in admin.locator("#figures tr:has-text('Looser') td").inner_text()
+    admin.click("button:has-text('Apply this threshold')")
+    if looser:
+        expect(admin.locator(".error")).to_contain_text("looser than the bundle's")
+    else:
+        expect(admin.locator("h2")).to_have_text("Applied")
+
+
 # -- the login limit (last: it locks this address out) -----------------------------------------
 def test_failed_logins_are_rate_limited(browser, site, artefacts):
     context = browser.new_context(base_url=site["url"])
@@ -367,3 +384,6 @@ def test_listen_serves_only_https_with_the_printed_fingerprint(site, tmp_path):
         assert "Secure" in login_page.headers["set-cookie"] and "HttpOnly" in login_page.headers["set-cookie"]
     finally:
         stop(server)
+    assert server.returncode == 0, log.read_text()  # SIGTERM: the loop stopped, its actions closed
+    r = cli("audit", "--verify", "--store", str(store))
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -76,6 +77,9 @@ def serve(args: argparse.Namespace, config) -> int:
         if not web_store.admins():
             print("edge-verify: no administrator yet: `edge-verify serve --set-admin NAME`")
         sys.stdout.flush()
+        # uvicorn re-raises the signal that stopped it once it has shut down: SIGTERM then lands here
+        # (the loop is stopped and its actions closed below, exit 0), Ctrl-C as KeyboardInterrupt
+        signal.signal(signal.SIGTERM, lambda *_: None)
         try:
             server.run()
         finally:
