@@ -197,6 +197,13 @@ def test_enrol_from_the_kiosk_camera(admin, site, artefacts):
     expect(admin.locator("body")).to_have_attribute("data-enrol", re.compile("enrolled|failed"), timeout=40_000)
     expect(admin.locator("#result")).to_contain_text("enrolled astronaut from 5 frame(s)")
     shot(admin, artefacts, "enrol-live")
+    # the same face under another name: refused at its first good frame, and the refusal audited
+    admin.goto("/admin/people")
+    admin.fill("#enrol-live input[name=name]", "astronaut2")
+    admin.click("#enrol-live button")
+    expect(admin.locator("body")).to_have_attribute("data-enrol", "failed", timeout=40_000)
+    expect(admin.locator("#result")).to_contain_text("already enrolled as astronaut")
+    shot(admin, artefacts, "enrol-live-refused")
 
 
 def test_enrol_from_uploaded_photos_and_a_duplicate_refused(admin, site, artefacts):

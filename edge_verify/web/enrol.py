@@ -8,7 +8,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from edge_verify.errors import EdgeVerifyError, MultipleFacesError, NoFaceError, QualityError, UsageError
+from edge_verify.errors import (
+    DuplicateIdentityError,
+    EdgeVerifyError,
+    MultipleFacesError,
+    NoFaceError,
+    QualityError,
+    UsageError,
+)
 
 LIVE_FRAMES = 5
 LIVE_TIMEOUT_S = 20.0
@@ -66,6 +73,8 @@ def _collect(ctx, job: EnrolJob, replace: bool) -> None:
             except (NoFaceError, MultipleFacesError, QualityError) as exc:
                 job.feedback = _instruction(exc)
                 continue
+            if not embeddings:
+                _refuse_known_face(ctx, job.name, obs.embedding)
             embeddings.append(obs.embedding)
             names.append(f"camera frame {seq}")
             job.good, job.feedback = len(embeddings), "Hold still"
@@ -78,6 +87,19 @@ def _collect(ctx, job: EnrolJob, replace: bool) -> None:
     except EdgeVerifyError as exc:
         job.state, job.message = "failed", str(exc)
         _audit_refusal(ctx, job.name, job.admin, "kiosk camera", exc)
+
+
+def _refuse_known_face(ctx, name: str, embedding) -> None:
+    """Say at the first good frame that the face is someone already enrolled (under another name),
+    instead of after collecting all frames (enrol() checks the whole template again)."""
+    from edge_verify.matcher import Gallery
+
+    with ctx.lock:
+        bundle = ctx.verifier().bundle
+        others = {n: t for n, t in ctx.store.all_templates(bundle.fingerprint).items() if n != name}
+    ranked = Gallery(others).rank(embedding[None], top=1) if others else []
+    if ranked and ranked[0][1] >= bundle.operating_point().threshold:
+        raise DuplicateIdentityError(f"this face is already enrolled as {ranked[0][0]} (score {ranked[0][1]:.2f})")
 
 
 def enrol_photos(ctx, name: str, admin: str, photos: list[tuple[str, bytes]], replace: bool) -> str:

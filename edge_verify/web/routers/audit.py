@@ -64,15 +64,15 @@ def audit_csv(request: Request, posted=Depends(admin_form), ctx: WebContext = De
     filters = _filters(form)["text"]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "audit.csv"
+        run_command(
+            "audit",
+            ctx.args,
+            csv=str(out),
+            since=filters["since"] or None,
+            until=filters["until"] or None,
+            command_filter=filters["command"] or None,
+        )
         with ctx.lock:
-            run_command(
-                "audit",
-                ctx.args,
-                csv=str(out),
-                since=filters["since"] or None,
-                until=filters["until"] or None,
-                command_filter=filters["command"] or None,
-            )
             ctx.store.audit("admin", "", True, source=f"web {session.admin}", detail="exported the audit log as CSV")
         data = out.read_bytes()
     name = time.strftime("edge-verify-audit-%Y%m%d-%H%M%S.csv")

@@ -45,9 +45,9 @@ def calibration(request: Request, posted=Depends(admin_form), ctx: WebContext = 
             far = float(far_text)
         except ValueError:
             raise UsageError(f"FAR {far_text!r} is not a number (e.g. 0.001)") from None
-        with ctx.lock:
-            result = calibrate(ctx, folder, far, apply)
-            if apply:
+        result = calibrate(ctx, folder, far, apply)  # its own store connection: logins are not held up
+        if apply:
+            with ctx.lock:
                 ctx.store.audit(
                     "admin", "", True, source=f"web {session.admin}", detail=f"applied calibration on {folder}"
                 )
@@ -175,7 +175,7 @@ def doctor_page(request: Request, session=Depends(require_admin), ctx: WebContex
 @router.post("/doctor")
 def doctor(request: Request, posted=Depends(admin_form), ctx: WebContext = Depends(context)):
     session, _ = posted
+    code, result = run_command("doctor", ctx.args)
     with ctx.lock:
-        code, result = run_command("doctor", ctx.args)
         ctx.store.audit("admin", "", True, source=f"web {session.admin}", detail="ran doctor")
     return render(request, "doctor.html", checks=result.get("checks", {}), ok=code == 0)
