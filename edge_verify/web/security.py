@@ -19,6 +19,7 @@ SCRYPT = {"n": 2**15, "r": 8, "p": 1}
 MIN_PASSWORD = 10
 SESSION_IDLE_S = 30 * 60
 SESSION_MAX_S = 8 * 3600
+_HASHING = threading.BoundedSemaphore(2)  # a burst of logins must not take 32 MiB each at once
 
 
 def hash_password(password: str) -> dict:
@@ -39,7 +40,8 @@ def check_password(record: dict | None, password: str) -> bool:
 
 def _scrypt(password: str, salt: bytes, params: dict) -> bytes:
     n, r, p = params["n"], params["r"], params["p"]
-    return hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, maxmem=2 * 128 * r * n + 2**20, dklen=32)
+    with _HASHING:
+        return hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, maxmem=2 * 128 * r * n + 2**20, dklen=32)
 
 
 @dataclass

@@ -65,6 +65,8 @@ async def login(request: Request, ctx: WebContext = Depends(context)):
 def logout(request: Request, posted=Depends(admin_form), ctx: WebContext = Depends(context)):
     session, _ = posted
     ctx.sessions.drop(session.token)
+    with ctx.lock:
+        ctx.store.audit("logout", "", True, claimed=session.admin, source=f"web {session.admin}")
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
