@@ -19,8 +19,8 @@ from edge_verify.errors import (
 
 LIVE_FRAMES = 5
 LIVE_TIMEOUT_S = 20.0
-FRAME_GAP_S = 0.2
-MAX_JOBS = 50  # frames this far apart, so the template is not one instant repeated
+FRAME_GAP_S = 0.2  # frames this far apart, so the template is not one instant repeated
+MAX_JOBS = 50  # enrolment jobs remembered (the oldest go first)
 
 
 @dataclass
@@ -50,7 +50,7 @@ def start_live(ctx, name: str, admin: str, replace: bool) -> EnrolJob:
     with ctx.lock:
         check_new(ctx, name, replace)
     job = EnrolJob(name, admin)
-    while len(ctx.jobs) >= MAX_JOBS:  # the oldest finished ones go
+    while len(ctx.jobs) >= MAX_JOBS:
         ctx.jobs.pop(next(iter(ctx.jobs)))
     ctx.jobs[job.id] = job
     threading.Thread(target=_collect, args=(ctx, job, replace), name=f"enrol {name}", daemon=True).start()
