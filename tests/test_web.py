@@ -208,10 +208,16 @@ def test_enrol_from_the_kiosk_camera(admin, site, artefacts):
 
 def test_enrol_from_uploaded_photos_and_a_duplicate_refused(admin, site, artefacts):
     admin.goto("/admin/people")
+    import cv2
+    import numpy as np
+
+    wall = site["root"] / "wall.png"  # a photo without a face: named and left out
+    cv2.imwrite(str(wall), np.full((240, 320, 3), 128, np.uint8))
     admin.fill("#enrol-photos input[name=name]", "cameraman")
-    admin.set_input_files("#enrol-photos input[type=file]", [str(SAMPLES / "cameraman.jpg")])
+    admin.set_input_files("#enrol-photos input[type=file]", [str(SAMPLES / "cameraman.jpg"), str(wall)])
     admin.click("#enrol-photos button")
     expect(admin.locator(".message")).to_contain_text("enrolled cameraman from 1 frame(s)")
+    expect(admin.locator(".message")).to_contain_text("left out 1: wall.png: no face found")
     shot(admin, artefacts, "enrol-photos")
     # the astronaut again under another name: "already enrolled as ..." and nothing stored
     admin.goto("/admin/people")

@@ -106,6 +106,17 @@ def test_names_are_shown_as_text_not_markup(app_store, verifier):
     assert "script-src 'self'" in client.get("/admin/people").headers["content-security-policy"]
 
 
+def test_the_audit_page_shows_a_row_edited_behind_its_back(app_store):
+    client, _ = client_for(app_store)
+    log_in(client)
+    page = client.get("/admin/audit").text
+    assert "Chain verified" in page and "TAMPERED" not in page
+    with sqlite3.connect(app_store.path) as db:  # someone with the file but not the key rewrites who logged in
+        db.execute("UPDATE audit SET claimed = 'bob' WHERE command = 'login'")
+    page = client.get("/admin/audit").text
+    assert "Chain TAMPERED" in page and "was edited or inserted outside edge-verify" in page
+
+
 def test_logging_out_ends_the_session_and_logins_are_audited(app_store):
     client, _ = client_for(app_store)
     csrf = log_in(client)
