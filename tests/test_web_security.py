@@ -158,6 +158,28 @@ def test_settings_cannot_set_a_command_to_run(app_store, tmp_path, verifier):
     assert KioskConfig.from_toml(config_path) == ctx.runner.config  # the file reads back as what runs
 
 
+@pytest.mark.parametrize(
+    "args, stdin, message",
+    [
+        (["--set-admin", "alice", "--password-stdin"], "short\n", "at least 10 characters"),
+        (["--set-admin", "bad\nname", "--password-stdin"], PASSWORD + "\n", "name"),
+        ([], None, "name the camera: --source 0"),
+        (["--source", "x.avi", "--preview-fps", "0"], None, "--preview-fps 0: use 0.5..30"),
+        (["--source", "x.avi", "--listen", "0.0.0.0", "--tls-cert", "c.pem"], None, "give both --tls-cert and"),
+    ],
+)
+def test_serve_refuses_bad_input_in_one_line_and_stores_nothing(store_path, args, stdin, message):
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_verify.cli", "serve", "--store", str(store_path), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not store_path.exists()  # refused before anything was written
+
+
 def test_importing_the_package_and_its_cli_loads_no_web_stack():
     code = (
         "import sys, edge_verify, edge_verify.cli, edge_verify.kiosk; "

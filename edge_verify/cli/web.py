@@ -14,6 +14,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if args.set_admin:
         return server.set_admin(args)
+    if not 1 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port}: use 1..65535")
+    if not 0.5 <= args.preview_fps <= 30:
+        raise UsageError(f"--preview-fps {args.preview_fps:g}: use 0.5..30 pictures a second")
     return server.serve(args, load_config(args))
 
 
