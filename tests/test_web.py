@@ -112,7 +112,7 @@ def site(tmp_path_factory):
         url + "/display/status",
         env={"GPIOZERO_PIN_FACTORY": "mock"},
     )
-    yield {"url": url, "store": store, "config": config, "log": log, "root": root}
+    yield {"url": url, "store": store, "config": config, "log": log, "root": root, "process": server}
     stop(server)
 
 
@@ -345,6 +345,27 @@ def test_calibration_shows_the_figures_and_refuses_to_apply_a_looser_threshold(a
         expect(admin.locator(".error")).to_contain_text("looser than the bundle's")
     else:
         expect(admin.locator("h2")).to_have_text("Applied")
+
+
+def test_sighup_reloads_the_settings_file_and_a_bad_edit_keeps_the_running_ones(site):
+    import signal
+
+    def logged(text: str) -> bool:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if text in site["log"].read_text():
+                return True
+            time.sleep(0.2)
+        return False
+
+    good = site["config"].read_text()
+    site["config"].write_text(good.replace('liveness = "challenge"', 'liveness = "bogus"'))
+    site["process"].send_signal(signal.SIGHUP)  # systemctl reload
+    assert logged("reload failed, keeping the running configuration"), site["log"].read_text()
+    site["config"].write_text(good)
+    site["process"].send_signal(signal.SIGHUP)
+    assert logged("configuration reloaded"), site["log"].read_text()
+    assert site["process"].poll() is None
 
 
 # -- the login limit (last: it locks this address out) -----------------------------------------

@@ -18,7 +18,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--port {args.port}: use 1..65535")
     if not 0.5 <= args.preview_fps <= 30:
         raise UsageError(f"--preview-fps {args.preview_fps:g}: use 0.5..30 pictures a second")
-    return server.serve(args, load_config(args))
+    return server.serve(args, load_config(args), lambda: load_config(args))
 
 
 def load_config(args: argparse.Namespace):

@@ -34,8 +34,9 @@ def set_admin(args: argparse.Namespace) -> int:
     return 0
 
 
-def serve(args: argparse.Namespace, config) -> int:
-    """Run the kiosk loop in a thread and the web app in this one until SIGINT/SIGTERM."""
+def serve(args: argparse.Namespace, config, load_config=None) -> int:
+    """Run the kiosk loop in a thread and the web app in this one until SIGINT/SIGTERM; SIGHUP
+    (``systemctl reload``) restarts the loop with ``load_config()`` (a bad edit keeps the running one)."""
     try:
         import uvicorn
 
@@ -80,11 +81,23 @@ def serve(args: argparse.Namespace, config) -> int:
         # uvicorn re-raises the signal that stopped it once it has shut down: SIGTERM then lands here
         # (the loop is stopped and its actions closed below, exit 0), Ctrl-C as KeyboardInterrupt
         signal.signal(signal.SIGTERM, lambda *_: None)
+        if load_config is not None:
+            signal.signal(signal.SIGHUP, lambda *_: _reload(runner, load_config))
         try:
             server.run()
         finally:
             runner.stop()
     return 0
+
+
+def _reload(runner, load_config) -> None:
+    from edge_verify.errors import EdgeVerifyError
+
+    try:
+        runner.restart(load_config())
+        log.warning("configuration reloaded")
+    except EdgeVerifyError as exc:
+        log.error("reload failed, keeping the running configuration: %s", exc)
 
 
 def _tls(args) -> tuple[Path, Path, str] | None:
