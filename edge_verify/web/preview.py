@@ -61,31 +61,3 @@ class FrameHub:
                 self._jpeg, self._jpeg_seq, self._jpeg_time = data.tobytes(), seq, now
                 self.encoded += 1
             return self._jpeg
-
-
-OUTCOME_S = 5.0  # how long the display shows a decision
-
-
-def display_status(kiosk, running: bool = True) -> dict:
-    """What the kiosk's own screen may show: the state, the prompt and its progress, and the last
-    decision's outcome for a few seconds, with the name only of the person just admitted. No score,
-    no other identity, no audit data; every number finite (the JSON is strict)."""
-    if kiosk is None or not running:
-        return {"state": "stopped", "prompt": "The kiosk is not running"}
-    status = dict(kiosk.status)
-    shown = {"state": str(status.get("state", "starting"))}
-    if status.get("prompt"):
-        shown["prompt"] = str(status["prompt"])
-    for key in ("step", "of", "seconds"):
-        value = status.get(key)
-        if isinstance(value, int | float) and np.isfinite(value):
-            shown[key] = int(value)
-    if status.get("instruction"):
-        shown["instruction"] = str(status["instruction"])
-    events = kiosk.events
-    last = events[-1] if events else None
-    if last is not None and time.time() - last.time < OUTCOME_S and not last.alert:
-        shown["outcome"] = {"accepted": bool(last.accepted), "name": last.identity if last.accepted else None}
-        if last.liveness and not last.accepted:
-            shown["outcome"]["reason"] = "liveness"
-    return shown

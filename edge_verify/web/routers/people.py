@@ -52,7 +52,7 @@ def enrol_live(request: Request, posted=Depends(admin_form), ctx: WebContext = D
     try:
         job = enrol.start_live(ctx, name, session.admin, replace=form.get("replace") == "on")
     except EdgeVerifyError as exc:
-        return render(request, "people_error.html", 400, error=str(exc))
+        return render(request, "people_result.html", 400, error=str(exc))
     return RedirectResponse(f"/admin/people/enrol/{job.id}", status_code=303)
 
 
@@ -87,8 +87,8 @@ async def enrol_photos(request: Request, posted=Depends(admin_form), ctx: WebCon
             enrol.enrol_photos, ctx, name, session.admin, photos, form.get("replace") == "on"
         )
     except EdgeVerifyError as exc:
-        return render(request, "people_error.html", 400, error=str(exc))
-    return render(request, "people_done.html", message=message)
+        return render(request, "people_result.html", 400, error=str(exc))
+    return render(request, "people_result.html", message=message)
 
 
 @router.get("/people/remove")
@@ -107,5 +107,5 @@ def remove(request: Request, posted=Depends(admin_form), ctx: WebContext = Depen
         with ctx.lock:
             ctx.store.remove(name, source=f"web {session.admin}")
     except EdgeVerifyError as exc:
-        return render(request, "people_error.html", 400, error=str(exc))
-    return render(request, "people_done.html", message=f"removed {name}")
+        return render(request, "people_result.html", 400, error=str(exc))
+    return render(request, "people_result.html", message=f"removed {name}")
