@@ -1,7 +1,7 @@
 """``edge-verify`` command line. Device commands never import TensorFlow; host commands do, lazily.
 
 One module per group of commands: ``identities`` (enroll, check, identify, compare, demo, list,
-remove), ``site`` (calibrate, bench, doctor, audit), ``kiosk`` (kiosk, liveness), ``host`` (train,
+remove), ``site`` (calibrate, bench, doctor, audit), ``kiosk`` (kiosk, liveness), ``web`` (serve), ``host`` (train,
 convert, evaluate, import-dlib); ``common`` holds what they share.
 
 Exit codes: each error class in ``edge_verify.errors`` carries its own; docs/commands/exit-codes.md
@@ -16,7 +16,7 @@ import logging
 import sys
 import traceback
 
-from edge_verify.cli import host, identities, kiosk, site
+from edge_verify.cli import host, identities, kiosk, site, web
 from edge_verify.detect import WORKING_SIDE
 from edge_verify.errors import EdgeVerifyError
 
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=fn)
         return p
 
-    for group in (identities, site, kiosk, host):
+    for group in (identities, site, kiosk, web, host):
         group.register(add)
     return parser
 
