@@ -19,7 +19,7 @@ XNNPACK splits the graph into.
   - the same as the shipped recipe with each convolution computed once (split_prelu's
     convolution_once).
 Neither of the last two is shipped: bundles built with them (the second with bias correction too)
-rejected more genuine pairs at the operating points (benchmarks/bundles.py; README).
+rejected more genuine pairs at the operating points (benchmarks/bundles.py; docs/measurements.md).
 Chips are the set's own 112x112 aligned crops, resized; no detector runs.
 
 Then the shipped model (edge_verify/models/face-sface-v1) against the fp32 port on the chips a

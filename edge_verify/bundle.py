@@ -16,7 +16,7 @@ from edge_verify.errors import BundleError, UsageError
 from edge_verify.operating import DEFAULT_MARGIN, OperatingPoint, check_far, check_threshold
 
 BUNDLE_FORMAT = 1
-DEFAULT_BUNDLE_NAME = "face-fused-v1"  # chosen by benchmarks/bundles.py (README)
+DEFAULT_BUNDLE_NAME = "face-fused-v1"  # chosen by benchmarks/bundles.py (docs/measurements.md)
 MODEL_INT8 = "model_int8.tflite"
 MODEL_FP32 = "model_fp32.tflite"
 MODEL_EDGETPU = "model_int8_edgetpu.tflite"

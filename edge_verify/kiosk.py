@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -42,7 +43,7 @@ from edge_verify.matcher import Decision, Gallery, identify, verify
 from edge_verify.operating import check_threshold
 from edge_verify.pipeline import FaceTracks, Verifier, resolve_threshold
 from edge_verify.redaction import redact_url
-from edge_verify.sources import open_source
+from edge_verify.sources import Frame, open_source
 from edge_verify.store import TemplateStore, check_identity_name
 
 log = logging.getLogger("edge_verify.kiosk")
@@ -170,8 +171,16 @@ def build_actions(config: KioskConfig) -> list[Action]:
 
 class Kiosk:
     def __init__(
-        self, config: KioskConfig, verifier: Verifier, store: TemplateStore, actions: list[Action], clock=time.monotonic
+        self,
+        config: KioskConfig,
+        verifier: Verifier,
+        store: TemplateStore,
+        actions: list[Action],
+        clock=time.monotonic,
+        require_enrolled: bool = True,
     ):
+        """``require_enrolled=False`` (the web app, which enrols from this loop's camera) starts with
+        nobody enrolled: every decision is then a rejection until someone is."""
         self.config = config
         self.verifier = verifier
         self.store = store
@@ -182,7 +191,8 @@ class Kiosk:
             log.warning("bundle %s records no self-test; embeddings are not checked here", verifier.bundle.name)
         else:
             log.info("%s", checked.summary())
-        self._load(at_start=True)
+        self._load(at_start=require_enrolled)
+        self.on_frame: Callable[[Frame], None] | None = None  # called after each frame (the web app's preview)
         for action in actions:  # actions that need the running kiosk (the fleet link: its store, its relay)
             if hasattr(action, "attach"):
                 action.attach(self)
@@ -457,6 +467,8 @@ class Kiosk:
                             if stop.is_set() or self.done():
                                 return
                             self.process(frame.image, frame.name, None if source.live else self._file_time(frame.time))
+                            if self.on_frame is not None:
+                                self.on_frame(frame)
                     log.warning("%s ended; reopening", redact_url(self.config.source))
                     self.end_tracks("the source ended")
                 except (SourceError, InputError) as exc:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prove edge-verify installs and runs on a Raspberry Pi's platform: a Debian Bookworm arm64
 # userland (what 64-bit Raspberry Pi OS is built on) run through qemu-user, with the package
-# installed the way the README tells a Pi user (from wheels only: nothing compiled).
+# installed the way docs/getting-started.md tells a Pi user (from wheels only: nothing compiled).
 #
 #   sudo bash scripts/check_arm64.sh            # as root; .ci/run runs it
 #

@@ -1,4 +1,4 @@
-"""The Python API: the README's example as it stands, arrays and paths alike, the CLI's errors."""
+"""The Python API: the examples of docs/api.md as they stand, arrays and paths alike, the CLI's errors."""
 
 from __future__ import annotations
 
@@ -14,14 +14,18 @@ from edge_verify.errors import MultipleFacesError, NoFaceError
 from tests.conftest import ROOT, SAMPLES
 
 
-def test_readme_example_runs(tmp_path, capsys, monkeypatch):
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Python API", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+def test_api_page_examples_run(tmp_path, capsys, monkeypatch):
+    """Every Python block of docs/api.md, as it stands, in order."""
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "api.md").read_text(), re.S)
+    assert len(blocks) >= 2
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "README.md", "exec"), {})
+    for code in blocks:
+        exec(compile(code, "docs/api.md", "exec"), {})
     out = capsys.readouterr().out
     assert "same person: True" in out and "refused: no_such_file.jpg: no such image file" in out
+    assert re.search(r"astronaut_check.jpg: 0\.\d{4} accepted", out) and re.search(
+        r"cameraman.jpg: 0\.\d{4} rejected", out
+    )
     assert (tmp_path / "doors.db").exists()
 
 

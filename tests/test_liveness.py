@@ -230,7 +230,7 @@ def test_prints_of_every_shared_photo_never_pass_the_challenge(shared_data, part
             sequence = random_sequence(3, random.Random(i))
             assert run(parts, recorded, "challenge", sequence).state == "failed", (photo.name, kind, sequence)
     # Not asserted: the passive mode. A moved print of biden_1.jpg at 12 frames/s showed a fake blink and
-    # a turn with optical-flow depth 0.040 and passed it (benchmarks/liveness.py, README "Liveness").
+    # a turn with optical-flow depth 0.040 and passed it (benchmarks/liveness.py, docs/liveness.md).
 
 
 REPLAYS = sorted(

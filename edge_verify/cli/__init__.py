@@ -1,16 +1,11 @@
 """``edge-verify`` command line. Device commands never import TensorFlow; host commands do, lazily.
 
 One module per group of commands: ``identities`` (enroll, check, identify, compare, demo, list,
-remove), ``site`` (calibrate, bench, doctor, audit), ``kiosk`` (kiosk, liveness), ``host`` (train,
-convert, evaluate, import-dlib), ``fleet`` (fleet …: the centre, a kiosk's sync); ``common`` holds
-what they share.
+remove), ``site`` (calibrate, bench, doctor, audit), ``kiosk`` (kiosk, liveness), ``web`` (serve), ``host`` (train,
+convert, evaluate, import-dlib), ``fleet`` (fleet …: the centre, a kiosk's sync); ``common`` holds what they share.
 
-Exit codes: 0 success / accepted / same person; 1 rejected / different / unknown; 2 usage;
-3 other error; 4 bad input; 5 no face; 6 several faces; 7 quality gate; 8 bad bundle; 9 store;
-10 tampered template or wrong key; 11 unknown identity; 12 template from another model;
-13 camera/source; 14 no TFLite backend; 15 host extra missing; 16 bad Keras model;
-17 inconsistent enrolment; 18 duplicate identity; 19 fleet centre or MQTT broker;
-70 internal error (a bug: please report it).
+Exit codes: each error class in ``edge_verify.errors`` carries its own; docs/commands/exit-codes.md
+lists every code (tests/test_docs.py checks that the two agree).
 """
 
 from __future__ import annotations
@@ -21,7 +16,7 @@ import logging
 import sys
 import traceback
 
-from edge_verify.cli import fleet, host, identities, kiosk, site
+from edge_verify.cli import fleet, host, identities, kiosk, site, web
 from edge_verify.detect import WORKING_SIDE
 from edge_verify.errors import EdgeVerifyError
 
@@ -59,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=fn)
         return p
 
-    for group in (identities, site, kiosk, host):
+    for group in (identities, site, kiosk, web, host):
         group.register(add)
     fleet.register(sub, common)  # nested: edge-verify fleet COMMAND
     return parser

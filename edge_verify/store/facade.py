@@ -254,6 +254,22 @@ class TemplateStore:
                 f"(bundle.json edited?); if you upgraded the bundle on purpose, run `edge-verify doctor --repin`"
             )
 
+    # -- web app administrators -----------------------------------------------------------------
+    def set_admin(self, name: str, record: dict, source: str) -> None:
+        """Store an administrator's password record (a KDF hash, never the password) as an
+        authenticated record, and audit it, in one transaction."""
+        check_identity_name(name)
+        with self._db.transaction():
+            self._records.put(f"admin:{name}", record)
+            self._audit.append("admin", "", True, claimed=name, source=source, detail="administrator password set")
+
+    def admin(self, name: str) -> dict | None:
+        """The password record of administrator ``name``, or None (edited outside: TemplateIntegrityError)."""
+        return self._records.get(f"admin:{name}")
+
+    def admins(self) -> list[str]:
+        return [n.split(":", 1)[1] for n in self._records.names("admin:")]
+
     # -- audit ----------------------------------------------------------------------------------
     def audit(
         self,

@@ -27,6 +27,8 @@ def describe(name: str) -> str:
         return f"the pin of bundle {rest[:12]}"
     if kind == "threshold":
         return f"the site calibration of bundle {rest[:12]}"
+    if kind == "admin":
+        return f"the web administrator {rest!r}"
     if kind == "audit_head":
         return f"the head record of the {rest} chain"
     if name == CHAIN_START:

@@ -1,0 +1,189 @@
+"""Attacks on the web app that need no camera and no browser: the app over a real store, driven
+through Starlette's test client (which calls it from a client address that is not this machine)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the web extra is absent: pip install 'edge-verify[web]'")
+
+from edge_verify.errors import TemplateIntegrityError, UsageError  # noqa: E402
+from edge_verify.store import TemplateStore  # noqa: E402
+
+PASSWORD = "correct horse battery staple"
+pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+
+
+@pytest.fixture
+def app_store(store_path, verifier):
+    from edge_verify.web.security import hash_password
+
+    store = TemplateStore(store_path)
+    store.pin_bundle(verifier.bundle)
+    store.set_admin("alice", hash_password(PASSWORD), source="test")
+    yield store
+    store.close()
+
+
+def client_for(store, host="127.0.0.1"):
+    import argparse
+
+    from starlette.testclient import TestClient
+
+    from edge_verify.web.app import create_app
+    from edge_verify.web.context import WebContext
+    from edge_verify.web.preview import FrameHub
+
+    ctx = WebContext(argparse.Namespace(store=str(store.path), key_file=None), store, FrameHub())
+    return TestClient(create_app(ctx), base_url=f"http://{host}", follow_redirects=False), ctx
+
+
+def log_in(client) -> str:
+    page = client.get("/login")
+    token = page.text.split('name="csrf" value="')[1].split('"')[0]
+    answer = client.post("/login", data={"csrf": token, "name": "alice", "password": PASSWORD})
+    assert answer.status_code == 303, answer.text
+    people = client.get("/admin/people")
+    return people.text.split('name="csrf" value="')[1].split('"')[0]
+
+
+def test_the_password_is_stored_as_a_memory_hard_hash_only(app_store):
+    record = app_store.admin("alice")
+    assert record["kdf"] == "scrypt" and record["n"] >= 2**15 and record["r"] >= 8
+    raw = sqlite3.connect(app_store.path).execute("SELECT group_concat(value) FROM meta").fetchone()[0]
+    assert PASSWORD not in raw and PASSWORD.encode().hex() not in raw
+    from edge_verify.web.security import check_password, hash_password
+
+    assert check_password(record, PASSWORD) and not check_password(record, PASSWORD + "!")
+    with pytest.raises(UsageError, match="at least 10 characters"):
+        hash_password("short")
+
+
+def test_an_administrator_written_into_the_file_without_the_key_is_refused(app_store, store_path):
+    """Someone who can write the store file but has no key cannot add (or replace) an administrator."""
+    from edge_verify.web.security import hash_password
+
+    app_store.close()
+    forged = json.dumps({"data": json.dumps(hash_password("mallory's password"), sort_keys=True), "mac": "00" * 32})
+    with sqlite3.connect(store_path) as db:
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('admin:mallory', ?)", (forged,))
+    with pytest.raises(TemplateIntegrityError, match="the web administrator 'mallory'"):
+        TemplateStore(store_path)
+
+
+def test_another_machine_sees_no_display_without_logging_in(app_store):
+    client, _ = client_for(app_store)  # the test client's address is "testclient": not this machine
+    for path in ("/", "/display/status", "/display/preview.jpg"):
+        answer = client.get(path)
+        assert answer.status_code == 303 and answer.headers["location"] == "/login", path
+    log_in(client)
+    assert client.get("/display/status").json()["state"] == "stopped"
+
+
+def test_a_page_reaching_the_local_app_under_another_host_name_is_refused(app_store):
+    """DNS rebinding: a web page whose name resolves to 127.0.0.1 is not served."""
+    client, _ = client_for(app_store, host="attacker.example")
+    assert client.get("/login").status_code == 400
+    local, _ = client_for(app_store, host="localhost")
+    assert local.get("/login").status_code == 200
+
+
+def test_names_are_shown_as_text_not_markup(app_store, verifier):
+    import numpy as np
+
+    name = "<img src=x onerror=alert(1)>"
+    vector = np.ones(verifier.bundle.embedding_size, np.float32)
+    app_store.put(name, vector / np.linalg.norm(vector), verifier.bundle.fingerprint, 1)
+    client, _ = client_for(app_store)
+    log_in(client)
+    page = client.get("/admin/people").text
+    assert name not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "script-src 'self'" in client.get("/admin/people").headers["content-security-policy"]
+
+
+def test_the_audit_page_shows_a_row_edited_behind_its_back(app_store):
+    client, _ = client_for(app_store)
+    log_in(client)
+    page = client.get("/admin/audit").text
+    assert "Chain verified" in page and "TAMPERED" not in page
+    with sqlite3.connect(app_store.path) as db:  # someone with the file but not the key rewrites who logged in
+        db.execute("UPDATE audit SET claimed = 'bob' WHERE command = 'login'")
+    page = client.get("/admin/audit").text
+    assert "Chain TAMPERED" in page and "was edited or inserted outside edge-verify" in page
+
+
+def test_logging_out_ends_the_session_and_logins_are_audited(app_store):
+    client, _ = client_for(app_store)
+    csrf = log_in(client)
+    assert client.post("/logout", data={"csrf": csrf}).status_code == 303
+    assert client.get("/admin/people").status_code == 303  # the old cookie opens nothing
+    rows = app_store.audit_log(command="login") + app_store.audit_log(command="logout")
+    assert [(r.command, r.claimed, r.accepted) for r in rows] == [("login", "alice", True), ("logout", "alice", True)]
+
+
+def test_settings_cannot_set_a_command_to_run(app_store, tmp_path, verifier):
+    """A stolen session must not become a shell: commands are set in the TOML file only."""
+    from edge_verify.kiosk import KioskConfig
+
+    client, ctx = client_for(app_store)
+    config_path = tmp_path / "kiosk.toml"
+    config_path.write_text('[kiosk]\nsource = "x.avi"\n')
+
+    class Runner:  # the settings page's view of the loop: its configuration and a restart
+        config = KioskConfig(source="x.avi")
+        running = False
+        kiosk = None
+        error = None
+
+        def restart(self, config):
+            self.config = config
+
+    ctx.runner, ctx.config_path = Runner(), config_path
+    csrf = log_in(client)
+    from edge_verify.web.routers.site import setting_fields
+
+    form = {"csrf": csrf, **{f.name: "" for f in setting_fields()}}
+    for f in setting_fields():
+        value = getattr(Runner.config, f.name)
+        form[f.name] = "" if value is None else ", ".join(value) if isinstance(value, list) else str(value).lower()
+    form["command"] = "touch /tmp/owned"
+    answer = client.post("/admin/settings", data=form)
+    assert answer.status_code == 200, answer.text
+    assert ctx.runner.config.command is None and "touch" not in config_path.read_text()
+    assert KioskConfig.from_toml(config_path) == ctx.runner.config  # the file reads back as what runs
+
+
+@pytest.mark.parametrize(
+    "args, stdin, message",
+    [
+        (["--set-admin", "alice", "--password-stdin"], "short\n", "at least 10 characters"),
+        (["--set-admin", "bad\nname", "--password-stdin"], PASSWORD + "\n", "name"),
+        ([], None, "name the camera: --source 0"),
+        (["--source", "x.avi", "--preview-fps", "0"], None, "--preview-fps 0: use 0.5..30"),
+        (["--source", "x.avi", "--listen", "0.0.0.0", "--tls-cert", "c.pem"], None, "give both --tls-cert and"),
+    ],
+)
+def test_serve_refuses_bad_input_in_one_line_and_stores_nothing(store_path, args, stdin, message):
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_verify.cli", "serve", "--store", str(store_path), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not store_path.exists()  # refused before anything was written
+
+
+def test_importing_the_package_and_its_cli_loads_no_web_stack():
+    code = (
+        "import sys, edge_verify, edge_verify.cli, edge_verify.kiosk; "
+        "print([m for m in sys.modules if m.split('.')[0] in ('fastapi', 'starlette', 'uvicorn', 'jinja2')])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
