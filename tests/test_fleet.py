@@ -649,3 +649,11 @@ def test_fleet_options_count_before_or_after_the_command():
         args = parser.parse_args(argv)
         assert (args.json, args.store, args.fleet_command) == (True, "s.db", "status")
     assert parser.parse_args(["fleet", "status"]).json is False
+
+
+@pytest.mark.parametrize("dsn", ["host=127.0.0.1 port=1 = =bad", "host=127.0.0.1 port=1 dbname=x"])
+def test_a_bad_or_unreachable_centre_is_a_one_line_error(dsn):
+    from tests.conftest import run_cli
+
+    done = run_cli("fleet", "status", "--centre", dsn)
+    assert done.returncode == 19 and done.stderr.count("\n") == 1 and "fleet centre" in done.stderr

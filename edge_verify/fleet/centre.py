@@ -61,6 +61,8 @@ def connect(dsn: str, **kwargs):
     psycopg = require("psycopg")
     try:
         return psycopg.connect(dsn, autocommit=True, connect_timeout=kwargs.pop("connect_timeout", 5), **kwargs)
+    except psycopg.ProgrammingError as exc:
+        raise FleetError(f"invalid fleet centre connection string ({str(exc).strip().splitlines()[0]})") from None
     except psycopg.OperationalError as exc:
         host = psycopg.conninfo.conninfo_to_dict(dsn).get("host", "?")
         raise FleetError(f"cannot reach the fleet centre at {host}: {str(exc).strip().splitlines()[0]}") from None
