@@ -46,7 +46,7 @@ def test_readme_is_a_front_page_whose_first_commands_are_the_contract():
     assert len(readme.splitlines()) <= 200
     blocks = [code for lang, code in CODE_BLOCK.findall(readme) if lang == "bash"]
     assert blocks[0].strip() == "python3 -m venv .venv && . .venv/bin/activate && pip install -e . && edge-verify demo"
-    assert blocks[1].strip() == "pip install -e '.[host,dlib,kiosk,test]' && python -m pytest"
+    assert blocks[1].strip() == "pip install -e '.[host,dlib,kiosk,web,fleet,test]' && python -m pytest"
     for page in re.findall(r"\]\((docs/[^)#]+)", readme):
         assert (ROOT / page).exists() or page in PAGES_OF_OTHER_ISSUES, page
 
