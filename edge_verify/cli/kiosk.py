@@ -152,8 +152,12 @@ def cmd_liveness(args: argparse.Namespace) -> int:
         for e in result.events
         if e.kind != "blink"
     ]
+    if args.mode == "events":  # nothing is asked, so nothing passes or fails: say so instead of PENDING
+        verdict = "what the face did (report only: this mode never passes or fails; --mode challenge decides)"
+    else:
+        verdict = result.state.upper() + (f" ({result.reason})" if result.reason else "")
     lines = [
-        f"liveness {result.mode}: {result.state.upper()}" + (f" ({result.reason})" if result.reason else ""),
+        f"liveness {result.mode}: {verdict}",
         f"  frames {frames}, with landmarks {len(monitor.trace)}, {data['ms_per_frame']} ms/frame",
         f"  yaw {data['yaw']['min']}..{data['yaw']['max']} degrees (positive: the user's left)",
         f"  blinks: {', '.join(blinks) or 'none'}",

@@ -332,4 +332,4 @@ class TemplateStore:
                 problems.append(str(exc))
             except StoreError:  # another model or an older format: `list` and `check` say so
                 pass
-        return problems + [f"audit: {p}" for p in self.verify_audit()]
+        return problems + self.verify_audit()  # each names its table (audit, audit_actions) or the chain
