@@ -45,6 +45,10 @@ class InconsistentEnrolmentError(InputError):
     exit_code = 17
 
 
+class AlreadyEnrolledError(UsageError):
+    """The name is enrolled already and the enrolment did not ask to replace its template."""
+
+
 class DuplicateIdentityError(UsageError):
     """A new enrolment matches an identity that is already enrolled (``--force`` to enrol anyway)."""
 
