@@ -93,3 +93,18 @@ def test_liveness_events_mode_explains_instead_of_pending(tmp_path):
     assert r.returncode == 0, r.stderr
     first = r.stdout.splitlines()[0]
     assert "PENDING" not in r.stdout and "report only" in first and "never passes or fails" in first
+
+
+def test_identify_on_a_video_or_a_folder_works_with_the_defaults(tmp_path, enrolled_store):
+    video = tmp_path / "door.avi"
+    make_video(video, [(None, 2), ("astronaut_check.jpg", 6)])
+    r = run_cli("identify", "--source", str(video), *_store(enrolled_store.path))
+    assert r.returncode == 0, r.stderr
+    assert "astronaut (score" in r.stdout
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("astronaut_check.jpg", "cameraman.jpg"):
+        (folder / name).write_bytes((SAMPLES / name).read_bytes())
+    r = run_cli("identify", "--source", str(folder), "--json", *_store(enrolled_store.path))
+    faces = {f["frame"].rsplit("/", 1)[-1]: f["identity"] for f in json.loads(r.stdout)["faces"]}
+    assert faces == {"astronaut_check.jpg": "astronaut", "cameraman.jpg": None}  # every photo, not the first

@@ -160,6 +160,17 @@ def printable_text(value):
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in value)
 
 
+def positive_int(text: str) -> int:
+    """argparse type of a count: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of at least 1")
+    return value
+
+
 def identity_name(text: str) -> str:
     """argparse type of an identity name (printable, see store.check_identity_name)."""
     from edge_verify.store import check_identity_name

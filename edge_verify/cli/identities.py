@@ -18,6 +18,7 @@ from edge_verify.cli.common import (
     identity_name,
     liveness_options,
     open_store,
+    positive_int,
     printable_text,
     progress,
     skipped_text,
@@ -34,6 +35,7 @@ from edge_verify.errors import (
 from edge_verify.redaction import redact_url
 
 MIN_LIVE_ENROL_FRAMES = 3
+IDENTIFY_FRAMES = 300  # of a video or camera, as `check` reads without a liveness check
 
 
 def _collect(args: argparse.Namespace, verifier, source_spec: str, max_frames: int, what: str):
@@ -274,9 +276,10 @@ def cmd_identify(args: argparse.Namespace) -> int:
         with open_source(args.source, timeout_s=args.timeout) as source:
             still = isinstance(source, ImageSource)
             k = 1 if still else args.track_frames  # a photo is one frame of each face in it
+            limit = args.frames or (len(source.paths) if still else IDENTIFY_FRAMES)
             tracks = FaceTracks(verifier, k)
             for frame in progress(args, source, desc="identify", unit="frame"):
-                if frame.index >= args.frames:
+                if frame.index >= limit:
                     break
                 if still:  # photos are unrelated: no track spans two of them
                     tracks.tracker.end_all()
@@ -406,7 +409,12 @@ def register(add) -> None:
 
     p = add("identify", cmd_identify, "1:N: name every enrolled face in view")
     p.add_argument("--source", "-s", required=True)
-    p.add_argument("--frames", "-n", type=int, default=1, help="source frames to read (default 1)")
+    p.add_argument(
+        "--frames",
+        "-n",
+        type=positive_int,
+        help=f"source frames to read (default: every photo; {IDENTIFY_FRAMES} frames of a video or camera)",
+    )
     p.add_argument(
         "--track-frames", "-k", type=int, default=3, help="video: frames of one tracked face per decision (default 3)"
     )
