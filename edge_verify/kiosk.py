@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -486,7 +487,7 @@ class Kiosk:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 - http.server's name
                 if self.path == "/status":
-                    body, kind = json.dumps(kiosk.status, default=str).encode(), "application/json"
+                    body, kind = status_json(kiosk.status), "application/json"
                 else:
                     body, kind = STATUS_PAGE.encode(), "text/html; charset=utf-8"
                 self.send_response(200)
@@ -506,6 +507,22 @@ class Kiosk:
         return server
 
 
+def status_json(status: dict) -> bytes:
+    """The status as strict JSON: a score that does not exist (a rejection before any score,
+    NaN) or an infinite one is null, which every JSON parser, a browser's included, accepts."""
+
+    def finite(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [finite(v) for v in value]
+        return value
+
+    return json.dumps(finite(status), default=str, allow_nan=False).encode()
+
+
 STATUS_PAGE = """<!doctype html><meta charset="utf-8"><title>edge-verify kiosk</title>
 <style>body{font:3em sans-serif;text-align:center;margin-top:20vh}</style>
 <div id="s">…</div><div id="d" style="font-size:.5em"></div>
@@ -514,6 +531,6 @@ async function tick(){try{const s=await (await fetch('/status')).json();
 document.getElementById('s').textContent=s.state==='liveness'?s.prompt:s.state+(s.identity?' '+s.identity:'');
 document.body.style.background=s.state==='ACCEPTED'?'#9e9':s.state==='REJECTED'?'#e99':'#fff';
 document.getElementById('d').textContent=s.state==='liveness'?'step '+(s.step+1>s.of?s.of:s.step+1)+' of '+s.of:
-s.liveness?s.liveness:(s.score!==undefined?'score '+s.score:'');}catch(e){}}
+s.alert||s.liveness||(s.score!=null?'score '+s.score.toFixed(4):'');}catch(e){}}
 setInterval(tick,500);tick();
 </script>"""
