@@ -19,6 +19,7 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -93,7 +94,16 @@ class KioskConfig:
         unknown = set(data) - known
         if unknown:
             raise UsageError(f"{path}: unknown kiosk settings {sorted(unknown)}")
-        data.update({k: v for k, v in overrides.items() if v is not None})
+        for name, value in overrides.items():
+            if isinstance(value, list) and isinstance(data.get(name, []), list):
+                data[name] = [*data.get(name, []), *value]  # a list on the command line adds to the file's
+            elif value is not None:
+                data[name] = value
+        if "source" not in data:  # never a camera the file does not name
+            raise UsageError(
+                f'{path}: no source set; add source = 0 (the first camera), "picamera2", a video or a URL, '
+                "or give --source"
+            )
         try:
             return cls(**data)
         except UsageError as exc:
@@ -191,6 +201,7 @@ class Kiosk:
         self.led = StatusLed(config.led_pin, config.relay_pulse_s) if config.led_pin is not None else None
         self.prompter = CommandRunner(config.prompt_command, max_running=1) if config.prompt_command else None
         self._prompt = ""
+        self.on_decision: Callable[[Event], None] | None = None  # told of each audited decision or alert
         self.events: list[Event] = []
         self.frames = 0
         self.reconnects = 0
@@ -410,6 +421,7 @@ class Kiosk:
             self.status = {"state": "store busy", "error": str(exc)}
             return None
         if resting:
+            self._tell(event)
             return event  # audited; its actions rest
         self._last_fired[key] = now
         outcomes = []
@@ -433,7 +445,16 @@ class Kiosk:
             decision.score,
             f"; liveness {event.liveness}" if event.liveness else "",
         )
+        self._tell(event)
         return event
+
+    def _tell(self, event: Event) -> None:
+        if self.on_decision is None:
+            return
+        try:
+            self.on_decision(event)
+        except Exception as exc:  # whoever listens must not stop the door
+            log.warning("decision listener failed: %s: %s", type(exc).__name__, exc)
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -507,20 +528,21 @@ class Kiosk:
         return server
 
 
+def json_safe(value):
+    """``value`` with every NaN or infinite float (a score that does not exist: a rejection before
+    any score) as None, so that it becomes strict JSON, which every parser, a browser's included, reads."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def status_json(status: dict) -> bytes:
-    """The status as strict JSON: a score that does not exist (a rejection before any score,
-    NaN) or an infinite one is null, which every JSON parser, a browser's included, accepts."""
-
-    def finite(value):
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        if isinstance(value, dict):
-            return {k: finite(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [finite(v) for v in value]
-        return value
-
-    return json.dumps(finite(status), default=str, allow_nan=False).encode()
+    """The status page's JSON (strict: see ``json_safe``)."""
+    return json.dumps(json_safe(status), default=str, allow_nan=False).encode()
 
 
 STATUS_PAGE = """<!doctype html><meta charset="utf-8"><title>edge-verify kiosk</title>

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import stat
@@ -146,6 +147,15 @@ class ImageSource(FrameSource):
             yield Frame(read_image(path), i, str(path), float(i))
 
 
+def _quiet_opencv() -> None:
+    """OpenCV and FFmpeg print their own warnings ("[ WARN:0@0.5] ... can't open camera by index")
+    around the one-line error that says the same; shown only with -v (logging at INFO)."""
+    if logging.getLogger().isEnabledFor(logging.INFO):
+        return
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET, read when FFmpeg is first used
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+
 class CaptureSource(FrameSource):
     """OpenCV VideoCapture: video file, camera index, /dev/videoN, RTSP/HTTP URL."""
 
@@ -159,6 +169,7 @@ class CaptureSource(FrameSource):
         self._stop = threading.Event()
 
     def open(self) -> cv2.VideoCapture:
+        _quiet_opencv()
         params = []
         if self.live:
             ms = int(self.timeout_s * 1000)

@@ -108,3 +108,176 @@ def test_identify_on_a_video_or_a_folder_works_with_the_defaults(tmp_path, enrol
     r = run_cli("identify", "--source", str(folder), "--json", *_store(enrolled_store.path))
     faces = {f["frame"].rsplit("/", 1)[-1]: f["identity"] for f in json.loads(r.stdout)["faces"]}
     assert faces == {"astronaut_check.jpg": "astronaut", "cameraman.jpg": None}  # every photo, not the first
+
+
+def test_audit_names_the_nearest_identity_of_an_unknown_face(tmp_path, enrolled_store):
+    r = run_cli("identify", "--source", str(SAMPLES / "cameraman.jpg"), *_store(enrolled_store.path))
+    assert r.returncode == 1 and "unknown (nearest astronaut, score" in r.stdout
+    r = run_cli("audit", "--command", "identify", "--json", *_store(enrolled_store.path))
+    (row,) = json.loads(r.stdout)["entries"]
+    assert row["accepted"] == 0 and row["matched"] == "" and row["detail"] == "nearest astronaut"
+    assert float(row["score"]) < float(row["threshold"])
+
+
+def test_refused_enrolments_are_audited(tmp_path, enrolled_store):
+    s = _store(enrolled_store.path)
+    wall = tmp_path / "wall.png"
+    cv2.imwrite(str(wall), np.full((240, 320, 3), 128, np.uint8))
+    assert run_cli("enroll", "bob", "--source", str(wall), *s).returncode == 5
+    assert run_cli("enroll", "astronaut", "--source", str(SAMPLES / "astronaut_check.jpg"), *s).returncode == 2
+    assert run_cli("enroll", "again", "--source", str(SAMPLES / "astronaut_check.jpg"), *s).returncode == 18
+    import edge_verify as ev
+
+    with ev.open_store(enrolled_store.path) as store, pytest.raises(ev.EdgeVerifyError):
+        ev.enroll("mixed", [SAMPLES / "astronaut_enroll.jpg", SAMPLES / "cameraman.jpg"], store)
+    r = run_cli("audit", "--command", "enroll", "--json", *s)
+    refused = [(e["claimed"], e["detail"].split(":")[0]) for e in json.loads(r.stdout)["entries"] if not e["accepted"]]
+    assert refused == [
+        ("bob", "NoFaceError"),
+        ("astronaut", "AlreadyEnrolledError"),
+        ("again", "DuplicateIdentityError"),
+        ("mixed", "InconsistentEnrolmentError"),
+    ]
+
+
+# -- the kiosk says what it does -----------------------------------------------------------------
+def _one_line(r: subprocess.CompletedProcess, code: int, *needles: str) -> str:
+    assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and all(n in lines[0] for n in needles), r.stderr
+    return lines[0]
+
+
+def test_kiosk_prints_one_line_per_decision_without_verbose(tmp_path, enrolled_store):
+    video = tmp_path / "door.avi"
+    make_video(video, [("astronaut_check.jpg", 6), (None, 3), ("cameraman.jpg", 6)])
+    r = run_cli(
+        "kiosk", "--source", str(video), "--liveness", "off", "--max-frames", "15", *_store(enrolled_store.path)
+    )
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    rows = list(reversed(enrolled_store.audit_log(command="kiosk")))
+    assert len(lines) == len(rows) + 1 and lines[-1].startswith("kiosk stopped: 15 frames, 2 decisions")
+    assert "ACCEPTED astronaut: score" in lines[0] and f"[audit {rows[0].id}]" in lines[0]
+    assert "REJECTED unknown face: score" in lines[1] and f"[audit {rows[1].id}]" in lines[1]
+
+
+def test_kiosk_never_opens_a_camera_nobody_named(tmp_path, enrolled_store):
+    r = run_cli("kiosk", *_store(enrolled_store.path), timeout=60)  # today it opened camera 0 and waited
+    _one_line(r, 2, "kiosk needs --source", "0 for the first camera")
+    config = tmp_path / "k.toml"
+    config.write_text("[kiosk]\nliveness = 'off'\n")
+    r = run_cli("kiosk", "--config", str(config), *_store(enrolled_store.path))
+    _one_line(r, 2, "k.toml: no source set", "--source")
+
+
+@pytest.fixture
+def pi_config_store(store_path):
+    """The shipped Raspberry Pi configuration's identity ('alice') enrolled from the sample photo."""
+    r = run_cli("enroll", "alice", "--source", str(SAMPLES / "astronaut_enroll.jpg"), *_store(store_path))
+    assert r.returncode == 0, r.stderr
+    return store_path
+
+
+PI_CONFIG = ROOT / "firmware_examples" / "raspberry_pi" / "kiosk.toml"
+
+
+def _laptop_env() -> dict:
+    """This machine has no GPIO; no pin factory chosen in advance."""
+    return {k: v for k, v in os.environ.items() if k != "GPIOZERO_PIN_FACTORY"}
+
+
+def test_shipped_pi_config_tried_on_a_laptop(tmp_path, pi_config_store):
+    """The README's way to try firmware_examples/raspberry_pi/kiosk.toml without a Pi: --dry-run
+    simulates its relay and LED pins; --no-relay / --relay-pin none leave them out."""
+    pytest.importorskip("gpiozero")
+    video = tmp_path / "door.avi"
+    make_video(video, [("astronaut_check.jpg", 6)])
+    common = ["kiosk", "--config", str(PI_CONFIG), "--source", str(video), "--liveness", "off", "--max-frames", "6"]
+    common += _store(pi_config_store)
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_verify.cli", *common], capture_output=True, text=True, cwd=ROOT, env=_laptop_env()
+    )
+    _one_line(r, 2, "relay_pin 17: no usable GPIO here", "--no-relay", "--dry-run")  # and no gpiozero warnings
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_verify.cli", *common, "--dry-run"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=_laptop_env(),
+    )
+    assert r.returncode == 0, r.stderr
+    assert "ACCEPTED alice" in r.stdout and "relay (simulated pins)" in r.stdout
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_verify.cli", *common, "--relay-pin", "none", "--no-led"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=_laptop_env(),
+    )
+    assert r.returncode == 0, r.stderr
+    assert "ACCEPTED alice" in r.stdout and "relay" not in r.stdout
+
+
+def test_webhook_host_on_the_command_line(tmp_path, enrolled_store):
+    video = tmp_path / "door.avi"
+    make_video(video, [("astronaut_check.jpg", 6)])
+    args = [
+        "kiosk",
+        "--source",
+        str(video),
+        "--liveness",
+        "off",
+        "--max-frames",
+        "6",
+        "--webhook",
+        "http://127.0.0.2:9/d",
+    ]
+    r = run_cli(*args, *_store(enrolled_store.path))
+    _one_line(r, 2, "kiosk setting webhook", "webhook_allow_hosts", "--webhook-allow-host 127.0.0.2")
+    r = run_cli(*args, "--webhook-allow-host", "127.0.0.2", *_store(enrolled_store.path))
+    assert r.returncode == 0, r.stderr
+    assert "ACCEPTED astronaut" in r.stdout and "webhook for decision" in r.stderr  # allowed, tried, refused there
+    r = run_cli("audit", "--command", "kiosk", *_store(enrolled_store.path))
+    header, row = r.stdout.splitlines()
+    assert header.endswith("\tactions") and row.split("\t")[-1].startswith("webhook FAILED (ConnectionError")
+
+
+def test_opencv_says_nothing_around_the_one_line_error(tmp_path, enrolled_store):
+    broken = tmp_path / "clip.mp4"
+    broken.write_bytes(b"not a video at all" * 100)
+    for source in (str(broken), "9"):
+        r = run_cli("check", "astronaut", "--source", source, "--timeout", "1", *_store(enrolled_store.path))
+        _one_line(r, 13, "cannot open")
+
+
+# -- enrolment says what it took ------------------------------------------------------------------
+@pytest.fixture
+def six_photos(tmp_path):
+    """Five usable photos of the sample person (two photos at three sizes) and a wall."""
+    folder = tmp_path / "alice"
+    folder.mkdir()
+    photos = [cv2.imread(str(SAMPLES / n)) for n in ("astronaut_enroll.jpg", "astronaut_check.jpg")]
+    for i, scale in enumerate((1.0, 1.0, 0.8, 0.8, 0.9)):
+        cv2.imwrite(str(folder / f"{i + 1}.jpg"), cv2.resize(photos[i % 2], None, fx=scale, fy=scale))
+    cv2.imwrite(str(folder / "6_wall.jpg"), np.full((300, 300, 3), 128, np.uint8))
+    return folder
+
+
+def test_folder_enrolment_names_the_photo_it_skipped_and_why(six_photos, store_path):
+    r = run_cli("enroll", "alice", "--source", str(six_photos), *_store(store_path))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("enrolled alice from 5 frame(s), skipped 1")
+    assert "skipped " + str(six_photos / "6_wall.jpg") + ": no face found" in r.stdout
+    r = run_cli("enroll", "bob", "--source", str(six_photos), "--frames", "4", "--force", "--json", *_store(store_path))
+    data = json.loads(r.stdout)
+    assert data["frames_used"] == 4 and data["not_read"] == [str(six_photos / n) for n in ("5.jpg", "6_wall.jpg")]
+
+
+def test_video_enrolment_says_which_face_it_took(tmp_path, store_path):
+    video = tmp_path / "hello.avi"
+    make_video(video, [(None, 2), ("astronaut_check.jpg", 6)])
+    r = run_cli("enroll", "alice", "--source", str(video), *_store(store_path))
+    assert r.returncode == 0, r.stderr
+    took = r.stdout.splitlines()[-1]
+    assert took.startswith("  took the face at (") and f"in {video}#2 to {video}#6" in took

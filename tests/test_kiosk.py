@@ -181,7 +181,8 @@ def test_sigterm_stops_cleanly_and_store_stays_intact(tmp_path, store_path, veri
     finally:
         proc.kill()
     assert proc.returncode == 0
-    assert out.startswith("kiosk stopped:")
+    *decisions, summary = out.splitlines()
+    assert summary.startswith("kiosk stopped:") and decisions and all("ACCEPTED astronaut" in d for d in decisions)
     with TemplateStore(store_path) as store:
         assert store.integrity_check() == []
         assert any(e.command == "kiosk" and e.accepted for e in store.audit_log())
