@@ -209,6 +209,15 @@ def test_shipped_pi_config_tried_on_a_laptop(tmp_path, pi_config_store):
     assert r.returncode == 0, r.stderr
     assert "ACCEPTED alice" in r.stdout and "relay (simulated pins)" in r.stdout
     r = subprocess.run(
+        [sys.executable, "-m", "edge_verify.cli", *common],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**_laptop_env(), "GPIOZERO_PIN_FACTORY": "mock"},  # the README's other way: gpiozero's own switch
+    )
+    assert r.returncode == 0, r.stderr
+    assert "ACCEPTED alice" in r.stdout and "; relay [audit" in r.stdout
+    r = subprocess.run(
         [sys.executable, "-m", "edge_verify.cli", *common, "--relay-pin", "none", "--no-led"],
         capture_output=True,
         text=True,
