@@ -95,6 +95,10 @@ class SourceError(EdgeVerifyError):
     exit_code = 13
 
 
+class SourceUnavailableError(SourceError):
+    """This kind of source cannot work on this machine (its library is not installed): waiting will not help."""
+
+
 class BackendError(EdgeVerifyError):
     """No TFLite interpreter backend could be loaded, or the chosen one is unavailable."""
 

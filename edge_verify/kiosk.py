@@ -38,7 +38,14 @@ from edge_verify.actions import (
     WebhookAction,
     check_webhook_url,
 )
-from edge_verify.errors import InputError, SourceError, StoreError, UnknownIdentityError, UsageError
+from edge_verify.errors import (
+    InputError,
+    SourceError,
+    SourceUnavailableError,
+    StoreError,
+    UnknownIdentityError,
+    UsageError,
+)
 from edge_verify.liveness import MODES, LivenessOptions, LivenessResult, parse_sequence
 from edge_verify.matcher import Decision, Gallery, identify, verify
 from edge_verify.operating import check_threshold
@@ -474,8 +481,8 @@ class Kiosk:
                     log.warning("%s ended; reopening", redact_url(self.config.source))
                     self.end_tracks("the source ended")
                 except (SourceError, InputError) as exc:
-                    if isinstance(exc, InputError) and self.frames == 0:
-                        raise  # a wrong path at start is a configuration error, not a flaky camera
+                    if (isinstance(exc, InputError) and self.frames == 0) or isinstance(exc, SourceUnavailableError):
+                        raise  # a wrong path at start, or picamera2 not installed: configuration, not a flaky camera
                     log.warning("camera problem: %s; retrying in %.0fs", exc, self.config.reconnect_s)
                     self.status = {"state": "camera lost", "error": str(exc)}
                     self.end_tracks("the camera was lost")

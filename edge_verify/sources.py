@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_verify.errors import InputError, SourceError
+from edge_verify.errors import InputError, SourceError, SourceUnavailableError
 from edge_verify.limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from edge_verify.redaction import redact_url
 
@@ -258,7 +258,7 @@ class PiCameraSource(FrameSource):
         try:
             from picamera2 import Picamera2
         except ImportError:
-            raise SourceError(
+            raise SourceUnavailableError(
                 "picamera2 is not installed: on Raspberry Pi OS run `sudo apt install python3-picamera2` "
                 "and create the venv with --system-site-packages"
             ) from None

@@ -290,3 +290,13 @@ def test_video_enrolment_says_which_face_it_took(tmp_path, store_path):
     assert r.returncode == 0, r.stderr
     took = r.stdout.splitlines()[-1]
     assert took.startswith("  took the face at (") and f"in {video}#2 to {video}#6" in took
+
+
+def test_kiosk_without_picamera2_says_so_and_stops(enrolled_store):
+    """The Pi's `source = "picamera2"` on a laptop: one line and exit 13, not a retry every 2 s forever."""
+    import importlib.util
+
+    if importlib.util.find_spec("picamera2") is not None:
+        pytest.skip("picamera2 is installed here")
+    r = run_cli("kiosk", "--source", "picamera2", *_store(enrolled_store.path), timeout=60)
+    _one_line(r, 13, "picamera2 is not installed")
