@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edge-verify: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:  # every write is one transaction: what was under way is not stored
-        print("edge-verify: interrupted; nothing stored", file=sys.stderr)
+        print(f"edge-verify: interrupted; {getattr(args, 'interrupted', 'nothing stored')}", file=sys.stderr)
         return INTERRUPTED
     except Exception as exc:  # a bug, not a verdict: never the "rejected" code 1
         if args.verbose:

@@ -468,6 +468,7 @@ def register(add) -> None:
     add_liveness_options(p)
 
     p = add("identify", cmd_identify, "1:N: name every enrolled face in view")
+    p.set_defaults(interrupted="the faces decided before it are in the audit log; nothing else stored")
     p.add_argument("--source", "-s", required=True)
     p.add_argument(
         "--frames",
