@@ -252,11 +252,13 @@ def test_status_is_strict_json_when_a_liveness_check_fails(tmp_path, verifier, e
 def _status_page_text(url: str) -> tuple[str, str] | None:
     """(headline, detail) of the status page in Debian's chromium once it has read /status; None
     where Playwright or chromium is not installed."""
+    import importlib.util
     import os
 
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not os.path.exists("/usr/bin/chromium"):
+    if importlib.util.find_spec("playwright") is None or not os.path.exists("/usr/bin/chromium"):
         return None
+    from playwright import sync_api
+
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium")
         try:
