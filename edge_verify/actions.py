@@ -19,6 +19,7 @@ import ssl
 import subprocess
 import threading
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from urllib.parse import urlsplit
 
@@ -81,12 +82,27 @@ def _output_device(pin: int, what: str):
     except ImportError:
         raise UsageError(f"{what} needs gpiozero: pip install 'edge-verify[kiosk]'") from None
     try:
-        return DigitalOutputDevice(pin, initial_value=False)
+        with warnings.catch_warnings():  # a PinFactoryFallback warning per library it tried: the error says it
+            warnings.simplefilter("ignore")
+            return DigitalOutputDevice(pin, initial_value=False)
     except Exception as exc:  # gpiozero raises its own types, OSError or RuntimeError without GPIO
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        flag = what.split("_")[0]
         raise UsageError(
-            f"{what} {pin}: no usable GPIO here ({reason}); leave {what} out on a machine without GPIO"
+            f"{what} {pin}: no usable GPIO here ({reason}); on a machine without GPIO give --no-{flag}, "
+            "or --dry-run to simulate the pins"
         ) from None
+
+
+def simulate_gpio() -> None:
+    """Give gpiozero simulated pins (its MockFactory, as GPIOZERO_PIN_FACTORY=mock does): a relay or
+    LED then switches nothing, so a Pi's configuration can be tried on any machine."""
+    try:
+        from gpiozero import Device
+        from gpiozero.pins.mock import MockFactory
+    except ImportError:
+        raise UsageError("--dry-run needs gpiozero: pip install 'edge-verify[kiosk]'") from None
+    Device.pin_factory = MockFactory()
 
 
 class RelayAction(Action):
@@ -144,16 +160,17 @@ def check_webhook_url(url: str, allow_hosts: tuple[str, ...] = ()) -> str:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise UsageError(f"webhook {redact_url(url)!r}: not a URL ({exc})") from None
+        raise UsageError(f"kiosk setting webhook {redact_url(url)!r}: not a URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"webhook {redact_url(url)!r}: must be an http:// or https:// URL with a host")
+        raise UsageError(f"kiosk setting webhook {redact_url(url)!r}: must be an http:// or https:// URL with a host")
     host = parts.hostname.lower()
     if host not in LOOPBACK_HOSTS and host not in {h.lower() for h in allow_hosts}:
         raise UsageError(
-            f"webhook host {host!r} is not this machine; add it to webhook_allow_hosts to send decisions there"
+            f"kiosk setting webhook: host {host!r} is not this machine; to send decisions there, add it to "
+            f"webhook_allow_hosts (or --webhook-allow-host {host})"
         )
     if port == 0:
-        raise UsageError(f"webhook {redact_url(url)!r}: port 0")
+        raise UsageError(f"kiosk setting webhook {redact_url(url)!r}: port 0")
     return url
 
 

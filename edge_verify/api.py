@@ -17,6 +17,7 @@ Each distinct ``Options`` loads its model bundle once.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ import numpy as np
 
 from edge_verify.detect import Face
 from edge_verify.enrolment import Enrolment, enrol
-from edge_verify.errors import InputError, UsageError
+from edge_verify.errors import AlreadyEnrolledError, EdgeVerifyError, InputError, StoreError, UsageError
 from edge_verify.limits import MAX_IMAGE_PIXELS
 from edge_verify.matcher import Decision, mean_template, score
 from edge_verify.matcher import verify as verify_probes
@@ -147,11 +148,32 @@ def enroll(
         raise UsageError(f"images must be a non-empty list of image paths or arrays, not {type(images).__name__}")
     if not isinstance(replace, bool) or not isinstance(force, bool):
         raise UsageError("replace and force must be True or False")
-    frames = [load_image(i) for i in images]
-    embeddings = np.stack([embed_one(frame, options) for frame, _ in frames])
     bundle = verifier(options).bundle
-    store.pin_bundle(bundle)
-    return enrol(store, bundle, name, embeddings, [n for _, n in frames], replace, force, source="python")
+    try:
+        if not replace and any(t.identity == name for t in store.list()):
+            raise _already_enrolled(name)
+        frames = [load_image(i) for i in images]
+        embeddings = np.stack([embed_one(frame, options) for frame, _ in frames])
+        store.pin_bundle(bundle)
+        try:
+            return enrol(store, bundle, name, embeddings, [n for _, n in frames], replace, force, source="python")
+        except AlreadyEnrolledError:  # enrolled by another process meanwhile; the store's message names the CLI flag
+            raise _already_enrolled(name) from None
+    except EdgeVerifyError as exc:  # a refused enrolment is audited, as on the command line
+        with contextlib.suppress(StoreError):  # the store itself is the problem: the original error says more
+            store.audit(
+                "enroll",
+                bundle.fingerprint,
+                False,
+                claimed=name,
+                source="python",
+                detail=f"{type(exc).__name__}: {exc}",
+            )
+        raise
+
+
+def _already_enrolled(name: str) -> AlreadyEnrolledError:
+    return AlreadyEnrolledError(f"{name!r} is already enrolled; pass replace=True to overwrite its template")
 
 
 def verify(image: Image, name: str, store: TemplateStore, options: Options = DEFAULT) -> Decision:

@@ -45,6 +45,10 @@ class InconsistentEnrolmentError(InputError):
     exit_code = 17
 
 
+class AlreadyEnrolledError(UsageError):
+    """The name is enrolled already and the enrolment did not ask to replace its template."""
+
+
 class DuplicateIdentityError(UsageError):
     """A new enrolment matches an identity that is already enrolled (``--force`` to enrol anyway)."""
 
@@ -89,6 +93,10 @@ class SourceError(EdgeVerifyError):
     """A frame source (camera, stream, video) cannot be opened or stopped delivering frames."""
 
     exit_code = 13
+
+
+class SourceUnavailableError(SourceError):
+    """This kind of source cannot work on this machine (its library is not installed): waiting will not help."""
 
 
 class BackendError(EdgeVerifyError):

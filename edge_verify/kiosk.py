@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -37,7 +38,14 @@ from edge_verify.actions import (
     WebhookAction,
     check_webhook_url,
 )
-from edge_verify.errors import InputError, SourceError, StoreError, UnknownIdentityError, UsageError
+from edge_verify.errors import (
+    InputError,
+    SourceError,
+    SourceUnavailableError,
+    StoreError,
+    UnknownIdentityError,
+    UsageError,
+)
 from edge_verify.liveness import MODES, LivenessOptions, LivenessResult, parse_sequence
 from edge_verify.matcher import Decision, Gallery, identify, verify
 from edge_verify.operating import check_threshold
@@ -94,7 +102,16 @@ class KioskConfig:
         unknown = set(data) - known
         if unknown:
             raise UsageError(f"{path}: unknown kiosk settings {sorted(unknown)}")
-        data.update({k: v for k, v in overrides.items() if v is not None})
+        for name, value in overrides.items():
+            if isinstance(value, list) and isinstance(data.get(name, []), list):
+                data[name] = [*data.get(name, []), *value]  # a list on the command line adds to the file's
+            elif value is not None:
+                data[name] = value
+        if "source" not in data:  # never a camera the file does not name
+            raise UsageError(
+                f'{path}: no source set; add source = 0 (the first camera), "picamera2", a video or a URL, '
+                "or give --source"
+            )
         try:
             return cls(**data)
         except UsageError as exc:
@@ -208,6 +225,7 @@ class Kiosk:
         self.led = StatusLed(config.led_pin, config.relay_pulse_s) if config.led_pin is not None else None
         self.prompter = CommandRunner(config.prompt_command, max_running=1) if config.prompt_command else None
         self._prompt = ""
+        self.on_decision: Callable[[Event], None] | None = None  # told of each audited decision or alert
         self.events: list[Event] = []
         self.frames = 0
         self.reconnects = 0
@@ -427,6 +445,7 @@ class Kiosk:
             self.status = {"state": "store busy", "error": str(exc)}
             return None
         if resting:
+            self._tell(event)
             return event  # audited; its actions rest
         self._last_fired[key] = now
         outcomes = []
@@ -450,7 +469,16 @@ class Kiosk:
             decision.score,
             f"; liveness {event.liveness}" if event.liveness else "",
         )
+        self._tell(event)
         return event
+
+    def _tell(self, event: Event) -> None:
+        if self.on_decision is None:
+            return
+        try:
+            self.on_decision(event)
+        except Exception as exc:  # whoever listens must not stop the door
+            log.warning("decision listener failed: %s: %s", type(exc).__name__, exc)
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -472,8 +500,8 @@ class Kiosk:
                     log.warning("%s ended; reopening", redact_url(self.config.source))
                     self.end_tracks("the source ended")
                 except (SourceError, InputError) as exc:
-                    if isinstance(exc, InputError) and self.frames == 0:
-                        raise  # a wrong path at start is a configuration error, not a flaky camera
+                    if (isinstance(exc, InputError) and self.frames == 0) or isinstance(exc, SourceUnavailableError):
+                        raise  # a wrong path at start, or picamera2 not installed: configuration, not a flaky camera
                     log.warning("camera problem: %s; retrying in %.0fs", exc, self.config.reconnect_s)
                     self.status = {"state": "camera lost", "error": str(exc)}
                     self.end_tracks("the camera was lost")
@@ -506,7 +534,7 @@ class Kiosk:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 - http.server's name
                 if self.path == "/status":
-                    body, kind = json.dumps(kiosk.status, default=str).encode(), "application/json"
+                    body, kind = status_json(kiosk.status), "application/json"
                 else:
                     body, kind = STATUS_PAGE.encode(), "text/html; charset=utf-8"
                 self.send_response(200)
@@ -526,6 +554,23 @@ class Kiosk:
         return server
 
 
+def json_safe(value):
+    """``value`` with every NaN or infinite float (a score that does not exist: a rejection before
+    any score) as None, so that it becomes strict JSON, which every parser, a browser's included, reads."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def status_json(status: dict) -> bytes:
+    """The status page's JSON (strict: see ``json_safe``)."""
+    return json.dumps(json_safe(status), default=str, allow_nan=False).encode()
+
+
 STATUS_PAGE = """<!doctype html><meta charset="utf-8"><title>edge-verify kiosk</title>
 <style>body{font:3em sans-serif;text-align:center;margin-top:20vh}</style>
 <div id="s">…</div><div id="d" style="font-size:.5em"></div>
@@ -534,6 +579,6 @@ async function tick(){try{const s=await (await fetch('/status')).json();
 document.getElementById('s').textContent=s.state==='liveness'?s.prompt:s.state+(s.identity?' '+s.identity:'');
 document.body.style.background=s.state==='ACCEPTED'?'#9e9':s.state==='REJECTED'?'#e99':'#fff';
 document.getElementById('d').textContent=s.state==='liveness'?'step '+(s.step+1>s.of?s.of:s.step+1)+' of '+s.of:
-s.liveness?s.liveness:(s.score!==undefined?'score '+s.score:'');}catch(e){}}
+s.alert||s.liveness||(s.score!=null?'score '+s.score.toFixed(4):'');}catch(e){}}
 setInterval(tick,500);tick();
 </script>"""

@@ -22,6 +22,7 @@ class Decision:
     second: str | None = None  # 1:N: the runner-up and its score (the margin rule)
     second_score: float | None = None
     frames: int = 1  # probe frames the score averages
+    nearest: str | None = None  # 1:N: the best-scoring identity, accepted or not (``score`` is its score)
 
     @classmethod
     def refused(cls, threshold: float = float("nan")) -> Decision:
@@ -134,4 +135,4 @@ def identify(probes: np.ndarray, gallery: Gallery, threshold: float, margin: flo
     best = gallery.names[best_index]
     second, second_score = (gallery.names[rest[0][0]], rest[0][1]) if rest else (None, None)
     accepted = best_score >= threshold and (second_score is None or best_score - second_score >= margin)
-    return Decision(best if accepted else None, best_score, threshold, accepted, second, second_score, frames)
+    return Decision(best if accepted else None, best_score, threshold, accepted, second, second_score, frames, best)

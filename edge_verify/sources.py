@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import stat
@@ -15,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_verify.errors import InputError, SourceError
+from edge_verify.errors import InputError, SourceError, SourceUnavailableError
 from edge_verify.limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from edge_verify.redaction import redact_url
 
@@ -146,6 +147,15 @@ class ImageSource(FrameSource):
             yield Frame(read_image(path), i, str(path), float(i))
 
 
+def _quiet_opencv() -> None:
+    """OpenCV and FFmpeg print their own warnings ("[ WARN:0@0.5] ... can't open camera by index")
+    around the one-line error that says the same; shown only with -v (logging at INFO)."""
+    if logging.getLogger().isEnabledFor(logging.INFO):
+        return
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET, read when FFmpeg is first used
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+
 class CaptureSource(FrameSource):
     """OpenCV VideoCapture: video file, camera index, /dev/videoN, RTSP/HTTP URL."""
 
@@ -159,6 +169,7 @@ class CaptureSource(FrameSource):
         self._stop = threading.Event()
 
     def open(self) -> cv2.VideoCapture:
+        _quiet_opencv()
         params = []
         if self.live:
             ms = int(self.timeout_s * 1000)
@@ -247,7 +258,7 @@ class PiCameraSource(FrameSource):
         try:
             from picamera2 import Picamera2
         except ImportError:
-            raise SourceError(
+            raise SourceUnavailableError(
                 "picamera2 is not installed: on Raspberry Pi OS run `sudo apt install python3-picamera2` "
                 "and create the venv with --system-site-packages"
             ) from None

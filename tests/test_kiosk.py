@@ -181,7 +181,8 @@ def test_sigterm_stops_cleanly_and_store_stays_intact(tmp_path, store_path, veri
     finally:
         proc.kill()
     assert proc.returncode == 0
-    assert out.startswith("kiosk stopped:")
+    *decisions, summary = out.splitlines()
+    assert summary.startswith("kiosk stopped:") and decisions and all("ACCEPTED astronaut" in d for d in decisions)
     with TemplateStore(store_path) as store:
         assert store.integrity_check() == []
         assert any(e.command == "kiosk" and e.accepted for e in store.audit_log())
@@ -210,3 +211,60 @@ def test_audit_csv_export(tmp_path, enrolled_store, verifier):
     rows = out.read_text().splitlines()
     assert rows[0].startswith("time,command,claimed,matched,score")
     assert ",kiosk,,astronaut,0.9700,0.9000,1," in rows[1]
+
+
+def test_status_is_strict_json_when_a_liveness_check_fails(tmp_path, verifier, enrolled_store):
+    """A rejection before any score (a photo held up: no reaction) has no score; /status sends
+    null for it, not NaN, which a browser's JSON parser refuses (the page then showed nothing)."""
+    import socket
+
+    from edge_verify.sources import open_source
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    video = tmp_path / "photo.avi"
+    make_video(video, [("astronaut_check.jpg", 60)])
+    config = KioskConfig(source=str(video), identity="astronaut", liveness_step_timeout_s=1.0, status_port=port)
+    kiosk = Kiosk(config, verifier, enrolled_store, [])
+    server = kiosk._start_status_server()
+    try:
+        with open_source(str(video)) as source:
+            for frame in source:
+                if kiosk.process(frame.image, frame.name, frame.time):
+                    break
+        raw = urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5).read()
+        shown = _status_page_text(f"http://127.0.0.1:{port}/")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    status = json.loads(raw, parse_constant=refuse)  # as strict as JSON.parse in the page
+    assert status["state"] == "REJECTED" and status["score"] is None
+    assert status["liveness"].startswith("challenge failed")
+    if shown is not None:  # the page itself, in a real browser, shows the rejection and why
+        assert shown[0] == "REJECTED" and shown[1].startswith("challenge failed"), shown
+
+
+def _status_page_text(url: str) -> tuple[str, str] | None:
+    """(headline, detail) of the status page in Debian's chromium once it has read /status; None
+    where Playwright or chromium is not installed."""
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("playwright") is None or not os.path.exists("/usr/bin/chromium"):
+        return None
+    from playwright import sync_api
+
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium")
+        try:
+            page = browser.new_page()
+            page.goto(url)
+            page.wait_for_function("document.getElementById('s').textContent !== '…'", timeout=10000)
+            return page.inner_text("#s"), page.inner_text("#d")
+        finally:
+            browser.close()

@@ -17,10 +17,12 @@ import sys
 import traceback
 
 from edge_verify.cli import fleet, host, identities, kiosk, site, web
+from edge_verify.cli.common import say
 from edge_verify.detect import WORKING_SIDE
 from edge_verify.errors import EdgeVerifyError
 
 INTERNAL_ERROR = 70  # EX_SOFTWARE: an unexpected exception
+INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,16 +70,17 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except EdgeVerifyError as exc:
         if args.json:
-            print(json.dumps({"error": str(exc), "type": type(exc).__name__, "exit_code": exc.exit_code}))
+            say(json.dumps({"error": str(exc), "type": type(exc).__name__, "exit_code": exc.exit_code}))
         print(f"edge-verify: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt:  # every write is one transaction: what was under way is not stored
+        print(f"edge-verify: interrupted; {getattr(args, 'interrupted', 'nothing stored')}", file=sys.stderr)
+        return INTERRUPTED
     except Exception as exc:  # a bug, not a verdict: never the "rejected" code 1
         if args.verbose:
             traceback.print_exc()
         message = f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
         if args.json:
-            print(json.dumps({"error": message, "type": "InternalError", "exit_code": INTERNAL_ERROR}))
+            say(json.dumps({"error": message, "type": "InternalError", "exit_code": INTERNAL_ERROR}))
         print(f"edge-verify: {message} (a bug: please report it; -v shows the traceback)", file=sys.stderr)
         return INTERNAL_ERROR

@@ -16,7 +16,20 @@ ACCEPTED, REJECTED = 0, 1
 
 
 def emit(args: argparse.Namespace, data: dict, text: str) -> None:
-    print(json.dumps(data, default=_json_default) if args.json else text)
+    say(json.dumps(data, default=_json_default) if args.json else text)
+
+
+def say(line: str) -> None:
+    """Print ``line`` to stdout now. A reader that went away (``| head``) is not an error: the
+    rest of the output is dropped quietly and the command keeps its exit code."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)  # interpreter exit flushes stdout again: send it nowhere
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _json_default(obj):
@@ -145,6 +158,17 @@ def printable_text(value):
     if not isinstance(value, str):
         return value
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in value)
+
+
+def positive_int(text: str) -> int:
+    """argparse type of a count: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of at least 1")
+    return value
 
 
 def identity_name(text: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from edge_verify.cli.common import (
     identity_name,
     liveness_options,
     open_store,
+    positive_int,
     printable_text,
     progress,
     skipped_text,
@@ -25,6 +27,7 @@ from edge_verify.cli.common import (
     verifier_for,
 )
 from edge_verify.errors import (
+    AlreadyEnrolledError,
     EdgeVerifyError,
     MultipleFacesError,
     NoFaceError,
@@ -34,20 +37,38 @@ from edge_verify.errors import (
 from edge_verify.redaction import redact_url
 
 MIN_LIVE_ENROL_FRAMES = 3
+ENROL_FRAMES = 5  # usable frames of a video or camera by default (photos: every one)
+IDENTIFY_FRAMES = 300  # of a video or camera, as `check` reads without a liveness check
 
 
-def _collect(args: argparse.Namespace, verifier, source_spec: str, max_frames: int, what: str):
-    """Embeddings of up to ``max_frames`` usable single-face frames; bad frames are skipped and
-    counted. Files and folders are read to the end if need be; a live source gets ``--timeout``
-    seconds to yield them."""
+@dataclass
+class Collected:
+    """What enrolment took from a source: the embeddings, and the frames it skipped or never read."""
+
+    embeddings: np.ndarray
+    names: list[str]  # of the frames used
+    skipped: dict[str, int]  # reason: count
+    refused: list[str]  # why each skipped photo was refused ("wall.png: no face found ..."); photos only
+    unread: list[str]  # photos not read because enough were usable (--frames)
+    boxes: list[tuple[float, float, float, float]]  # the face taken in each frame used
+    live: bool
+    photos: bool  # an image or a folder of them (not a video or camera)
+
+
+def _collect(args: argparse.Namespace, verifier, source_spec: str, max_frames: int | None, what: str) -> Collected:
+    """Embeddings of up to ``max_frames`` usable single-face frames (None: every photo, or 5
+    frames of a video or camera); bad frames are skipped and counted. Files and folders are read to
+    the end if need be; a live source gets ``--timeout`` seconds to yield them."""
     from tqdm import tqdm
 
     from edge_verify.sources import ImageSource, open_source
 
-    embeddings, names, skipped = [], [], {}
+    embeddings, names, skipped, refused, boxes = [], [], {}, [], []
+    read = 0
     with open_source(source_spec, timeout_s=args.timeout) as source:
         live = source.live
-        single_image = isinstance(source, ImageSource) and len(source.paths) == 1
+        photos = source.paths if isinstance(source, ImageSource) else None
+        max_frames = max_frames or (len(photos) if photos else ENROL_FRAMES)
         deadline = time.monotonic() + args.timeout
         with tqdm(
             total=max_frames,
@@ -58,22 +79,36 @@ def _collect(args: argparse.Namespace, verifier, source_spec: str, max_frames: i
             disable=args.json or not sys.stderr.isatty(),
         ) as bar:
             for frame in source:
+                read += 1
                 try:
                     obs = verifier.observe_single(frame.image, frame.name, largest=args.largest_face)
                     embeddings.append(obs.embedding)
                     names.append(frame.name)
+                    if obs.face is not None:
+                        boxes.append(tuple(float(v) for v in obs.face.box))
                     bar.update()
                 except (NoFaceError, MultipleFacesError, QualityError) as exc:
-                    if single_image:
+                    if photos is not None and len(photos) == 1:
                         raise
                     reason = type(exc).__name__.replace("Error", "").lower()
                     skipped[reason] = skipped.get(reason, 0) + 1
+                    if photos is not None:
+                        refused.append(str(exc))
                 if len(embeddings) >= max_frames or (live and time.monotonic() > deadline):
                     break
     if not embeddings:
         detail = skipped_text(skipped) or "no frames"
         raise NoFaceError(f"{redact_url(source_spec)}: no usable face in any frame ({detail})")
-    return np.stack(embeddings), names, skipped, live
+    unread = [str(p) for p in photos[read:]] if photos else []
+    return Collected(np.stack(embeddings), names, skipped, refused, unread, boxes, live, photos is not None)
+
+
+def _taken_face(collected: Collected) -> str:
+    """Which face a video or camera enrolment took: where it was, in which frames."""
+    x, y, w, h = np.median(np.array(collected.boxes), axis=0)
+    first, last = collected.names[0], collected.names[-1]
+    frames = first if first == last else f"{first} to {last}"
+    return f"the face at ({x:.0f},{y:.0f}), {w:.0f}x{h:.0f} px, in {frames}"
 
 
 def _liveness_mode(args, source) -> str:
@@ -156,30 +191,41 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     verifier = verifier_for(args, self_test=True)
     bundle = verifier.bundle
     with open_store(args, bundle, create=True) as store:
-        if not args.replace and any(t.identity == args.name for t in store.list()):
-            raise UsageError(f"{args.name!r} is already enrolled; add --replace to overwrite the template")
-        embeddings, names, skipped, live = _collect(args, verifier, args.source, args.frames, f"enroll {args.name}")
-        if live and len(embeddings) < MIN_LIVE_ENROL_FRAMES:
-            raise NoFaceError(
-                f"{redact_url(args.source)}: only {len(embeddings)} good frame(s) in {args.timeout:g}s; enrolment "
-                f"from a camera needs at least {MIN_LIVE_ENROL_FRAMES} (look at the camera, or raise --timeout)"
+        try:
+            if not args.replace and any(t.identity == args.name for t in store.list()):
+                raise AlreadyEnrolledError(
+                    f"{args.name!r} is already enrolled; add --replace to overwrite the template"
+                )
+            collected = _collect(args, verifier, args.source, args.frames, f"enroll {args.name}")
+            embeddings, names, skipped = collected.embeddings, collected.names, collected.skipped
+            if collected.live and len(embeddings) < MIN_LIVE_ENROL_FRAMES:
+                raise NoFaceError(
+                    f"{redact_url(args.source)}: only {len(embeddings)} good frame(s) in {args.timeout:g}s; enrolment "
+                    f"from a camera needs at least {MIN_LIVE_ENROL_FRAMES} (look at the camera, or raise --timeout)"
+                )
+            enrolment = enrol(
+                store,
+                bundle,
+                args.name,
+                embeddings,
+                names,
+                replace=args.replace,
+                force=args.force,
+                source=redact_url(args.source),
             )
-        enrolment = enrol(
-            store,
-            bundle,
-            args.name,
-            embeddings,
-            names,
-            replace=args.replace,
-            force=args.force,
-            source=redact_url(args.source),
-        )
+        except EdgeVerifyError as exc:  # a refused enrolment is audited too (who tried, from what, why)
+            audit_failure(store, "enroll", bundle.fingerprint, exc, claimed=args.name, source=args.source)
+            raise
     data = {
         "identity": args.name,
         "frames_used": len(embeddings),
         "frames_skipped": skipped,
         "agreement_min": enrolment.agreement_min,
         "matches_enrolled": [{"identity": n, "score": s} for n, s in enrolment.matches_enrolled],
+        "frames": names,
+        "refused": collected.refused,
+        "not_read": collected.unread,
+        "face_box": np.median(np.array(collected.boxes), axis=0).round(1).tolist() if collected.boxes else None,
         "bundle": bundle.name,
         "fingerprint": bundle.fingerprint,
     }
@@ -188,7 +234,13 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         text += f", skipped {sum(skipped.values())} ({skipped_text(skipped)})"
     if enrolment.matches_enrolled:
         text += f" (forced: also matches {', '.join(n for n, _ in enrolment.matches_enrolled)})"
-    emit(args, data, text)
+    lines = [text]
+    lines += [f"  skipped {printable_text(reason)}" for reason in collected.refused]
+    if collected.unread:
+        lines.append(f"  not read (--frames {args.frames} were enough): {printable_text(', '.join(collected.unread))}")
+    if not collected.photos and collected.boxes:  # a video or camera: say whose face it was
+        lines.append(f"  took {printable_text(_taken_face(collected))}")
+    emit(args, data, "\n".join(lines))
     return 0
 
 
@@ -274,9 +326,10 @@ def cmd_identify(args: argparse.Namespace) -> int:
         with open_source(args.source, timeout_s=args.timeout) as source:
             still = isinstance(source, ImageSource)
             k = 1 if still else args.track_frames  # a photo is one frame of each face in it
+            limit = args.frames or (len(source.paths) if still else IDENTIFY_FRAMES)
             tracks = FaceTracks(verifier, k)
             for frame in progress(args, source, desc="identify", unit="frame"):
-                if frame.index >= args.frames:
+                if frame.index >= limit:
                     break
                 if still:  # photos are unrelated: no track spans two of them
                     tracks.tracker.end_all()
@@ -291,6 +344,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
                             "box": track.box,
                             "frames_used": decision.frames,
                             "identity": decision.identity,
+                            "nearest": decision.nearest,
                             "score": decision.score,
                             "runner_up": decision.second,
                             "runner_up_score": decision.second_score,
@@ -305,7 +359,11 @@ def cmd_identify(args: argparse.Namespace) -> int:
     lines = []
     for r in results:
         box = "" if r["box"] is None else " at ({:.0f},{:.0f})".format(*r["box"][:2])
-        lines.append(f"{r['frame']}{box}: {r['identity'] or 'unknown'} (score {r['score']:.4f})")
+        if r["identity"]:
+            who = f"{r['identity']} (score {r['score']:.4f})"
+        else:
+            who = f"unknown (nearest {r['nearest']}, score {r['score']:.4f})" if r["nearest"] else "unknown"
+        lines.append(f"{r['frame']}{box}: {who}")
     lines.append(f"threshold {choice.value:.4f}, margin {choice.margin:.2f} ({choice.origin})")
     emit(args, {**choice.as_dict(), "faces": results, "faces_refused_by_quality": skipped}, "\n".join(lines))
     return 0 if any(r.get("identity") for r in results) else REJECTED
@@ -386,7 +444,12 @@ def register(add) -> None:
     p.add_argument(
         "--source", "-s", required=True, help="image, folder, video, camera index, /dev/videoN, URL, picamera2"
     )
-    p.add_argument("--frames", "-n", type=int, default=5, help="usable frames to average (default 5; a camera: >= 3)")
+    p.add_argument(
+        "--frames",
+        "-n",
+        type=positive_int,
+        help=f"usable frames to average (default: every photo; {ENROL_FRAMES} of a video or camera, which needs >= 3)",
+    )
     p.add_argument("--replace", action="store_true", help="overwrite an existing template")
     p.add_argument("--force", action="store_true", help="enrol even if the frames match another enrolled identity")
     p.add_argument("--largest-face", action="store_true", help="use the largest face instead of refusing several")
@@ -405,8 +468,14 @@ def register(add) -> None:
     add_liveness_options(p)
 
     p = add("identify", cmd_identify, "1:N: name every enrolled face in view")
+    p.set_defaults(interrupted="the faces decided before it are in the audit log; nothing else stored")
     p.add_argument("--source", "-s", required=True)
-    p.add_argument("--frames", "-n", type=int, default=1, help="source frames to read (default 1)")
+    p.add_argument(
+        "--frames",
+        "-n",
+        type=positive_int,
+        help=f"source frames to read (default: every photo; {IDENTIFY_FRAMES} frames of a video or camera)",
+    )
     p.add_argument(
         "--track-frames", "-k", type=int, default=3, help="video: frames of one tracked face per decision (default 3)"
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 import time
 
@@ -15,7 +17,9 @@ from edge_verify.cli.common import (
     identity_name,
     liveness_options,
     open_store,
+    printable_text,
     progress,
+    say,
     verifier_for,
 )
 from edge_verify.errors import EdgeVerifyError, UsageError
@@ -28,7 +32,8 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from edge_verify.kiosk import Kiosk, KioskConfig, build_actions
+    from edge_verify.actions import simulate_gpio
+    from edge_verify.kiosk import Kiosk, KioskConfig, build_actions, json_safe
 
     log = logging.getLogger("edge_verify.kiosk")
 
@@ -40,9 +45,10 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
         "threshold": args.threshold,
         "operating_point": args.operating_point,
         "allow_looser": args.allow_looser or None,
-        "relay_pin": args.relay_pin,
-        "led_pin": args.led_pin,
+        "relay_pin": None if args.relay_pin == NO_PIN else args.relay_pin,
+        "led_pin": None if args.led_pin == NO_PIN else args.led_pin,
         "webhook": args.webhook,
+        "webhook_allow_hosts": args.webhook_allow_host,
         "command": args.run,
         "status_port": args.status_port,
         "max_frames": args.max_frames,
@@ -53,12 +59,25 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
         "prompt_command": args.prompt_command,
     }
 
+    unset = [name for name in ("relay_pin", "led_pin") if getattr(args, name) == NO_PIN]  # --no-relay, --no-led
+
     def load_config() -> KioskConfig:
         if args.config:
-            return KioskConfig.from_toml(args.config, **overrides)
-        return KioskConfig(**{k: v for k, v in overrides.items() if v is not None})
+            config = KioskConfig.from_toml(args.config, **overrides)
+        elif args.source is None:  # never a camera nobody named
+            raise UsageError(
+                "kiosk needs --source: 0 for the first camera, /dev/videoN, picamera2, a URL or a video "
+                "(or --config FILE with source = ...)"
+            )
+        else:
+            config = KioskConfig(**{k: v for k, v in overrides.items() if v is not None})
+        return dataclasses.replace(config, **{name: None for name in unset}) if unset else config
 
     config = load_config()
+    if args.dry_run:
+        simulate_gpio()
+        if config.relay_pin is not None or config.led_pin is not None:
+            print("edge-verify: dry run: the relay and LED pins are simulated; nothing is switched", file=sys.stderr)
     verifier = verifier_for(args)
     stop, reload = threading.Event(), threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -69,6 +88,13 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
         stop.set()
 
     signal.signal(signal.SIGHUP, on_hangup)
+
+    def show_decision(event) -> None:  # one line per decision, as it happens (stdout; --json: a JSON line)
+        if args.json:
+            say(json.dumps({"decision": json_safe(dataclasses.asdict(event))}))
+        else:
+            say(decision_line(event, simulated=args.dry_run))
+
     events, frames, reconnects = [], 0, 0
     with open_store(args, verifier.bundle) as store:
         while True:
@@ -79,6 +105,7 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
                 for action in actions:
                     action.close()
                 raise
+            kiosk.on_decision = show_decision
             kiosk.run(stop)
             events, frames, reconnects = events + kiosk.events, frames + kiosk.frames, reconnects + kiosk.reconnects
             if not reload.is_set() or kiosk.done():
@@ -97,6 +124,28 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
         f"kiosk stopped: {frames} frames, {len(events)} decisions ({accepted} accepted), {reconnects} reconnects",
     )
     return 0
+
+
+def decision_line(event, simulated: bool = False) -> str:
+    """One line for a kiosk decision: time, verdict, who, score against threshold, liveness, actions."""
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.time))
+    if event.alert:
+        return f"{when} ALERT {event.alert}"
+    verdict = "ACCEPTED" if event.accepted else "REJECTED"
+    who = printable_text(event.identity) if event.identity else "unknown face"
+    if event.score == event.score:  # a score exists (NaN: refused before any)
+        text = (
+            f"{when} {verdict} {who}: score {event.score:.4f} {'>=' if event.accepted else '<'} {event.threshold:.4f}"
+        )
+    else:
+        text = f"{when} {verdict}: no score"
+    if event.liveness:
+        text += f"; liveness {event.liveness}"
+    if event.actions:
+        text += f"; {', '.join(event.actions)}" + (
+            " (simulated pins)" if simulated and "relay" in event.actions else ""
+        )
+    return text + f" [audit {event.audit_id}]"
 
 
 def cmd_liveness(args: argparse.Namespace) -> int:
@@ -152,8 +201,12 @@ def cmd_liveness(args: argparse.Namespace) -> int:
         for e in result.events
         if e.kind != "blink"
     ]
+    if args.mode == "events":  # nothing is asked, so nothing passes or fails: say so instead of PENDING
+        verdict = "what the face did (report only: this mode never passes or fails; --mode challenge decides)"
+    else:
+        verdict = result.state.upper() + (f" ({result.reason})" if result.reason else "")
     lines = [
-        f"liveness {result.mode}: {result.state.upper()}" + (f" ({result.reason})" if result.reason else ""),
+        f"liveness {result.mode}: {verdict}",
         f"  frames {frames}, with landmarks {len(monitor.trace)}, {data['ms_per_frame']} ms/frame",
         f"  yaw {data['yaw']['min']}..{data['yaw']['max']} degrees (positive: the user's left)",
         f"  blinks: {', '.join(blinks) or 'none'}",
@@ -167,6 +220,19 @@ def cmd_liveness(args: argparse.Namespace) -> int:
     if args.mode == "events":
         return 0
     return ACCEPTED if result.state == "passed" else REJECTED
+
+
+NO_PIN = "none"
+
+
+def pin_or_none(text: str) -> int | str:
+    """argparse type of a pin option: a BCM pin number, or ``none`` (no device, over --config)."""
+    if text.strip().lower() == NO_PIN:
+        return NO_PIN
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a BCM pin number, or none") from None
 
 
 def register(add) -> None:
@@ -187,14 +253,37 @@ def register(add) -> None:
 
     p = add("kiosk", cmd_kiosk, "run the kiosk loop: debounce, cooldown, relay / webhook / command, audit")
     p.add_argument("--config", help="TOML file with [kiosk] settings (flags override it)")
-    p.add_argument("--source", "-s", help="camera (default 0), /dev/videoN, URL, video, picamera2")
+    p.add_argument(
+        "--source",
+        "-s",
+        help="0 (the first camera), /dev/videoN, URL, video, picamera2 (required unless --config has it)",
+    )
     p.add_argument("--identity", type=identity_name, help="1:1 against this identity (default: identify 1:N)")
     p.add_argument("--debounce", type=int, help="frames of one tracked face whose mean score decides (default 3)")
     p.add_argument("--cooldown", type=float, help="seconds between two firings of one outcome (default 10)")
     add_threshold_options(p)
-    p.add_argument("--relay-pin", type=int, help="BCM pin of the door relay (gpiozero)")
-    p.add_argument("--led-pin", type=int, help="BCM pin of a status LED (blinks during a challenge, lit on accept)")
-    p.add_argument("--webhook", help="POST each decision as JSON to this local URL")
+    relay = p.add_mutually_exclusive_group()
+    relay.add_argument("--relay-pin", type=pin_or_none, help="BCM pin of the door relay (gpiozero); none: no relay")
+    relay.add_argument(
+        "--no-relay", dest="relay_pin", action="store_const", const=NO_PIN, help="no relay (over --config)"
+    )
+    led = p.add_mutually_exclusive_group()
+    led.add_argument(
+        "--led-pin", type=pin_or_none, help="BCM pin of a status LED (blinks during a challenge, lit on accept); none"
+    )
+    led.add_argument("--no-led", dest="led_pin", action="store_const", const=NO_PIN, help="no status LED")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="simulated GPIO pins (gpiozero's MockFactory): try a Pi's config anywhere; webhook and command still run",
+    )
+    p.add_argument("--webhook", help="POST each decision as JSON to this URL (this machine, or an allowed host)")
+    p.add_argument(
+        "--webhook-allow-host",
+        action="append",
+        metavar="HOST",
+        help="another host the webhook may reach (repeatable; adds to webhook_allow_hosts)",
+    )
     p.add_argument("--run", help="command to run on each decision (EDGE_VERIFY_* env vars)")
     p.add_argument(
         "--liveness",

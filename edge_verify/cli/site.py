@@ -363,12 +363,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
             count = len(store.audit_log(limit=-1))
         else:
             entries = store.audit_log(args.limit, since=since, until=until, command=args.command_filter)
+            ids = [e.id for e in entries]
+            done = store.audit_actions_between(min(ids), max(ids)) if ids else {}
     if args.verify:
         text = "\n".join(f"TAMPERED {p}" for p in problems) or f"audit log intact: {count} entries, chain verified"
         emit(args, {"ok": not problems, "entries": count, "problems": problems}, text)
         return 0 if not problems else TemplateIntegrityError.exit_code
     entries.reverse()  # oldest first
-    columns = "time command claimed matched score threshold accepted source liveness detail".split()
+    columns = "time command claimed matched score threshold accepted source liveness detail actions".split()
     rows = [
         [
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.ts)),
@@ -381,6 +383,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
             e.source or "",
             e.liveness or "",
             e.detail or "",
+            "; ".join(action_text(*a) for a in done.get(e.id, [])),
         ]
         for e in entries
     ]
@@ -396,6 +399,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
         f"wrote {len(rows)} entries to {args.csv}" if args.csv else buffer.getvalue().rstrip(),
     )
     return 0
+
+
+def action_text(action: str, ok: bool, detail: str) -> str:
+    """What one action did for a decision: ``relay ok``, ``webhook FAILED (HTTP 500)``."""
+    return f"{action} {'ok' if ok else 'FAILED'}" + (f" ({detail})" if detail else "")
 
 
 def spreadsheet_safe(value):

@@ -115,6 +115,16 @@ class AuditLog:
         ).fetchall()
         return [(r[0], bool(r[1]), r[2]) for r in rows]
 
+    def actions_between(self, first: int, last: int) -> dict[int, list[tuple[str, bool, str]]]:
+        rows = self.db.execute(
+            "SELECT audit_id, action, ok, detail FROM audit_actions WHERE audit_id BETWEEN ? AND ? ORDER BY rowid",
+            (first, last),
+        ).fetchall()
+        found: dict[int, list[tuple[str, bool, str]]] = {}
+        for audit_id, action, ok, detail in rows:
+            found.setdefault(audit_id, []).append((action, bool(ok), detail))
+        return found
+
     def entries(
         self, limit: int = 100, since: float | None = None, until: float | None = None, command: str | None = None
     ) -> list[AuditEntry]:

@@ -299,7 +299,10 @@ class TemplateStore:
         liveness: str | None = None,
         detail: str | None = None,
     ) -> int:
-        """Audit one decision; returns the audit row id."""
+        """Audit one decision; returns the audit row id. An unknown face's nearest identity goes in
+        its detail (its score is the row's score)."""
+        if decision.identity is None and decision.nearest is not None:
+            detail = "; ".join(filter(None, (detail, f"nearest {decision.nearest}")))
         return self.audit(
             command,
             fingerprint,
@@ -367,6 +370,10 @@ class TemplateStore:
     def audit_actions(self, audit_id: int) -> list[tuple[str, bool, str]]:
         return self._audit.actions(audit_id)
 
+    def audit_actions_between(self, first: int, last: int) -> dict[int, list[tuple[str, bool, str]]]:
+        """What the actions did for each audit row ``first``..``last``: {audit id: [(action, ok, detail)]}."""
+        return self._audit.actions_between(first, last)
+
     def audit_log(
         self, limit: int = 100, since: float | None = None, until: float | None = None, command: str | None = None
     ) -> list[AuditEntry]:
@@ -396,4 +403,4 @@ class TemplateStore:
                 problems.append(str(exc))
             except StoreError:  # another model or an older format: `list` and `check` say so
                 pass
-        return problems + [f"audit: {p}" for p in self.verify_audit()]
+        return problems + self.verify_audit()  # each names its table (audit, audit_actions) or the chain

@@ -13,7 +13,13 @@ import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from edge_verify.errors import FingerprintMismatchError, InvalidTemplateError, TemplateIntegrityError, UsageError
+from edge_verify.errors import (
+    AlreadyEnrolledError,
+    FingerprintMismatchError,
+    InvalidTemplateError,
+    TemplateIntegrityError,
+    UsageError,
+)
 from edge_verify.store.db import Database
 
 MAX_NAME_LENGTH = 128
@@ -93,7 +99,7 @@ class Templates:
         with self.db.transaction() as tx:
             old = self.db.execute("SELECT created FROM templates WHERE identity = ?", (identity,)).fetchone()
             if old is not None and not replace:
-                raise UsageError(f"{identity!r} is already enrolled; add --replace to overwrite the template")
+                raise AlreadyEnrolledError(f"{identity!r} is already enrolled; add --replace to overwrite the template")
             now = time.time()
             self._write(tx, identity, fingerprint, vector, int(frames), TEMPLATE_FORMAT, old[0] if old else now, now)
 
