@@ -44,7 +44,7 @@ def _collect(args: argparse.Namespace, verifier, source_spec: str, max_frames: i
 
     from edge_verify.sources import ImageSource, open_source
 
-    embeddings, names, skipped = [], [], {}
+    embeddings, names, skipped, instruction = [], [], {}, ""
     with open_source(source_spec, timeout_s=args.timeout) as source:
         live = source.live
         single_image = isinstance(source, ImageSource) and len(source.paths) == 1
@@ -68,11 +68,16 @@ def _collect(args: argparse.Namespace, verifier, source_spec: str, max_frames: i
                         raise
                     reason = type(exc).__name__.replace("Error", "").lower()
                     skipped[reason] = skipped.get(reason, 0) + 1
+                    if isinstance(exc, QualityError):
+                        instruction = str(exc).rsplit(": ", 1)[-1]  # the gate's instruction for the last refusal
                 if len(embeddings) >= max_frames or (live and time.monotonic() > deadline):
                     break
     if not embeddings:
         detail = skipped_text(skipped) or "no frames"
-        raise NoFaceError(f"{redact_url(source_spec)}: no usable face in any frame ({detail})")
+        raise NoFaceError(
+            f"{redact_url(source_spec)}: no usable face in any frame ({detail})"
+            + (f": {instruction}" if instruction else "")
+        )
     return np.stack(embeddings), names, skipped, live
 
 
@@ -119,11 +124,14 @@ def _decide_on_track(args, verifier, source_spec: str, k: int, decide, what: str
         )
         max_frames = args.max_frames or (900 if mode != "off" else 300)
         deadline = time.monotonic() + args.timeout + (60 if mode != "off" else 0)
-        prompt = ""
+        prompt, instruction = "", None
         for frame in progress(args, source, desc=what, unit="frame"):
             if frame.index >= max_frames:
                 break
             ready = tracks.feed(frame.image, frame.index, frame.name, frame.time)
+            if tracks.instruction and tracks.instruction != instruction and source.live and not args.json:
+                print(f"  {tracks.instruction}", file=sys.stderr)  # the gate refused the frame: say what to change
+            instruction = tracks.instruction or instruction
             if ready:
                 live = tracks.result(ready[0]) if mode != "off" else None
                 return decide(ready[0].take(k)), ready[0], dict(tracks.skipped), live
@@ -147,6 +155,7 @@ def _decide_on_track(args, verifier, source_spec: str, k: int, decide, what: str
         + (f"; skipped {detail}" if detail else "")
         + (f"; {tracks.tracker.cuts} track(s) cut by a change of person" if tracks.tracker.cuts else "")
         + ")"
+        + (f": {instruction.lower()}" if instruction else "")
     )
 
 
