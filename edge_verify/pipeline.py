@@ -59,16 +59,25 @@ def resolve_threshold(
     if gallery_size <= 1:
         return choice
     choice = gallery_threshold(choice, gallery_size, bundle.margin_1n)
-    if not choice.far_resolved:
+    key = (bundle.fingerprint, gallery_size, choice.value)
+    if not choice.far_resolved and key not in _WARNED:  # once per gallery size, not on every reload
+        _WARNED.add(key)
+        resolved = [float(p[0]) for p in choice.curve if len(p) < 3 or p[2]]
         logging.getLogger("edge_verify").warning(
-            "%d identities enrolled: FAR %s per search needs a 1:1 FAR below what %s measured; "
-            "using threshold %.4f (calibrate on site with more people)",
+            "%d identities enrolled: FAR %s per search needs a 1:1 FAR of %.0e, below the %s that every data set "
+            "of %s resolved (up to about %d identities); using threshold %.4f, the strictest it measured",
             gallery_size,
             choice.far,
+            (choice.far or 0) / gallery_size,
+            f"{min(resolved):.0e}" if resolved else "nothing",
             bundle.name,
+            int((choice.far or 0) / min(resolved)) if resolved else 1,
             choice.value,
         )
     return choice
+
+
+_WARNED: set[tuple] = set()  # (bundle, gallery size, threshold) already warned about
 
 
 def _one_to_one_threshold(bundle, store, threshold, operating_point, allow_looser) -> ThresholdChoice:

@@ -140,7 +140,7 @@ def test_identify_equals_exact_float64_scoring(n, seed, ties):
         templates[2] = unit(templates[0] + 1e-4 * rng.normal(size=32)).astype(np.float32)
     probes = unit(templates[0] + 0.3 * rng.normal(size=(3, 32)))
     gallery = Gallery({f"id{i}": t for i, t in enumerate(templates)})
-    exact = templates.astype(np.float64) @ unit(probes).mean(0)
+    exact = unit(templates.astype(np.float64)) @ unit(probes).mean(0)  # each template's direction
     order = np.argsort(-exact, kind="stable")
     decision = identify(probes, gallery, threshold=0.5, margin=0.01)
     assert decision.score == pytest.approx(exact[order[0]], abs=1e-12)
