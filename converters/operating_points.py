@@ -10,8 +10,6 @@ one probe frame): the statistic every decision uses, at its most permissive fram
 
 from __future__ import annotations
 
-import itertools
-import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,8 +18,8 @@ import cv2
 import numpy as np
 
 from edge_verify.errors import EdgeVerifyError
-from edge_verify.matcher import MAX_TEMPLATE_FRAMES, unit
-from edge_verify.metrics import pair_scores
+from edge_verify.matcher import MAX_TEMPLATE_FRAMES
+from edge_verify.metrics import pair_scores, template_scores
 from edge_verify.operating import (
     STATISTIC,
     conservative_threshold,
@@ -33,7 +31,6 @@ from edge_verify.quality import QualityOptions
 from edge_verify.sources import list_images, read_image
 
 POINTS = {"strict": 1e-4, "default": 1e-3, "convenient": 1e-2}
-TEMPLATE_DRAWS = 20  # distinct enrolment templates drawn per identity
 # (name, folder under the shared data, border to add before detection)
 DEV_SETS = (("faces_dev/celebs", 40), ("faces_dev/yaleb", 40), ("faces", 0))
 
@@ -67,33 +64,6 @@ class DevSet:
     def pair_scores(self) -> tuple[np.ndarray, np.ndarray]:
         """Single image pairs (a template of one photo, one probe photo)."""
         return pair_scores(self.embeddings, self.labels)
-
-
-def template_scores(
-    embeddings: np.ndarray, labels: np.ndarray, frames: int = MAX_TEMPLATE_FRAMES, draws: int = TEMPLATE_DRAWS
-) -> tuple[np.ndarray, np.ndarray]:
-    """Scores of the decision statistic at the counts that accept most impostors: templates of
-    ``frames`` photos of one identity (up to ``draws`` distinct draws; all but one photo for an
-    identity with fewer), each scored against every other photo of that identity (genuine) and
-    every photo of the other identities (impostor). Deterministic (seeded)."""
-    rng = np.random.default_rng(0)
-    u = unit(embeddings)
-    labels = np.asarray(labels)
-    genuine, impostor = [], []
-    for identity in sorted(set(labels.tolist())):
-        mine, others = np.flatnonzero(labels == identity), np.flatnonzero(labels != identity)
-        if len(mine) < 2:
-            continue
-        e = min(frames, len(mine) - 1)
-        if math.comb(len(mine), e) <= draws:
-            subsets = [np.array(c) for c in itertools.combinations(mine, e)]
-        else:
-            subsets = [rng.choice(mine, e, replace=False) for _ in range(draws)]
-        for subset in subsets:
-            direction = unit(u[subset].mean(0))[0]
-            genuine.append(u[np.setdiff1d(mine, subset)] @ direction)
-            impostor.append(u[others] @ direction)
-    return np.concatenate(genuine), np.concatenate(impostor)
 
 
 def embed_folder(verifier, root: Path, pad: int, name: str, progress=None) -> DevSet:

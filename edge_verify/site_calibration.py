@@ -1,7 +1,7 @@
 """On-site calibration that works for a small site (3-50 people).
 
 A site can always measure its false rejects (its own people's genuine pairs) but rarely its false
-accepts: FAR 1e-3 needs about 10,000 impostor pairs (some 29 people with 5 photos each). So the
+accepts: FAR 1e-3 needs about 10,000 impostor tries (some 21 people with 5 photos each). So the
 false-accept side comes from the bundle's measured FAR curve (never looser than what the bundle
 vouches for at the requested FAR), the site's own impostor pairs can only tighten it, and the site's
 genuine pairs give its FRR at each of the bundle's operating points and at the thresholds between them.
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edge_verify.matcher import MAX_TEMPLATE_FRAMES
 from edge_verify.metrics import threshold_at_far
 from edge_verify.operating import MIN_EVENTS, resolvable, round_up, threshold_for_far, wilson_interval
 
@@ -89,10 +90,12 @@ class SiteCalibration:
 
 
 def people_needed(far: float, photos: int = PHOTOS_PER_PERSON) -> int:
-    """People with ``photos`` photos each whose impostor pairs resolve ``far`` (>= MIN_EVENTS / far)."""
-    needed = MIN_EVENTS / far
+    """People with ``photos`` photos each whose impostor tries (each template of all but one of a
+    person's photos, up to 5, against every photo of the others) number at least MIN_EVENTS / far."""
+    e = min(MAX_TEMPLATE_FRAMES, photos - 1)
+    templates = math.comb(photos, e)
     n = 2
-    while n * (n - 1) / 2 * photos * photos < needed:
+    while n * templates * (n - 1) * photos < MIN_EVENTS / far:
         n += 1
     return n
 
@@ -156,18 +159,18 @@ def calibrate_site(
 
 def data_line(cal: SiteCalibration) -> str:
     """One line: how many people and photos the FAR needs, and where its false-accept side comes from."""
-    have = f"{cal.impostor_pairs} impostor pairs" + (
+    have = f"{cal.impostor_pairs} impostor tries" + (
         f" ({cal.people} people, {cal.images} photos)" if cal.people else ""
     )
     if cal.site_resolves:
         return f"FAR {cal.far:g}: your {have} resolve it on their own (it needs {cal.pairs_needed:,})"
     source = (
-        "the bundle's measured FAR curve, and your impostor pairs can only tighten it"
+        "the bundle's measured FAR curve, and your impostor tries can only tighten it"
         if cal.bundle_threshold is not None
         else "nothing: this bundle has no FAR curve, so the threshold is its default point's"
     )
     return (
-        f"FAR {cal.far:g} measured on this site alone needs {cal.pairs_needed:,} impostor pairs "
+        f"FAR {cal.far:g} measured on this site alone needs {cal.pairs_needed:,} impostor tries "
         f"(e.g. {people_needed(cal.far)} people with {PHOTOS_PER_PERSON} photos each); you have {have}: "
         f"the false-accept side comes from {source}"
     )
@@ -180,6 +183,6 @@ def meaning_line(cal: SiteCalibration) -> str:
     vouched = f"FAR {r.bundle_far:g} as measured by the bundle" if r.bundle_far is not None else "a FAR not measured"
     return (
         f"at {cal.threshold:.4f} ({vouched}) your people are turned away on {r.frr:.1%} of single-photo tries "
-        f"(95% CI {r.frr_ci[0]:.1%}-{r.frr_ci[1]:.1%}, {cal.genuine_pairs} genuine pairs); "
-        "a decision on 3 frames against a template of several enrolment frames turns fewer away"
+        f"(95% CI {r.frr_ci[0]:.1%}-{r.frr_ci[1]:.1%}, {cal.genuine_pairs} tries); "
+        "a decision on 3 frames turns fewer away"
     )

@@ -24,7 +24,9 @@ def test_dry_run_on_five_people_shows_the_figures_and_writes_nothing(shared_data
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert not data["written"] and not store_path.exists()
-    assert data["people"] == 5 and data["impostor_pairs"] == 97 and not data["site_resolves_far"]
+    # templates of up to 5 of a person's photos against each other photo: the statistic of the points
+    assert data["people"] == 5 and data["images"] == 16 and not data["site_resolves_far"]
+    assert (data["genuine_pairs"], data["impostor_pairs"]) == (16, 194)
     vouched, _ = threshold_for_far(bundle.far_curve, 1e-3)
     assert data["threshold"] >= vouched == data["bundle_threshold"]  # never looser than the bundle vouches for
     table = {round(row["threshold"], 4): row for row in data["table"]}
@@ -35,9 +37,9 @@ def test_dry_run_on_five_people_shows_the_figures_and_writes_nothing(shared_data
         assert row["frr_ci"][0] <= row["frr"] <= row["frr_ci"][1]
     frrs = [row["frr"] for row in sorted(data["table"], key=lambda row: row["threshold"])]
     assert frrs == sorted(frrs)  # a stricter threshold never rejects fewer of the site's people
-    assert data["impostor_pairs_needed"] == 10_000 and data["people_needed"] == people_needed(1e-3) == 29
+    assert data["impostor_pairs_needed"] == 10_000 and data["people_needed"] == people_needed(1e-3) == 21
     text = run_cli("calibrate", str(shared_data / "faces"), "--dry-run", *_s(store_path)).stdout
-    assert "needs 10,000 impostor pairs (e.g. 29 people with 5 photos each); you have 97" in text
+    assert "needs 10,000 impostor tries (e.g. 21 people with 5 photos each); you have 194 impostor tries" in text
     assert "your people are turned away on" in text and "dry run: nothing written" in text
 
 

@@ -25,7 +25,7 @@ from edge_verify.redaction import redact_url
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """The site's FRR at the bundle's operating points and between them; the threshold at ``--far``
     from the bundle's FAR curve, tightened (never loosened) by the site's own impostor pairs."""
-    from edge_verify.metrics import format_report, verification_report
+    from edge_verify.metrics import format_report, template_scores, verification_report
     from edge_verify.operating import check_far, measure
     from edge_verify.site_calibration import calibrate_site, data_line, meaning_line
 
@@ -47,7 +47,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if not args.data and not args.pairs:
         raise UsageError("give a folder per identity, or --pairs FILE (or --reset)")
     far = check_far(args.far, "--far")
-    genuine, impostor, _, skipped, people, images = labelled_scores(args, verifier, args.data, args.pairs)
+    if args.pairs:  # explicit pairs: single photo against single photo (a door with 5-frame templates does better)
+        genuine, impostor, _, skipped, people, images = labelled_scores(args, verifier, None, args.pairs)
+    else:  # the statistic the points were calibrated on: a template of up to 5 photos against each other photo
+        embeddings, labels, skipped = labelled_embeddings(args, verifier, args.data)
+        genuine, impostor = template_scores(embeddings, labels)
+        people, images = len(set(labels.tolist())), len(labels)
     origin = Path(args.pairs or args.data).name
     if len(genuine) == 0:
         raise InputError(f"{origin}: need same-identity pairs (at least 2 usable photos of one person)")
@@ -132,10 +137,21 @@ def labelled_scores(args: argparse.Namespace, verifier, data: str | None, pairs:
     device pipeline (detect, align, quality, embed); unusable images are skipped and counted.
     Returns (genuine, impostor, recall or None, skipped counts, people, usable images)."""
     from edge_verify.metrics import pair_scores, recall_at_1
-    from edge_verify.sources import list_images
 
     if pairs:
         return _pair_file_scores(args, verifier, Path(pairs))
+    embeddings, labels, skipped = labelled_embeddings(args, verifier, data)
+    genuine, impostor = pair_scores(embeddings, labels)
+    recall = recall_at_1(embeddings, labels)
+    return genuine, impostor, recall, skipped, len(set(labels.tolist())), len(labels)
+
+
+def labelled_embeddings(args: argparse.Namespace, verifier, data: str | None):
+    """Embeddings and labels of a folder per identity, through the device pipeline (detect, align,
+    quality, embed); unusable images are skipped and counted. Returns (embeddings, labels, skipped)."""
+    from edge_verify.metrics import pair_scores
+    from edge_verify.sources import list_images
+
     root = Path(data or "")
     if not data or not root.is_dir():
         raise InputError(f"{root}: not a folder (expected one sub-folder of images per identity), or give --pairs")
@@ -151,11 +167,10 @@ def labelled_scores(args: argparse.Namespace, verifier, data: str | None, pairs:
             skipped[reason] = skipped.get(reason, 0) + 1
     if len(set(labels)) < 2:
         raise InputError(f"{root}: need usable images of at least 2 identities (found {len(set(labels))})")
-    genuine, impostor = pair_scores(np.stack(embeddings), np.array(labels))
+    genuine, _ = pair_scores(np.stack(embeddings), np.array(labels))
     if len(genuine) == 0:
         raise InputError(f"{root}: need at least 2 usable images of one identity")
-    recall = recall_at_1(np.stack(embeddings), np.array(labels))
-    return genuine, impostor, recall, skipped, len(set(labels)), len(labels)
+    return np.stack(embeddings), np.array(labels), skipped
 
 
 def _pair_file_scores(args, verifier, pairs: Path):
