@@ -3,9 +3,9 @@ the person can act on ("more light on your face", "come closer", "look at the ca
 
 The cues are measured on the face region of the aligned chip (eyes to mouth, from the bundle's
 landmark template) and on the detector's landmarks. Their limits were set on the development sets
-(``benchmarks/operating_points.py`` prints what each refuses): they refuse about 4% of the
-in-the-wild celebrity photos and the near-black and side-lit Yale B images, and every operating
-point is calibrated on the captures they accept. A refused capture gets an instruction, never a score.
+(``benchmarks/operating_points.py`` prints what each refuses): they refuse 1.6% of the in-the-wild
+celebrity photos and 40% of Yale B (its near-black and side-lit images), and every operating point
+is calibrated on the captures they accept. A refused capture gets an instruction, never a score.
 """
 
 from __future__ import annotations
