@@ -35,3 +35,31 @@ def test_a_template_keeps_the_five_frames_that_agree_best(verifier, enrolled_sto
     agreement = (sims.sum(1) - 1) / (len(embeddings) - 1)
     best = np.sort(np.argsort(-agreement, kind="stable")[:5])
     assert np.allclose(stored, mean_template(embeddings[best]), atol=1e-6)
+
+
+def test_camera_enrolment_spreads_its_frames_over_time(monkeypatch, verifier, store_path, capsys):
+    """A 25 frames/s camera (a fake: this machine has none) showing two real photos of one person,
+    alternating every 10 frames: the five enrolment frames are taken 0.25 s apart or more (frames 0,
+    7, 14, 21, 28: both photos), not from one instant (frames 0-4: one photo)."""
+    import json
+
+    from edge_verify import cli, sources
+    from edge_verify.store import TemplateStore
+
+    photos = [cv2.imread(str(SAMPLES / name)) for name in ("astronaut_enroll.jpg", "astronaut_check.jpg")]
+
+    class FakeCamera(sources.FrameSource):
+        live = True
+        name = "camera 0"
+
+        def frames(self):
+            for i in range(100):
+                yield sources.Frame(photos[(i // 10) % 2], i, f"camera 0#{i}", i / 25)
+
+    monkeypatch.setattr(sources, "open_source", lambda spec, timeout_s=5.0: FakeCamera())
+    code = cli.main(["enroll", "eileen", "--source", "0", "--json", "--store", str(store_path)])
+    assert code == 0 and json.loads(capsys.readouterr().out)["frames_used"] == 5
+    a, b = (verifier.observe_single(p, "photo").embedding for p in photos)
+    with TemplateStore(store_path) as store:
+        stored = store.get("eileen", verifier.bundle.fingerprint)
+    assert np.allclose(stored, mean_template(np.stack([a, a, b, a, a])), atol=1e-5)

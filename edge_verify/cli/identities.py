@@ -34,6 +34,7 @@ from edge_verify.errors import (
 from edge_verify.redaction import redact_url
 
 MIN_LIVE_ENROL_FRAMES = 3
+LIVE_ENROL_SPACING_S = 0.25  # a camera's enrolment frames at least this far apart: some natural variation
 
 
 def _collect(args: argparse.Namespace, verifier, source_spec: str, max_frames: int, what: str):
@@ -57,11 +58,15 @@ def _collect(args: argparse.Namespace, verifier, source_spec: str, max_frames: i
             file=sys.stderr,
             disable=args.json or not sys.stderr.isatty(),
         ) as bar:
+            last_kept = -np.inf
             for frame in source:
+                if live and frame.time - last_kept < LIVE_ENROL_SPACING_S:
+                    continue  # five frames of one instant average away nothing: spread them over a second or more
                 try:
                     obs = verifier.observe_single(frame.image, frame.name, largest=args.largest_face)
                     embeddings.append(obs.embedding)
                     names.append(frame.name)
+                    last_kept = frame.time
                     bar.update()
                 except (NoFaceError, MultipleFacesError, QualityError) as exc:
                     if single_image:
@@ -185,14 +190,14 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         )
     data = {
         "identity": args.name,
-        "frames_used": len(embeddings),
+        "frames_used": enrolment.frames,
         "frames_skipped": skipped,
         "agreement_min": enrolment.agreement_min,
         "matches_enrolled": [{"identity": n, "score": s} for n, s in enrolment.matches_enrolled],
         "bundle": bundle.name,
         "fingerprint": bundle.fingerprint,
     }
-    text = f"enrolled {args.name} from {len(embeddings)} frame(s)"
+    text = f"enrolled {args.name} from {enrolment.frames} frame(s)"
     if skipped:
         text += f", skipped {sum(skipped.values())} ({skipped_text(skipped)})"
     if enrolment.matches_enrolled:
