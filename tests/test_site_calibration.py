@@ -84,3 +84,22 @@ def test_site_impostor_pairs_only_tighten(tmp_path, store_path):
     assert data["threshold"] == data["site_bound"] and data["written"]
     assert data["table"][-1]["site_far"] == 0.0  # the look-alike pair no longer passes
     assert data["at_threshold"]["site_far"] == 0.0 and data["report"]["impostor_max"] < data["threshold"]
+
+
+def test_an_unresolved_gallery_is_warned_about_once_with_the_number(caplog, monkeypatch):
+    """1:N beyond what the bundle's data resolved: the strictest measured threshold, and one warning
+    per gallery size (a kiosk reloading its store does not repeat it)."""
+    import logging
+
+    from edge_verify import pipeline
+    from edge_verify.pipeline import resolve_threshold
+
+    monkeypatch.setattr(pipeline, "_WARNED", set())  # whatever this process warned about before
+    bundle = load_bundle()
+    with caplog.at_level(logging.WARNING, logger="edge_verify"):
+        choices = [resolve_threshold(bundle, None, gallery_size=50) for _ in range(3)]
+        resolved = resolve_threshold(bundle, None, gallery_size=2)
+    warnings = [r.getMessage() for r in caplog.records if "identities enrolled" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].startswith("50 identities enrolled") and "2e-05" in warnings[0]
+    assert all(not c.far_resolved for c in choices) and resolved.far_resolved
+    assert choices[0].value == max(t for _, t, _ in bundle.far_curve) >= bundle.threshold.value
