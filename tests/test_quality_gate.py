@@ -42,10 +42,20 @@ def turned(image: np.ndarray) -> np.ndarray:
     return Puppet(image).render(yaw_deg=80)
 
 
+def blurred(image: np.ndarray) -> np.ndarray:
+    return cv2.GaussianBlur(image, (0, 0), 3)
+
+
+def overexposed(image: np.ndarray) -> np.ndarray:
+    return np.clip(image * 2.2 + 40, 0, 255).astype(np.uint8)
+
+
 CASES = [
     (dark, "dark", "More light on your face"),
     (side_lit, "uneven", "Light your face evenly"),
     (turned, "turned", "Look straight at the camera"),
+    (blurred, "blurred", "Hold still"),
+    (overexposed, "bright", "Less light on your face"),
 ]
 
 
