@@ -8,13 +8,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge_verify.errors import DuplicateIdentityError, InconsistentEnrolmentError
-from edge_verify.matcher import Gallery, agreement, mean_template, odd_frames
+from edge_verify.matcher import MAX_TEMPLATE_FRAMES, Gallery, agreement, mean_template, odd_frames
 
 
 @dataclass(frozen=True)
 class Enrolment:
     identity: str
-    frames: int
+    frames: int  # in the template: at most MAX_TEMPLATE_FRAMES, those that agree best with the rest
     agreement_min: float  # the least any frame agrees with the others
     matches_enrolled: tuple[tuple[str, float], ...]  # other identities it matches (only with force)
 
@@ -39,9 +39,13 @@ def enrol(
             f"enrolment frames do not show one person: {len(odd)} of {len(frame_names)} disagree with the rest "
             f"(mean score below {consistency:.4f}): {'; '.join(odd[:5])}" + ("; ..." if len(odd) > 5 else "")
         )
+    if len(embeddings) > MAX_TEMPLATE_FRAMES:  # the points were calibrated on templates of this many frames
+        keep = np.sort(np.argsort(-agreement(embeddings), kind="stable")[:MAX_TEMPLATE_FRAMES])
+        embeddings = np.asarray(embeddings)[keep]
     template = mean_template(embeddings)
     others = {n: t for n, t in store.all_templates(bundle.fingerprint).items() if n != identity}
-    duplicates = tuple((n, s) for n, s in Gallery(others).rank(template) if s >= consistency)
+    # the frames as a door would score them against each enrolled template
+    duplicates = tuple((n, s) for n, s in Gallery(others).rank(embeddings) if s >= consistency)
     if duplicates and not force:
         who = ", ".join(f"{n} ({s:.4f})" for n, s in duplicates)
         raise DuplicateIdentityError(

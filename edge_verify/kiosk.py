@@ -303,6 +303,8 @@ class Kiosk:
                 events.append(event)
         if not events:
             self._show_challenge()
+            if self.tracks.instruction:  # the gate refused the face in front: no score, keep watching
+                self.status = {"state": "adjust", "prompt": self.tracks.instruction}
         self._record_outcomes([o for action in self.actions for o in action.finished()])
         return events
 
@@ -576,7 +578,8 @@ STATUS_PAGE = """<!doctype html><meta charset="utf-8"><title>edge-verify kiosk</
 <div id="s">…</div><div id="d" style="font-size:.5em"></div>
 <script>
 async function tick(){try{const s=await (await fetch('/status')).json();
-document.getElementById('s').textContent=s.state==='liveness'?s.prompt:s.state+(s.identity?' '+s.identity:'');
+const asks=s.state==='liveness'||s.state==='adjust';
+document.getElementById('s').textContent=asks?s.prompt:s.state+(s.identity?' '+s.identity:'');
 document.body.style.background=s.state==='ACCEPTED'?'#9e9':s.state==='REJECTED'?'#e99':'#fff';
 document.getElementById('d').textContent=s.state==='liveness'?'step '+(s.step+1>s.of?s.of:s.step+1)+' of '+s.of:
 s.alert||s.liveness||(s.score!=null?'score '+s.score.toFixed(4):'');}catch(e){}}

@@ -1,9 +1,12 @@
 """Compare embeddings with templates and decide.
 
-A template is the mean of its unit enrolment embeddings, kept unnormalised, so that
-``score(probes, template)`` is the mean cosine over every (probe frame, enrolment frame) pair:
-averaging more frames narrows the score instead of inflating it, and one calibrated threshold
-holds for any number of frames (see ``operating.py``).
+A template is the mean of its unit enrolment embeddings (at most ``MAX_TEMPLATE_FRAMES``), stored
+unnormalised. ``score(probes, template)`` is the mean, over the probe frames of one track, of each
+frame's cosine with the template's direction (the unit mean of the enrolment frames): averaging the
+enrolment frames removes their own lighting and pose, which at equal FAR turns away far fewer
+people than the mean cosine over every (probe, enrolment) pair (``benchmarks/operating_points.py``
+measures both). The operating points are calibrated on templates of ``MAX_TEMPLATE_FRAMES`` frames
+and single probe frames: fewer enrolment frames, or more probe frames, only lower the FAR.
 """
 
 from __future__ import annotations
@@ -39,14 +42,17 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(unit(a)[0] @ unit(b)[0])
 
 
+MAX_TEMPLATE_FRAMES = 5  # the operating points were calibrated on templates of this many frames
+
+
 def mean_template(embeddings: np.ndarray) -> np.ndarray:
     """Enrolment template: the mean of the unit enrolment embeddings (not renormalised)."""
     return unit(embeddings).mean(0).astype(np.float32)
 
 
 def score(probes: np.ndarray, template: np.ndarray) -> float:
-    """Mean cosine between the probe frames and the template's enrolment frames."""
-    return float(unit(probes).mean(0) @ np.asarray(template, np.float64))
+    """Mean over the probe frames of their cosine with the template's direction."""
+    return float(unit(probes).mean(0) @ unit(template)[0])
 
 
 def agreement(embeddings: np.ndarray) -> np.ndarray:
@@ -95,6 +101,8 @@ class Gallery:
             if templates
             else np.zeros((0, 0), np.float32)
         )
+        # a template's score is with its direction: (row . probe) / |row|, as ``score`` computes it
+        self.norms = np.maximum(np.linalg.norm(self.matrix.astype(np.float64), axis=1), 1e-12)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -103,17 +111,17 @@ class Gallery:
         """Every template's exact score (float64)."""
         if not self.names:
             return np.zeros(0)
-        return self.matrix.astype(np.float64) @ unit(probes).mean(0)
+        return unit(self.matrix.astype(np.float64)) @ unit(probes).mean(0)
 
     def best(self, probes: np.ndarray, k: int = 2) -> list[tuple[int, float]]:
         """(index, exact score) of the ``k`` best templates, best first."""
         if not self.names or k < 1:
             return []
         probe = unit(probes).mean(0)
-        approx = self.matrix @ probe.astype(np.float32)
+        approx = (self.matrix @ probe.astype(np.float32)) / self.norms.astype(np.float32)
         m = k + 2  # a margin for float32 near-ties, settled by the exact scores below
         candidates = np.argpartition(-approx, m - 1)[:m] if len(approx) > m else np.arange(len(approx))
-        exact = self.matrix[candidates].astype(np.float64) @ probe
+        exact = unit(self.matrix[candidates].astype(np.float64)) @ probe
         order = np.argsort(-exact, kind="stable")[:k]
         return [(int(candidates[i]), float(exact[i])) for i in order]
 

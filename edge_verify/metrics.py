@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -15,6 +17,37 @@ def pair_scores(embeddings: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray,
     same = labels[iu[0]] == labels[iu[1]]
     scores = sims[iu]
     return scores[same], scores[~same]
+
+
+def template_scores(
+    embeddings: np.ndarray, labels: np.ndarray, frames: int = 5, draws: int = 20
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of the decision statistic at the counts that accept most impostors: templates of
+    ``frames`` photos of one identity (up to ``draws`` distinct draws; all but one photo for an
+    identity with fewer), each scored against every other photo of that identity (genuine) and
+    every photo of the other identities (impostor). Deterministic (seeded)."""
+    rng = np.random.default_rng(0)
+    u = np.asarray(embeddings, np.float64)
+    u = u / np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-12)
+    labels = np.asarray(labels)
+    genuine, impostor = [], []
+    for identity in sorted(set(labels.tolist())):
+        mine, others = np.flatnonzero(labels == identity), np.flatnonzero(labels != identity)
+        if len(mine) < 2:
+            continue
+        e = min(frames, len(mine) - 1)
+        if math.comb(len(mine), e) <= draws:
+            subsets = [np.array(c) for c in itertools.combinations(mine, e)]
+        else:
+            subsets = [rng.choice(mine, e, replace=False) for _ in range(draws)]
+        for subset in subsets:
+            mean = u[subset].mean(0)
+            direction = mean / max(float(np.linalg.norm(mean)), 1e-12)
+            genuine.append(u[np.setdiff1d(mine, subset)] @ direction)
+            impostor.append(u[others] @ direction)
+    if not genuine:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(genuine), np.concatenate(impostor)
 
 
 def threshold_at_far(impostor: np.ndarray, far: float) -> float:

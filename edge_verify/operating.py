@@ -1,10 +1,11 @@
 """Operating points: named thresholds with the false-accept rate they were measured at, and the
 rules that pick the one in force (command line, site calibration, bundle; 1:N gallery size).
 
-A score is the mean cosine between the probe frames of one track and the enrolment frames of a
-template (``matcher.score``). Thresholds are calibrated on single image pairs (one enrolment
-frame, one probe frame); averaging more frames lowers the false-accept rate at the same
-threshold (``benchmarks/operating_points.py`` measures it), so one threshold serves every count.
+A score is the mean, over the probe frames of one track, of their cosine with the direction of a
+template (the unit mean of its E <= 5 enrolment frames; ``matcher.score``). Thresholds are
+calibrated at the counts that accept most impostors: templates of 5 photos, single probe photos.
+Fewer enrolment frames or more probe frames lower the false-accept rate at the same threshold
+(``benchmarks/operating_points.py`` measures it), so one threshold serves every count.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ import numpy as np
 from edge_verify.errors import UsageError
 from edge_verify.metrics import threshold_at_far
 
-STATISTIC = "mean cosine between the K probe frames of one track and the E enrolment frames of the template"
+STATISTIC = (
+    "mean over the K probe frames of one track of their cosine with the unit mean of the template's "
+    "E <= 5 enrolment frames"
+)
 # FARs at which a threshold curve is tabulated (1:N picks its threshold from it).
 FAR_GRID = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6)
 MIN_EVENTS = 10  # a FAR is resolved by a set with at least MIN_EVENTS / FAR impostor pairs

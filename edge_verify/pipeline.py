@@ -18,7 +18,7 @@ from edge_verify.errors import MultipleFacesError, NoFaceError, QualityError, Us
 from edge_verify.landmarks import FaceMesh
 from edge_verify.liveness import MODES, LivenessMonitor, LivenessOptions, LivenessResult, make_check
 from edge_verify.operating import ThresholdChoice, check_threshold, gallery_threshold
-from edge_verify.quality import QualityOptions, QualityReport, assess
+from edge_verify.quality import INSTRUCTIONS, QualityOptions, QualityReport, assess
 from edge_verify.track import Track, Tracker
 
 
@@ -59,16 +59,25 @@ def resolve_threshold(
     if gallery_size <= 1:
         return choice
     choice = gallery_threshold(choice, gallery_size, bundle.margin_1n)
-    if not choice.far_resolved:
+    key = (bundle.fingerprint, gallery_size, choice.value)
+    if not choice.far_resolved and key not in _WARNED:  # once per gallery size, not on every reload
+        _WARNED.add(key)
+        resolved = [float(p[0]) for p in choice.curve if len(p) < 3 or p[2]]
         logging.getLogger("edge_verify").warning(
-            "%d identities enrolled: FAR %s per search needs a 1:1 FAR below what %s measured; "
-            "using threshold %.4f (calibrate on site with more people)",
+            "%d identities enrolled: FAR %s per search needs a 1:1 FAR of %.0e, below the %s that every data set "
+            "of %s resolved (up to about %d identities); using threshold %.4f, the strictest it measured",
             gallery_size,
             choice.far,
+            (choice.far or 0) / gallery_size,
+            f"{min(resolved):.0e}" if resolved else "nothing",
             bundle.name,
+            int((choice.far or 0) / min(resolved)) if resolved else 1,
             choice.value,
         )
     return choice
+
+
+_WARNED: set[tuple] = set()  # (bundle, gallery size, threshold) already warned about
 
 
 def _one_to_one_threshold(bundle, store, threshold, operating_point, allow_looser) -> ThresholdChoice:
@@ -129,6 +138,7 @@ class Verifier:
             if self.bundle.is_face
             else None
         )
+        self.too_small: Face | None = None  # the last detect's largest face, when all were below the size gate
 
     @property
     def continuity(self) -> float:
@@ -137,9 +147,13 @@ class Verifier:
         return min(p.threshold for p in self.bundle.operating_points.values())
 
     def detect(self, frame: np.ndarray) -> list[Face]:
-        """Faces large enough to use, largest first (background faces below the size gate are ignored)."""
+        """Faces large enough to use, largest first (background faces below the size gate are ignored;
+        ``too_small`` keeps the largest of them, so that a lone distant face can be told to come closer)."""
         assert self.detector is not None
-        return [f for f in self.detector.detect(frame) if f.size >= self.options.quality.min_face_px]
+        found = self.detector.detect(frame)
+        usable = [f for f in found if f.size >= self.options.quality.min_face_px]
+        self.too_small = None if usable else next(iter(found), None)
+        return usable
 
     def observe(self, frame: np.ndarray, faces: list[Face] | None = None) -> list[Observation]:
         """One observation per face (or one for the whole frame), embedded when it passes quality."""
@@ -149,8 +163,20 @@ class Verifier:
             faces = self.detect(frame) if faces is None else faces
             located = [(face, self.align(frame, face)) for face in faces]
         # quality is judged on the first model's chip
+        template = self.members[0][0].template if self.detector is not None else None
         observations = [
-            Observation(f, c[0], assess(c[0], None if f is None else f.size, self.options.quality)) for f, c in located
+            Observation(
+                f,
+                c[0],
+                assess(
+                    c[0],
+                    None if f is None else f.size,
+                    self.options.quality,
+                    template,
+                    None if f is None else f.landmarks,
+                ),
+            )
+            for f, c in located
         ]
         good = [(obs, chips) for obs, (_, chips) in zip(observations, located, strict=True) if obs.quality.ok]
         if good:
@@ -183,6 +209,11 @@ class Verifier:
         """The one face in view (or the largest), embedded if the quality gate passed it."""
         if self.detector is not None:
             faces = self.detect(frame)
+            if not faces and self.too_small is not None:
+                raise QualityError(
+                    f"{where}: rejected by the quality gate: face too small ({self.too_small.size:.0f}px < "
+                    f"{self.options.quality.min_face_px:.0f}px): {INSTRUCTIONS['small'].lower()}"
+                )
             if not faces:
                 raise NoFaceError(
                     f"{where}: no face found (need a frontal face of at least {self.options.quality.min_face_px:.0f}px)"
@@ -260,6 +291,7 @@ class FaceTracks:
         self.failures: Counter[int] = Counter()  # failed or abandoned checks per live track
         self.spent: set[int] = set()  # tracks whose pass has been used by a decision
         self.failed: list[tuple[Track, LivenessResult]] = []
+        self.instruction: str | None = None  # the last frame's: its largest face was refused by the quality gate
         self._tracks: dict[int, Track] = {}
 
     def feed(self, image: np.ndarray, index: int, name: str, time: float | None = None) -> list[Track]:
@@ -280,6 +312,7 @@ class FaceTracks:
         else:
             observations = self.verifier.observe(image)
             self.skipped["quality"] += sum(o.embedding is None for o in observations)
+        self.instruction = self._instruction(observations)
         faces = [(o.face.box if o.face else None, o.embedding) for o in observations]
         if not faces and self.single:
             self.tracker.update(index, [], name)  # time passes for the tracks: a face that left ends its track
@@ -296,6 +329,13 @@ class FaceTracks:
         ]
         self.spent.update(t.id for t in ready)  # one pass, one decision
         return ready
+
+    def _instruction(self, observations: list[Observation]) -> str | None:
+        """What the person in front (the largest face) should change, when the gate refused this frame."""
+        if observations:
+            return observations[0].quality.instruction
+        small = self.verifier.too_small if self.verifier.detector is not None else None
+        return INSTRUCTIONS["small"] if small is not None else None
 
     def result(self, track: Track) -> LivenessResult:
         return self.monitors[track.id].result

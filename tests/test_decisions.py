@@ -38,10 +38,14 @@ def _photo_folder(tmp_path, names):
 # -- the statistic --------------------------------------------------------------------------------
 @settings(max_examples=30, deadline=None)
 @given(st.integers(1, 6), st.integers(1, 6), st.integers(0, 10_000))
-def test_score_is_the_mean_cosine_over_all_frame_pairs(e, k, seed):
+def test_score_is_the_mean_cosine_of_the_probe_frames_with_the_template_direction(e, k, seed):
     enrol, probes = random_unit(e, 16, seed), random_unit(k, 16, seed + 1)
-    expected = np.mean([[float(p @ t) for t in enrol] for p in probes])
+    direction = enrol.mean(0) / np.linalg.norm(enrol.mean(0))
+    expected = np.mean([float(p @ direction) for p in probes])
     assert score(probes, mean_template(enrol)) == pytest.approx(expected, abs=1e-6)
+    gallery = Gallery({"x": mean_template(enrol)})
+    assert gallery.scores(probes)[0] == pytest.approx(expected, abs=1e-6)
+    assert gallery.best(probes, 1)[0][1] == pytest.approx(score(probes, mean_template(enrol)), abs=1e-12)
 
 
 def test_one_lucky_frame_does_not_decide(verifier):

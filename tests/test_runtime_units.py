@@ -51,14 +51,16 @@ def test_quality_gate_rejects_blur_dark_and_small():
 
 
 def test_tiny_face_is_not_used(verifier):
-    from edge_verify.errors import NoFaceError
+    from edge_verify.errors import NoFaceError, QualityError
 
     img = cv2.imread(str(SAMPLES / "astronaut_enroll.jpg"))
     tiny = cv2.resize(img, (64, 64))
     canvas = np.full((480, 640, 3), 90, np.uint8)
     canvas[200:264, 300:364] = tiny
-    with pytest.raises(NoFaceError, match="at least"):
+    with pytest.raises(QualityError, match="too small.*come closer to the camera"):
         verifier.observe_single(canvas, "tiny.png")
+    with pytest.raises(NoFaceError, match="at least"):  # nobody at all: no instruction to give
+        verifier.observe_single(np.full((480, 640, 3), 90, np.uint8), "empty.png")
 
 
 def test_directory_and_video_sources(tmp_path):
@@ -138,7 +140,7 @@ def test_identify_equals_exact_float64_scoring(n, seed, ties):
         templates[2] = unit(templates[0] + 1e-4 * rng.normal(size=32)).astype(np.float32)
     probes = unit(templates[0] + 0.3 * rng.normal(size=(3, 32)))
     gallery = Gallery({f"id{i}": t for i, t in enumerate(templates)})
-    exact = templates.astype(np.float64) @ unit(probes).mean(0)
+    exact = unit(templates.astype(np.float64)) @ unit(probes).mean(0)  # each template's direction
     order = np.argsort(-exact, kind="stable")
     decision = identify(probes, gallery, threshold=0.5, margin=0.01)
     assert decision.score == pytest.approx(exact[order[0]], abs=1e-12)

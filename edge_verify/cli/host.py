@@ -110,7 +110,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     title = f"{target.name} on {Path(args.pairs or args.data).name}"
     if target.is_dir() and args.data != FASHION_MNIST:
         verifier = verifier_for(args, bundle=str(target))
-        genuine, impostor, recall, _ = labelled_scores(args, verifier, args.data, args.pairs)
+        genuine, impostor, recall, *_ = labelled_scores(args, verifier, args.data, args.pairs)
     else:
         from training.data import load_dataset
 

@@ -39,6 +39,7 @@ from edge_verify.redaction import redact_url
 MIN_LIVE_ENROL_FRAMES = 3
 ENROL_FRAMES = 5  # usable frames of a video or camera by default (photos: every one)
 IDENTIFY_FRAMES = 300  # of a video or camera, as `check` reads without a liveness check
+LIVE_ENROL_SPACING_S = 0.25  # a camera's enrolment frames at least this far apart: some natural variation
 
 
 @dataclass
@@ -63,7 +64,7 @@ def _collect(args: argparse.Namespace, verifier, source_spec: str, max_frames: i
 
     from edge_verify.sources import ImageSource, open_source
 
-    embeddings, names, skipped, refused, boxes = [], [], {}, [], []
+    embeddings, names, skipped, refused, boxes, instruction = [], [], {}, [], [], ""
     read = 0
     with open_source(source_spec, timeout_s=args.timeout) as source:
         live = source.live
@@ -78,14 +79,18 @@ def _collect(args: argparse.Namespace, verifier, source_spec: str, max_frames: i
             file=sys.stderr,
             disable=args.json or not sys.stderr.isatty(),
         ) as bar:
+            last_kept = -np.inf
             for frame in source:
                 read += 1
+                if live and frame.time - last_kept < LIVE_ENROL_SPACING_S:
+                    continue  # five frames of one instant average away nothing: spread them over a second or more
                 try:
                     obs = verifier.observe_single(frame.image, frame.name, largest=args.largest_face)
                     embeddings.append(obs.embedding)
                     names.append(frame.name)
                     if obs.face is not None:
                         boxes.append(tuple(float(v) for v in obs.face.box))
+                    last_kept = frame.time
                     bar.update()
                 except (NoFaceError, MultipleFacesError, QualityError) as exc:
                     if photos is not None and len(photos) == 1:
@@ -94,11 +99,16 @@ def _collect(args: argparse.Namespace, verifier, source_spec: str, max_frames: i
                     skipped[reason] = skipped.get(reason, 0) + 1
                     if photos is not None:
                         refused.append(str(exc))
+                    if isinstance(exc, QualityError):
+                        instruction = str(exc).rsplit(": ", 1)[-1]  # the gate's instruction for the last refusal
                 if len(embeddings) >= max_frames or (live and time.monotonic() > deadline):
                     break
     if not embeddings:
         detail = skipped_text(skipped) or "no frames"
-        raise NoFaceError(f"{redact_url(source_spec)}: no usable face in any frame ({detail})")
+        raise NoFaceError(
+            f"{redact_url(source_spec)}: no usable face in any frame ({detail})"
+            + (f": {instruction}" if instruction else "")
+        )
     unread = [str(p) for p in photos[read:]] if photos else []
     return Collected(np.stack(embeddings), names, skipped, refused, unread, boxes, live, photos is not None)
 
@@ -154,11 +164,14 @@ def _decide_on_track(args, verifier, source_spec: str, k: int, decide, what: str
         )
         max_frames = args.max_frames or (900 if mode != "off" else 300)
         deadline = time.monotonic() + args.timeout + (60 if mode != "off" else 0)
-        prompt = ""
+        prompt, instruction = "", None
         for frame in progress(args, source, desc=what, unit="frame"):
             if frame.index >= max_frames:
                 break
             ready = tracks.feed(frame.image, frame.index, frame.name, frame.time)
+            if tracks.instruction and tracks.instruction != instruction and source.live and not args.json:
+                print(f"  {tracks.instruction}", file=sys.stderr)  # the gate refused the frame: say what to change
+            instruction = tracks.instruction or instruction
             if ready:
                 live = tracks.result(ready[0]) if mode != "off" else None
                 return decide(ready[0].take(k)), ready[0], dict(tracks.skipped), live
@@ -182,6 +195,7 @@ def _decide_on_track(args, verifier, source_spec: str, k: int, decide, what: str
         + (f"; skipped {detail}" if detail else "")
         + (f"; {tracks.tracker.cuts} track(s) cut by a change of person" if tracks.tracker.cuts else "")
         + ")"
+        + (f": {instruction.lower()}" if instruction else "")
     )
 
 
@@ -218,7 +232,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
             raise
     data = {
         "identity": args.name,
-        "frames_used": len(embeddings),
+        "frames_used": enrolment.frames,
         "frames_skipped": skipped,
         "agreement_min": enrolment.agreement_min,
         "matches_enrolled": [{"identity": n, "score": s} for n, s in enrolment.matches_enrolled],
@@ -229,7 +243,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         "bundle": bundle.name,
         "fingerprint": bundle.fingerprint,
     }
-    text = f"enrolled {args.name} from {len(embeddings)} frame(s)"
+    text = f"enrolled {args.name} from {enrolment.frames} frame(s)"
     if skipped:
         text += f", skipped {sum(skipped.values())} ({skipped_text(skipped)})"
     if enrolment.matches_enrolled:

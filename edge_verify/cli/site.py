@@ -23,8 +23,11 @@ from edge_verify.redaction import redact_url
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from edge_verify.metrics import format_report, threshold_at_far, verification_report
-    from edge_verify.operating import check_far, far_curve, measure, resolvable, round_up
+    """The site's FRR at the bundle's operating points and between them; the threshold at ``--far``
+    from the bundle's FAR curve, tightened (never loosened) by the site's own impostor pairs."""
+    from edge_verify.metrics import format_report, template_scores, verification_report
+    from edge_verify.operating import check_far, measure
+    from edge_verify.site_calibration import calibrate_site, data_line, meaning_line
 
     verifier = verifier_for(args)
     bundle = verifier.bundle
@@ -44,59 +47,85 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if not args.data and not args.pairs:
         raise UsageError("give a folder per identity, or --pairs FILE (or --reset)")
     far = check_far(args.far, "--far")
-    genuine, impostor, _, skipped = labelled_scores(args, verifier, args.data, args.pairs)
+    if args.pairs:  # explicit pairs: single photo against single photo (a door with 5-frame templates does better)
+        genuine, impostor, _, skipped, people, images = labelled_scores(args, verifier, None, args.pairs)
+    else:  # the statistic the points were calibrated on: a template of up to 5 photos against each other photo
+        embeddings, labels, skipped = labelled_embeddings(args, verifier, args.data)
+        genuine, impostor = template_scores(embeddings, labels)
+        people, images = len(set(labels.tolist())), len(labels)
     origin = Path(args.pairs or args.data).name
-    if len(genuine) == 0 or len(impostor) == 0:
-        raise InputError(f"{origin}: need both same-identity and different-identity pairs")
-    if not resolvable(len(impostor), far) and not args.force:
-        raise UsageError(
-            f"{origin}: {len(impostor)} impostor pairs cannot resolve FAR {far:g} (need about {10 / far:.0f}); "
-            "add labelled people or images, choose a larger --far, or --force"
-        )
-    threshold = round_up(threshold_at_far(impostor, far))
+    if len(genuine) == 0:
+        raise InputError(f"{origin}: need same-identity pairs (at least 2 usable photos of one person)")
+    cal = calibrate_site(bundle, genuine, impostor, far, people, images)
     default = bundle.operating_point()
-    looser = threshold < default.threshold
-    if looser and not args.allow_looser and not args.dry_run:
-        raise UsageError(
-            f"the threshold at FAR {far:g} on {origin} is {threshold:.4f}, looser than the bundle's "
-            f"{default.name!r} operating point ({default.threshold:.4f}); add --allow-looser to store it"
+    looser = cal.threshold < default.threshold
+    refusal = None
+    if not cal.vouched:
+        refusal = f"{origin}: nothing vouches for FAR {far:g}: {data_line(cal)}"
+    elif looser and not args.allow_looser:
+        refusal = (
+            f"the threshold at FAR {far:g} is {cal.threshold:.4f}, looser than the bundle's {default.name!r} "
+            f"operating point ({default.threshold:.4f}); add --allow-looser to store it"
         )
-    at = measure(genuine, impostor, threshold, origin)
-    report = verification_report(genuine, impostor)
+    if refusal and not args.dry_run:
+        raise UsageError(refusal)
+    at = measure(genuine, impostor, cal.threshold, origin)
+    at["bundle_far"] = cal.chosen.bundle_far if cal.chosen else None
     if not args.dry_run:
         with open_store(args, bundle, create=True) as store, store.transaction():
             store.set_threshold(
                 bundle.fingerprint,
                 {
-                    "threshold": threshold,
+                    "threshold": cal.threshold,
                     "far": far,
-                    "source": f"{len(genuine)}+{len(impostor)} pairs from {origin}",
+                    "source": f"FAR from {bundle.name}'s curve"
+                    + (", tightened by" if cal.tightened else "; FRR from")
+                    + f" {len(genuine)}+{len(impostor)} pairs from {origin}",
                     "measured": at,
-                    "far_curve": far_curve([impostor]),
+                    "far_curve": [list(p) for p in bundle.far_curve],
+                    "bundle_threshold": cal.bundle_threshold,
+                    "tightened_by_site": cal.tightened,
                     "looser_than_default": looser,
                     "time": time.time(),
                 },
             )
-            store.audit("calibrate", bundle.fingerprint, True, score=threshold, threshold=threshold, source=origin)
+            store.audit(
+                "calibrate", bundle.fingerprint, True, score=cal.threshold, threshold=cal.threshold, source=origin
+            )
     data = {
-        "threshold": threshold,
-        "far": far,
+        **cal.as_dict(),
         "written": not args.dry_run,
+        "refused": refusal,
         "looser_than_default": looser,
         "default_threshold": default.threshold,
         "measured": at,
         "skipped": skipped,
-        "report": report.as_dict(),
+        "report": verification_report(genuine, impostor).as_dict() if len(impostor) else None,
     }
-    lines = [
-        format_report(report, f"calibration on {origin}"),
-        f"  threshold at FAR {far:g}: {threshold:.4f}"
-        + (" (written to the store; decisions with this bundle use it)" if not args.dry_run else " (dry run)"),
-        f"  at it: FAR {at['far']:.2e} (95% CI {at['far_ci'][0]:.1e}-{at['far_ci'][1]:.1e}), "
-        f"TAR {1 - at['frr']:.2%} / FRR {at['frr']:.2%} (95% CI {at['frr_ci'][0]:.2%}-{at['frr_ci'][1]:.2%})",
-    ]
+    lines = []
+    if len(impostor):
+        lines.append(format_report(verification_report(genuine, impostor), f"calibration on {origin}"))
+    lines.append(f"  {'threshold':>9}  {'bundle FAR':>10}  {'your FRR (95% CI)':<24} point")
+    for r in cal.rows:
+        mark = "  <- chosen" if r is cal.chosen else ""
+        bundle_far = f"{r.bundle_far:.0e}" if r.bundle_far is not None else "-"
+        frr = f"{r.frr:6.1%} ({r.frr_ci[0]:.1%}-{r.frr_ci[1]:.1%})"
+        lines.append(f"  {r.threshold:9.4f}  {bundle_far:>10}  {frr:<24} {', '.join(r.points)}{mark}")
+    state = "dry run: nothing written" if args.dry_run else "written to the store; decisions with this bundle use it"
+    lines.append(f"  threshold at FAR {far:g}: {cal.threshold:.4f} ({state})")
+    if cal.tightened:
+        lines.append(
+            f"  tightened from the bundle's {cal.bundle_threshold:.4f}: "
+            f"your own impostor pairs need {cal.site_bound:.4f}"
+        )
+    if not cal.bundle_resolved and cal.bundle_threshold is not None:
+        lines.append(f"  FAR {far:g} is below what the bundle's data resolved: its strictest measured threshold")
+    lines.append(f"  {data_line(cal)}")
+    lines.append(f"  {meaning_line(cal)}")
     if looser:
         lines.append(f"  looser than the bundle's {default.name!r} point ({default.threshold:.4f})")
+    if refusal:
+        lines.append(f"  would be refused: {refusal}")
     if any(skipped.values()):
         lines.append(f"  skipped: {skipped_text(skipped)}")
     emit(args, data, "\n".join(lines))
@@ -106,12 +135,23 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def labelled_scores(args: argparse.Namespace, verifier, data: str | None, pairs: str | None):
     """Genuine and impostor scores from a folder per identity, or from a pairs file, through the
     device pipeline (detect, align, quality, embed); unusable images are skipped and counted.
-    Returns (genuine, impostor, recall or None, skipped counts)."""
+    Returns (genuine, impostor, recall or None, skipped counts, people, usable images)."""
     from edge_verify.metrics import pair_scores, recall_at_1
-    from edge_verify.sources import list_images
 
     if pairs:
         return _pair_file_scores(args, verifier, Path(pairs))
+    embeddings, labels, skipped = labelled_embeddings(args, verifier, data)
+    genuine, impostor = pair_scores(embeddings, labels)
+    recall = recall_at_1(embeddings, labels)
+    return genuine, impostor, recall, skipped, len(set(labels.tolist())), len(labels)
+
+
+def labelled_embeddings(args: argparse.Namespace, verifier, data: str | None):
+    """Embeddings and labels of a folder per identity, through the device pipeline (detect, align,
+    quality, embed); unusable images are skipped and counted. Returns (embeddings, labels, skipped)."""
+    from edge_verify.metrics import pair_scores
+    from edge_verify.sources import list_images
+
     root = Path(data or "")
     if not data or not root.is_dir():
         raise InputError(f"{root}: not a folder (expected one sub-folder of images per identity), or give --pairs")
@@ -127,10 +167,10 @@ def labelled_scores(args: argparse.Namespace, verifier, data: str | None, pairs:
             skipped[reason] = skipped.get(reason, 0) + 1
     if len(set(labels)) < 2:
         raise InputError(f"{root}: need usable images of at least 2 identities (found {len(set(labels))})")
-    genuine, impostor = pair_scores(np.stack(embeddings), np.array(labels))
+    genuine, _ = pair_scores(np.stack(embeddings), np.array(labels))
     if len(genuine) == 0:
         raise InputError(f"{root}: need at least 2 usable images of one identity")
-    return genuine, impostor, recall_at_1(np.stack(embeddings), np.array(labels)), skipped
+    return np.stack(embeddings), np.array(labels), skipped
 
 
 def _pair_file_scores(args, verifier, pairs: Path):
@@ -159,7 +199,8 @@ def _pair_file_scores(args, verifier, pairs: Path):
             continue
         (genuine if parts[2] == "1" else impostor).append(cosine(a, b))
     skipped["images"] = sum(v is None for v in cache.values())
-    return np.array(genuine), np.array(impostor), None, skipped
+    usable = sum(v is not None for v in cache.values())
+    return np.array(genuine), np.array(impostor), None, skipped, 0, usable
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -442,12 +483,11 @@ def parse_time(text: str | None, option: str) -> float | None:
 
 def register(add) -> None:
     """Add this group's commands; ``add(name, function, help)`` returns the sub-parser."""
-    p = add("calibrate", cmd_calibrate, "set the threshold at a target FAR from labelled faces")
+    p = add("calibrate", cmd_calibrate, "your people's FRR at each threshold; set the one at a target FAR")
     p.add_argument("data", nargs="?", help="folder with one sub-folder of images per identity")
     p.add_argument("--pairs", help="pairs file: `IMAGE_A IMAGE_B 1|0` per line, instead of the folder")
     p.add_argument("--far", type=float, default=1e-3, help="target false-accept rate (default 1e-3)")
-    p.add_argument("--dry-run", action="store_true", help="report only; do not write the threshold")
-    p.add_argument("--force", action="store_true", help="accept a FAR the data cannot resolve (< 10/FAR impostors)")
+    p.add_argument("--dry-run", action="store_true", help="show the figures only; do not write the threshold")
     p.add_argument("--allow-looser", action="store_true", help="store a threshold looser than the bundle default")
     p.add_argument("--reset", action="store_true", help="remove the site calibration (back to the bundle default)")
 
