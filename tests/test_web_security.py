@@ -126,36 +126,96 @@ def test_logging_out_ends_the_session_and_logins_are_audited(app_store):
     assert [(r.command, r.claimed, r.accepted) for r in rows] == [("login", "alice", True), ("logout", "alice", True)]
 
 
-def test_settings_cannot_set_a_command_to_run(app_store, tmp_path, verifier):
+def test_settings_cannot_set_a_command_to_run(app_store, tmp_path):
     """A stolen session must not become a shell: commands are set in the TOML file only."""
     from edge_verify.kiosk import KioskConfig
 
-    client, ctx = client_for(app_store)
+    client, ctx, csrf = settings_client(app_store, tmp_path, '[kiosk]\nsource = "x.avi"\n')
+    answer = client.post("/admin/settings", data=settings_form(csrf, ctx.runner.config, command="touch /tmp/owned"))
+    assert answer.status_code == 200, answer.text
+    assert ctx.runner.config.command is None and "touch" not in ctx.config_path.read_text()
+    assert KioskConfig.from_toml(ctx.config_path) == ctx.runner.config  # the file reads back as what runs
+
+
+class StubRunner:
+    """The settings page's view of the loop (its configuration and a restart); no camera here."""
+
+    running = False
+    kiosk = None
+    error = None
+
+    def __init__(self, config):
+        self.config = config
+
+    def restart(self, config):
+        self.config = config
+
+
+def settings_client(store, tmp_path, toml: str):
+    from edge_verify.kiosk import KioskConfig
+
+    client, ctx = client_for(store)
     config_path = tmp_path / "kiosk.toml"
-    config_path.write_text('[kiosk]\nsource = "x.avi"\n')
+    config_path.write_text(toml)
+    ctx.runner, ctx.config_path = StubRunner(KioskConfig.from_toml(config_path)), config_path
+    return client, ctx, log_in(client)
 
-    class Runner:  # the settings page's view of the loop: its configuration and a restart
-        config = KioskConfig(source="x.avi")
-        running = False
-        kiosk = None
-        error = None
 
-        def restart(self, config):
-            self.config = config
-
-    ctx.runner, ctx.config_path = Runner(), config_path
-    csrf = log_in(client)
+def settings_form(csrf: str, config, **changes) -> dict:
+    """The settings form as the page fills it (the running values), with ``changes``."""
     from edge_verify.web.routers.site import setting_fields
 
-    form = {"csrf": csrf, **{f.name: "" for f in setting_fields()}}
+    form = {"csrf": csrf}
     for f in setting_fields():
-        value = getattr(Runner.config, f.name)
+        value = getattr(config, f.name)
         form[f.name] = "" if value is None else ", ".join(value) if isinstance(value, list) else str(value).lower()
-    form["command"] = "touch /tmp/owned"
-    answer = client.post("/admin/settings", data=form)
+    return {**form, **changes}
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"allow_looser": "true", "threshold": "0.01"},  # any face would match
+        {"threshold": "0.01"},
+        {"liveness": "off"},  # a photo would pass
+        {"liveness": "passive"},
+        {"liveness_sequence": "blink"},  # a known challenge: a prepared video answers it
+        {"source": "rtsp://attacker.example/replay"},  # the camera replaced by someone else's stream
+        {"identity": ""},  # 1:1 for one person widened to everyone enrolled
+        {"webhook_allow_hosts": "attacker.example", "webhook": "http://attacker.example/"},  # decisions sent away
+        {"relay_pin": "22"},  # pulses another pin (another door, an alarm)
+        {"relay_pulse_s": "86400"},  # the door held open all day
+        {"liveness_max_failures": "1000", "liveness_lockout_s": "0"},  # unlimited presentation attempts
+        {"debounce": "1"},
+    ],
+)
+def test_a_stolen_session_cannot_make_the_door_less_strict(app_store, tmp_path, changes):
+    """Settings that widen who or what gets in (or where decisions go, or which pin fires) are set in
+    the file only; from the browser a setting may only make the door stricter."""
+    toml = (
+        '[kiosk]\nsource = "x.avi"\nidentity = "alice"\nliveness = "challenge"\nrelay_pin = 17\n'
+        "relay_pulse_s = 1.0\ndebounce = 3\n"
+    )
+    client, ctx, csrf = settings_client(app_store, tmp_path, toml)
+    before = ctx.runner.config
+    client.post("/admin/settings", data=settings_form(csrf, before, **changes))
+    from edge_verify.kiosk import KioskConfig
+
+    assert ctx.runner.config == before and KioskConfig.from_toml(ctx.config_path) == before
+
+
+def test_settings_can_make_the_door_stricter_and_change_plain_timings(app_store, tmp_path):
+    client, ctx, csrf = settings_client(app_store, tmp_path, '[kiosk]\nsource = "x.avi"\nliveness = "passive"\n')
+    changes = {"liveness": "challenge", "cooldown_s": "5", "debounce": "4", "relay_pulse_s": "0.5"}
+    answer = client.post("/admin/settings", data=settings_form(csrf, ctx.runner.config, **changes))
     assert answer.status_code == 200, answer.text
-    assert ctx.runner.config.command is None and "touch" not in config_path.read_text()
-    assert KioskConfig.from_toml(config_path) == ctx.runner.config  # the file reads back as what runs
+    config = ctx.runner.config
+    assert (config.liveness, config.cooldown_s, config.debounce, config.relay_pulse_s) == ("challenge", 5.0, 4, 0.5)
+    from edge_verify.kiosk import KioskConfig
+
+    assert KioskConfig.from_toml(ctx.config_path) == config
+    weaker = client.post("/admin/settings", data=settings_form(csrf, config, liveness="off"))
+    assert weaker.status_code == 400 and "liveness" in weaker.text and "in the file" in weaker.text
 
 
 @pytest.mark.parametrize(

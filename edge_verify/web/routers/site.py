@@ -13,8 +13,49 @@ from edge_verify.web.deps import admin_form, context, render, require_admin
 
 router = APIRouter(prefix="/admin")
 HIDDEN_SETTINGS = {"status_port", "max_frames"}  # the web app is the status page; max_frames is for tests
-# commands run on the device: a stolen session must not become a shell, so only the TOML file sets them
-READ_ONLY_SETTINGS = {"command", "prompt_command"}
+# A stolen session must not become a shell nor widen the door: settings that decide what runs, which
+# camera and pins, who gets in (identity, threshold), what liveness asks, or where decisions go are set
+# in the TOML file only; the browser may change the others only towards a stricter door.
+READ_ONLY_SETTINGS = {
+    "command",
+    "prompt_command",
+    "source",
+    "identity",
+    "threshold",
+    "operating_point",
+    "allow_looser",
+    "relay_pin",
+    "led_pin",
+    "webhook_allow_hosts",
+    "liveness_sequence",
+}
+LIVENESS_RANK = {"off": 0, "passive": 1, "challenge": 2}
+# setting -> +1 (a higher value is stricter) or -1 (a lower value is stricter)
+STRICTER = {
+    "liveness": +1,
+    "debounce": +1,
+    "relay_pulse_s": -1,
+    "liveness_step_timeout_s": -1,
+    "liveness_max_failures": -1,
+    "liveness_alarm_failures": -1,
+    "liveness_alarm_window_s": +1,
+    "liveness_alarm_failures_per_hour": -1,
+    "liveness_lockout_s": +1,
+}
+
+
+def check_not_weaker(new, old, where) -> None:
+    """A UsageError naming the first setting that ``new`` makes less strict than ``old``."""
+    for name, direction in STRICTER.items():
+        before, after = getattr(old, name), getattr(new, name)
+        if name == "liveness":
+            before, after = LIVENESS_RANK[before], LIVENESS_RANK[after]
+        if (after - before) * direction < 0:
+            raise UsageError(
+                f"kiosk setting {name} = {getattr(new, name)!r} makes the door less strict than "
+                f"{getattr(old, name)!r}: from the browser only stricter; set it in the file {where} "
+                "and reload (systemctl reload)"
+            )
 
 
 # -- calibration -------------------------------------------------------------------------------
@@ -151,6 +192,7 @@ def save_settings(request: Request, posted=Depends(admin_form), ctx: WebContext 
             raise UsageError("start `edge-verify serve --config FILE` to change the kiosk settings here")
         old = ctx.runner.config
         config = KioskConfig(**parse_settings(form, old))
+        check_not_weaker(config, old, ctx.config_path)
         changed = [f.name for f in dataclasses.fields(config) if getattr(config, f.name) != getattr(old, f.name)]
         try:
             ctx.config_path.write_text(toml_text(config))
