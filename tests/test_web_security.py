@@ -247,3 +247,39 @@ def test_importing_the_package_and_its_cli_loads_no_web_stack():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _chunks(total: int, prefix: bytes = b"csrf=x&name=alice&password="):
+    """A form body streamed in chunks with no Content-Length (Transfer-Encoding: chunked)."""
+    yield prefix
+    for _ in range(total // 2**16):
+        yield b"a" * 2**16
+
+
+BOUNDARY = "x" * 16
+FILE_PART = (
+    f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="photos"; filename="big.jpg"\r\n'
+    "Content-Type: image/jpeg\r\n\r\n"
+).encode()
+MULTIPART = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+
+
+def test_an_oversized_login_post_without_a_length_is_refused_before_it_fills_the_disk(app_store):
+    """Nobody logged in: a chunked body has no Content-Length to check, and a file part of it would
+    be spooled to disk whole before the CSRF check; the size must be counted as it arrives."""
+    client, _ = client_for(app_store)
+    client.get("/login")
+    answer = client.post("/login", content=_chunks(8 * 2**20, FILE_PART), headers=MULTIPART)
+    assert answer.status_code == 413, answer.status_code
+
+
+def test_an_oversized_upload_without_a_length_is_refused(app_store):
+    from edge_verify.web.deps import MAX_FORM_BYTES
+
+    client, _ = client_for(app_store)
+    log_in(client)
+    answer = client.post(
+        "/admin/people/enrol-photos", content=_chunks(MAX_FORM_BYTES + 2**20, FILE_PART), headers=MULTIPART
+    )
+    assert answer.status_code == 413, answer.status_code
+    assert client.get("/admin/people").status_code == 200  # still logged in, the app still answers
