@@ -283,3 +283,17 @@ def test_an_oversized_upload_without_a_length_is_refused(app_store):
     )
     assert answer.status_code == 413, answer.status_code
     assert client.get("/admin/people").status_code == 200  # still logged in, the app still answers
+
+
+def test_changing_a_password_ends_the_sessions_opened_with_the_old_one(app_store):
+    """A stolen session (or a browser left logged in) stops working once the password is changed
+    with `serve --set-admin` (from another process, on the store)."""
+    from edge_verify.web.security import hash_password
+
+    client, _ = client_for(app_store)
+    log_in(client)
+    with TemplateStore(app_store.path) as cli_store:
+        cli_store.set_admin("alice", hash_password("a new password, not the stolen one"), source="cli")
+    answer = client.get("/admin/people")
+    assert answer.status_code == 303 and answer.headers["location"] == "/login"
+    assert client.get("/display/status").status_code == 303  # from another machine the display needs it too

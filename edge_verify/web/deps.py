@@ -12,7 +12,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.datastructures import FormData
 
 from edge_verify.web.context import WebContext
-from edge_verify.web.security import Session, same_token
+from edge_verify.web.security import Session, same_record, same_token
 
 SESSION_COOKIE = "ev_session"
 LOGIN_COOKIE = "ev_login"  # the login form's CSRF token (double submit), before there is a session
@@ -31,7 +31,16 @@ def context(request: Request) -> WebContext:
 
 
 def current_session(request: Request, ctx: WebContext = Depends(context)) -> Session | None:
-    return ctx.sessions.get(request.cookies.get(SESSION_COOKIE))
+    """The request's live session; one opened with a password since changed is ended."""
+    session = ctx.sessions.get(request.cookies.get(SESSION_COOKIE))
+    if session is None:
+        return None
+    with ctx.lock:
+        record = ctx.store.admin(session.admin)
+    if not same_record(session, record):
+        ctx.sessions.drop(session.token)
+        return None
+    return session
 
 
 def require_admin(request: Request, session: Session | None = Depends(current_session)) -> Session:

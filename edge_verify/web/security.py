@@ -51,6 +51,12 @@ class Session:
     csrf: str
     created: float
     seen: float
+    salt: str = ""  # of the password record it was opened with: a new password ends the session
+
+
+def same_record(session: Session, record: dict | None) -> bool:
+    """Whether the administrator's password record is still the one ``session`` logged in with."""
+    return record is not None and hmac.compare_digest(session.salt, str(record.get("salt", "")))
 
 
 class Sessions:
@@ -61,9 +67,9 @@ class Sessions:
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
 
-    def create(self, admin: str) -> Session:
+    def create(self, admin: str, salt: str = "") -> Session:
         now = self.clock()
-        session = Session(secrets.token_urlsafe(32), admin, secrets.token_urlsafe(32), now, now)
+        session = Session(secrets.token_urlsafe(32), admin, secrets.token_urlsafe(32), now, now, salt)
         with self._lock:
             self._sessions[session.token] = session
         return session
