@@ -387,6 +387,22 @@ def test_failed_logins_are_rate_limited(browser, site, artefacts):
     context.close()
 
 
+def test_a_forged_forwarded_for_header_does_not_lift_the_login_limit(site):
+    """This address is locked out now (the test above); a header naming another client, and another
+    name, must not make its next guess count as someone else's."""
+    import httpx
+
+    with httpx.Client(base_url=site["url"]) as client:
+        page = client.get("/login")
+        token = page.text.split('name="csrf" value="')[1].split('"')[0]
+        answer = client.post(
+            "/login",
+            data={"csrf": token, "name": "bob", "password": "guess"},
+            headers={"X-Forwarded-For": "10.9.8.7", "Forwarded": "for=10.9.8.7"},
+        )
+    assert answer.status_code == 429, answer.status_code
+
+
 # -- TLS ---------------------------------------------------------------------------------------
 def test_listen_serves_only_https_with_the_printed_fingerprint(site, tmp_path):
     """--listen names an address: a self-signed certificate is made, its fingerprint printed, and

@@ -68,6 +68,10 @@ def serve(args: argparse.Namespace, config, load_config=None) -> int:
                 ssl_keyfile=str(tls[1]) if tls else None,
                 log_level="warning",
                 access_log=False,
+                # no proxy in front (see docs/web-app.md): a client's X-Forwarded-For names nobody, and
+                # must not change the address the login limit and the display's loopback check see
+                proxy_headers=False,
+                server_header=False,
             )
         )
         scheme = "https" if tls else "http"
