@@ -297,3 +297,17 @@ def test_changing_a_password_ends_the_sessions_opened_with_the_old_one(app_store
     answer = client.get("/admin/people")
     assert answer.status_code == 303 and answer.headers["location"] == "/login"
     assert client.get("/display/status").status_code == 303  # from another machine the display needs it too
+
+
+def test_a_self_signed_key_made_over_a_left_over_file_is_readable_by_its_owner_only(tmp_path):
+    """A key file left readable by others (a half-finished earlier start, a copy) is rewritten: the
+    new key must not inherit its permissions."""
+    import os
+    import stat
+
+    from edge_verify.web.tls import self_signed
+
+    (tmp_path / "web-key.pem").write_text("old")
+    os.chmod(tmp_path / "web-key.pem", 0o644)
+    cert, key, made = self_signed(tmp_path, "127.0.0.1")
+    assert made and stat.S_IMODE(key.stat().st_mode) == 0o600
