@@ -311,3 +311,19 @@ def test_a_self_signed_key_made_over_a_left_over_file_is_readable_by_its_owner_o
     os.chmod(tmp_path / "web-key.pem", 0o644)
     cert, key, made = self_signed(tmp_path, "127.0.0.1")
     assert made and stat.S_IMODE(key.stat().st_mode) == 0o600
+
+
+def test_logging_in_again_ends_the_session_the_browser_had(app_store):
+    """A fresh session at each login, and the one the browser held before is ended (a copy taken of
+    it earlier opens nothing)."""
+    from edge_verify.web.deps import SESSION_COOKIE
+
+    client, _ = client_for(app_store)
+    log_in(client)
+    before = client.cookies.get(SESSION_COOKIE)
+    log_in(client)
+    assert client.cookies.get(SESSION_COOKIE) != before
+    assert client.get("/admin/people").status_code == 200
+    client.cookies.clear()
+    client.cookies.set(SESSION_COOKIE, before)
+    assert client.get("/admin/people").status_code == 303

@@ -52,6 +52,7 @@ async def login(request: Request, ctx: WebContext = Depends(context)):
         with ctx.lock:
             ctx.store.audit("login", "", False, claimed=name, source=f"web {client}", detail="wrong name or password")
         return render(request, "login.html", 401, error="Wrong name or password.")
+    ctx.sessions.drop(request.cookies.get(SESSION_COOKIE))  # the browser's earlier session ends here
     session = ctx.sessions.create(name, str(record["salt"]))
     with ctx.lock:
         ctx.store.audit("login", "", True, claimed=name, source=f"web {client}")
