@@ -183,6 +183,7 @@ def settings_form(csrf: str, config, **changes) -> dict:
         {"source": "rtsp://attacker.example/replay"},  # the camera replaced by someone else's stream
         {"identity": ""},  # 1:1 for one person widened to everyone enrolled
         {"webhook_allow_hosts": "attacker.example", "webhook": "http://attacker.example/"},  # decisions sent away
+        {"webhook": "http://127.0.0.1:2375/containers/create"},  # posted to another service of the device
         {"relay_pin": "22"},  # pulses another pin (another door, an alarm)
         {"relay_pulse_s": "86400"},  # the door held open all day
         {"liveness_max_failures": "1000", "liveness_lockout_s": "0"},  # unlimited presentation attempts

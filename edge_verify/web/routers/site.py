@@ -26,6 +26,7 @@ READ_ONLY_SETTINGS = {
     "allow_looser",
     "relay_pin",
     "led_pin",
+    "webhook",
     "webhook_allow_hosts",
     "liveness_sequence",
 }
