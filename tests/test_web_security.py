@@ -328,3 +328,17 @@ def test_logging_in_again_ends_the_session_the_browser_had(app_store):
     client.cookies.clear()
     client.cookies.set(SESSION_COOKIE, before)
     assert client.get("/admin/people").status_code == 303
+
+
+def test_the_login_limit_forgets_failures_once_they_age_out():
+    """Many clients and names (an IPv6 LAN has plenty) must not grow the limiter's memory for ever."""
+    from edge_verify.web.security import LoginLimiter
+
+    now = [0.0]
+    limiter = LoginLimiter(clock=lambda: now[0])
+    for i in range(5000):
+        limiter.failed(f"client:fd00::{i:x}", f"name:guess{i}")
+    assert limiter.retry_after("client:fd00::1") == 0  # one failure each: nobody locked out
+    now[0] += limiter.window_s + 1
+    limiter.failed("client:fd00::ffff", "name:alice")
+    assert len(limiter._seen) == 2

@@ -107,6 +107,7 @@ class LoginLimiter:
     clock: object = time.monotonic
     _seen: dict[str, deque] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _pruned: float = float("-inf")
 
     def retry_after(self, *keys: str) -> float:
         """Seconds to wait before another attempt (0: allowed now)."""
@@ -124,5 +125,8 @@ class LoginLimiter:
     def failed(self, *keys: str) -> None:
         now = self.clock()
         with self._lock:
+            if self._seen and now - self._pruned > self.window_s:  # forget clients and names aged out
+                self._seen = {k: t for k, t in self._seen.items() if t and t[-1] > now - self.window_s}
+                self._pruned = now
             for key in keys:
                 self._seen.setdefault(key, deque()).append(now)
