@@ -342,3 +342,31 @@ def test_the_login_limit_forgets_failures_once_they_age_out():
     now[0] += limiter.window_s + 1
     limiter.failed("client:fd00::ffff", "name:alice")
     assert len(limiter._seen) == 2
+
+
+def test_every_route_but_the_login_and_the_local_display_needs_a_session_and_every_post_its_token(app_store):
+    """Walk the app's own route table, so a route added later without its guard fails here: without
+    a session a page sends to the login and a post is refused; with one, a post without the CSRF token
+    is refused and changes nothing."""
+    client, _ = client_for(app_store)
+    public = {("GET", "/login"), ("POST", "/login")}
+    routes = [
+        (method.upper(), path.replace("{job_id}", "x"))
+        for path, methods in client.app.openapi()["paths"].items()  # every route, built from the app's own
+        for method in methods
+        if (method.upper(), path) not in public
+    ]
+    assert len(routes) >= 15, routes
+    for method, path in routes:
+        answer = client.request(method, path, params={"name": "alice"}, data={"name": "mallory"})
+        expected = (303, 403) if method == "GET" else (403,)
+        assert answer.status_code in expected, (method, path, answer.status_code)
+        if answer.status_code == 303:
+            assert answer.headers["location"] == "/login", (method, path)
+    log_in(client)
+    audit_rows = len(app_store.audit_log(1000))
+    for method, path in routes:
+        if method == "POST":
+            answer = client.post(path, data={"name": "mallory", "folder": "/", "csrf": ""})
+            assert answer.status_code == 403 and "CSRF" in answer.text, (path, answer.status_code)
+    assert len(app_store.audit_log(1000)) == audit_rows  # nothing was done (every admin action is audited)
