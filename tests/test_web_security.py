@@ -370,3 +370,59 @@ def test_every_route_but_the_login_and_the_local_display_needs_a_session_and_eve
             answer = client.post(path, data={"name": "mallory", "folder": "/", "csrf": ""})
             assert answer.status_code == 403 and "CSRF" in answer.text, (path, answer.status_code)
     assert len(app_store.audit_log(1000)) == audit_rows  # nothing was done (every admin action is audited)
+
+
+def test_a_login_being_checked_does_not_freeze_the_other_pages(app_store, monkeypatch):
+    """The memory-hard hash takes a while (most on a Pi): run on the server's event loop, every guess
+    would freeze the display and the admin pages for that long. Here the hash waits until another
+    page has been served; it must be served meanwhile."""
+    import asyncio
+    import threading
+
+    import httpx
+
+    from edge_verify.web import security
+
+    client, _ = client_for(app_store)
+    real, hashing, served = security._scrypt, threading.Event(), threading.Event()
+    waited = []
+
+    def slow_scrypt(*args):
+        hashing.set()
+        waited.append(served.wait(10))
+        return real(*args)
+
+    monkeypatch.setattr(security, "_scrypt", slow_scrypt)
+
+    async def main():
+        transport = httpx.ASGITransport(app=client.app, client=("127.0.0.1", 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as web:
+            page = await web.get("/login")
+            token = page.text.split('name="csrf" value="')[1].split('"')[0]
+            login = asyncio.create_task(web.post("/login", data={"csrf": token, "name": "alice", "password": "x" * 12}))
+            await asyncio.to_thread(hashing.wait, 10)
+            other = await web.get("/display/status")
+            served.set()
+            return (await login).status_code, other.status_code
+
+    assert asyncio.run(main()) == (401, 200) and waited == [True]
+
+
+def test_concurrent_guesses_cannot_outrun_the_login_limit(app_store):
+    """Guesses sent all at once: each waits for the one before, so the sixth already sees five failures."""
+    import asyncio
+
+    import httpx
+
+    client, _ = client_for(app_store)
+
+    async def main():
+        transport = httpx.ASGITransport(app=client.app, client=("127.0.0.1", 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as web:
+            page = await web.get("/login")
+            token = page.text.split('name="csrf" value="')[1].split('"')[0]
+            guesses = [{"csrf": token, "name": "alice", "password": f"guess number {i}"} for i in range(8)]
+            answers = await asyncio.gather(*(web.post("/login", data=g) for g in guesses))
+            return sorted(a.status_code for a in answers)
+
+    assert asyncio.run(main()) == [401] * 5 + [429] * 3
