@@ -158,6 +158,7 @@ def settings_client(store, tmp_path, toml: str):
     config_path = tmp_path / "kiosk.toml"
     config_path.write_text(toml)
     ctx.runner, ctx.config_path = StubRunner(KioskConfig.from_toml(config_path)), config_path
+    ctx.load_config = lambda: KioskConfig.from_toml(config_path)
     return client, ctx, log_in(client)
 
 
@@ -426,3 +427,14 @@ def test_concurrent_guesses_cannot_outrun_the_login_limit(app_store):
             return sorted(a.status_code for a in answers)
 
     assert asyncio.run(main()) == [401] * 5 + [429] * 3
+
+
+def test_saving_settings_does_not_undo_an_edit_of_the_file_not_yet_reloaded(app_store, tmp_path):
+    """The file says more than the running kiosk (an edit waiting for `systemctl reload`, e.g. a
+    stricter identity); a save from the browser must not write the running values over it."""
+    client, ctx, csrf = settings_client(app_store, tmp_path, '[kiosk]\nsource = "x.avi"\n# the lobby\n')
+    edited = '[kiosk]\nsource = "x.avi"\nidentity = "alice"\n# the lobby\n'
+    ctx.config_path.write_text(edited)
+    answer = client.post("/admin/settings", data=settings_form(csrf, ctx.runner.config, cooldown_s="5"))
+    assert answer.status_code == 400 and "reload" in answer.text
+    assert ctx.config_path.read_text() == edited and ctx.runner.config.cooldown_s == 10.0

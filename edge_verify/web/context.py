@@ -24,6 +24,7 @@ class WebContext:
     runner: object | None = None  # KioskRunner; None: no camera (tests of the admin pages alone)
     tls: bool = False
     config_path: Path | None = None  # the kiosk TOML that the settings page edits
+    load_config: object | None = None  # () -> KioskConfig: the file and the command line, as a reload reads them
     sessions: Sessions = field(default_factory=Sessions)
     limiter: LoginLimiter = field(default_factory=LoginLimiter)
     lock: threading.RLock = field(default_factory=threading.RLock)  # store writes and the enrolment verifier

@@ -55,7 +55,13 @@ def serve(args: argparse.Namespace, config, load_config=None) -> int:
         runner = KioskRunner(config, verifier, kiosk_store, hub)
         runner.start()
         ctx = WebContext(
-            args, web_store, hub, runner, tls=tls is not None, config_path=Path(args.config) if args.config else None
+            args,
+            web_store,
+            hub,
+            runner,
+            tls=tls is not None,
+            config_path=Path(args.config) if args.config else None,
+            load_config=load_config if args.config else None,
         )
         app = create_app(ctx, listen=args.listen is not None)
         host = args.listen or "127.0.0.1"

@@ -169,6 +169,21 @@ def toml_text(config) -> str:
     return "\n".join(lines) + "\n"
 
 
+def check_file_unchanged(ctx: WebContext, running) -> None:
+    """The file must still say what runs: an edit waiting for a reload is not written over."""
+    if ctx.load_config is None:
+        return
+    try:
+        on_file = ctx.load_config()
+    except EdgeVerifyError as exc:
+        raise UsageError(f"{exc}; fix the file first (nothing saved)") from None
+    if on_file != running:
+        raise UsageError(
+            f"{ctx.config_path} was edited since the kiosk loaded it: reload it first (systemctl reload) so that "
+            "the edit is not lost; nothing saved"
+        )
+
+
 @router.get("/settings")
 def settings_page(request: Request, session=Depends(require_admin), ctx: WebContext = Depends(context)):
     return _settings(request, ctx)
@@ -192,6 +207,7 @@ def save_settings(request: Request, posted=Depends(admin_form), ctx: WebContext 
         if ctx.runner is None or ctx.config_path is None:
             raise UsageError("start `edge-verify serve --config FILE` to change the kiosk settings here")
         old = ctx.runner.config
+        check_file_unchanged(ctx, old)
         config = KioskConfig(**parse_settings(form, old))
         check_not_weaker(config, old, ctx.config_path)
         changed = [f.name for f in dataclasses.fields(config) if getattr(config, f.name) != getattr(old, f.name)]
