@@ -438,3 +438,29 @@ def test_saving_settings_does_not_undo_an_edit_of_the_file_not_yet_reloaded(app_
     answer = client.post("/admin/settings", data=settings_form(csrf, ctx.runner.config, cooldown_s="5"))
     assert answer.status_code == 400 and "reload" in answer.text
     assert ctx.config_path.read_text() == edited and ctx.runner.config.cooldown_s == 10.0
+
+
+def test_a_removed_administrator_is_logged_out_and_cannot_log_in(app_store):
+    """Someone who leaves the site: `serve --remove-admin NAME` ends her sessions and her password."""
+    client, _ = client_for(app_store)
+    log_in(client)
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_verify.cli", "serve", "--store", str(app_store.path), "--remove-admin", "alice"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0 and "administrator alice removed" in r.stdout, r.stderr
+    assert client.get("/admin/people").status_code == 303
+    page = client.get("/login")
+    token = page.text.split('name="csrf" value="')[1].split('"')[0]
+    assert client.post("/login", data={"csrf": token, "name": "alice", "password": PASSWORD}).status_code == 401
+    removals = [r for r in app_store.audit_log(command="admin") if r.detail == "administrator removed"]
+    assert app_store.admins() == [] and [(r.claimed, r.source) for r in removals] == [("alice", "cli")]
+    again = subprocess.run(
+        [sys.executable, "-m", "edge_verify.cli", "serve", "--store", str(app_store.path), "--remove-admin", "alice"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert again.returncode == 2 and "no administrator 'alice'" in again.stderr, again.stderr

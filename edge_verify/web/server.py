@@ -34,6 +34,18 @@ def set_admin(args: argparse.Namespace) -> int:
     return 0
 
 
+def remove_admin(args: argparse.Namespace) -> int:
+    """Remove an administrator: her password record goes, her open sessions end."""
+    from edge_verify.cli.common import emit, open_store
+
+    with open_store(args) as store:
+        if not store.remove_admin(args.remove_admin, source="cli"):
+            known = ", ".join(store.admins()) or "none"
+            raise UsageError(f"no administrator {args.remove_admin!r} (administrators: {known})")
+    emit(args, {"removed_admin": args.remove_admin}, f"administrator {args.remove_admin} removed")
+    return 0
+
+
 def serve(args: argparse.Namespace, config, load_config=None) -> int:
     """Run the kiosk loop in a thread and the web app in this one until SIGINT/SIGTERM; SIGHUP
     (``systemctl reload``) restarts the loop with ``load_config()`` (a bad edit keeps the running one)."""
