@@ -464,3 +464,27 @@ def test_a_removed_administrator_is_logged_out_and_cannot_log_in(app_store):
         timeout=60,
     )
     assert again.returncode == 2 and "no administrator 'alice'" in again.stderr, again.stderr
+
+
+def test_a_settings_save_that_cannot_be_written_whole_leaves_the_file_as_it_was(app_store, tmp_path):
+    """A full disk (here: a file-size limit) mid-write must not leave a truncated TOML that the
+    kiosk cannot start from at the next boot."""
+    import resource
+    import signal
+
+    from edge_verify.kiosk import KioskConfig
+
+    toml = '[kiosk]\nsource = "x.avi"\n'
+    client, ctx, csrf = settings_client(app_store, tmp_path, toml)
+    form = settings_form(csrf, ctx.runner.config, cooldown_s="5")
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (200, limits[1]))
+    try:
+        answer = client.post("/admin/settings", data=form)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert answer.status_code == 400 and "cannot write the settings" in answer.text
+    assert ctx.config_path.read_text() == toml and KioskConfig.from_toml(ctx.config_path) == ctx.runner.config
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("kiosk")] == ["kiosk.toml"]

@@ -184,6 +184,26 @@ def check_file_unchanged(ctx: WebContext, running) -> None:
         )
 
 
+def write_whole(path, text: str) -> None:
+    """Replace ``path`` by ``text`` all at once: a full disk or a power cut leaves the old file, never
+    a truncated one that the kiosk cannot start from (a new file beside it, synced, then renamed)."""
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o7777)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
 @router.get("/settings")
 def settings_page(request: Request, session=Depends(require_admin), ctx: WebContext = Depends(context)):
     return _settings(request, ctx)
@@ -212,9 +232,9 @@ def save_settings(request: Request, posted=Depends(admin_form), ctx: WebContext 
         check_not_weaker(config, old, ctx.config_path)
         changed = [f.name for f in dataclasses.fields(config) if getattr(config, f.name) != getattr(old, f.name)]
         try:
-            ctx.config_path.write_text(toml_text(config))
+            write_whole(ctx.config_path, toml_text(config))
         except OSError as exc:
-            raise UsageError(f"{ctx.config_path}: cannot write the settings ({exc.strerror})") from None
+            raise UsageError(f"{ctx.config_path}: cannot write the settings ({exc.strerror}); nothing saved") from None
         with ctx.lock:
             ctx.store.audit(
                 "admin", "", True, source=f"web {session.admin}", detail=f"settings changed: {', '.join(changed)}"
