@@ -488,3 +488,16 @@ def test_a_settings_save_that_cannot_be_written_whole_leaves_the_file_as_it_was(
     assert answer.status_code == 400 and "cannot write the settings" in answer.text
     assert ctx.config_path.read_text() == toml and KioskConfig.from_toml(ctx.config_path) == ctx.runner.config
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("kiosk")] == ["kiosk.toml"]
+
+
+def test_a_settings_save_writes_a_file_that_reads_back_whatever_the_names_hold(app_store, tmp_path):
+    """Names beyond the basic plane (an emoji) and a DEL are written as TOML reads them: a save must
+    not turn a good file into one the kiosk cannot start from."""
+    from edge_verify.kiosk import KioskConfig
+
+    toml = '[kiosk]\nsource = "x \\u007f.avi"\nidentity = "Zoë 😀"\n'
+    client, ctx, csrf = settings_client(app_store, tmp_path, toml)
+    answer = client.post("/admin/settings", data=settings_form(csrf, ctx.runner.config, cooldown_s="5"))
+    assert answer.status_code == 200, answer.text
+    assert KioskConfig.from_toml(ctx.config_path) == ctx.runner.config
+    assert ctx.runner.config.identity == "Zoë 😀" and ctx.runner.config.cooldown_s == 5.0

@@ -157,16 +157,26 @@ def parse_settings(form, current) -> dict:
 
 def toml_text(config) -> str:
     """The [kiosk] table of ``config`` (settings left at None are left out)."""
-    import json
-
     lines = ["# written by the edge-verify web app", "[kiosk]"]
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if value is None or f.name in HIDDEN_SETTINGS:
             continue
-        text = json.dumps(value) if not isinstance(value, bool) else str(value).lower()
-        lines.append(f"{f.name} = {text}")
+        lines.append(f"{f.name} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, str):  # a TOML basic string: JSON's escapes would split an emoji into surrogates
+        escaped = "".join(
+            "\\" + c if c in '"\\' else f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F else c for c in value
+        )
+        return f'"{escaped}"'
+    return repr(value)
 
 
 def check_file_unchanged(ctx: WebContext, running) -> None:
