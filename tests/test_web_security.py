@@ -501,3 +501,17 @@ def test_a_settings_save_writes_a_file_that_reads_back_whatever_the_names_hold(a
     assert answer.status_code == 200, answer.text
     assert KioskConfig.from_toml(ctx.config_path) == ctx.runner.config
     assert ctx.runner.config.identity == "Zoë 😀" and ctx.runner.config.cooldown_s == 5.0
+
+
+def test_a_password_typed_into_the_name_field_is_not_written_to_the_audit_log(app_store):
+    """A failed login records the name tried only when it is an administrator's: otherwise it may be
+    a password typed one field too early, and the log is read, exported and sent to the fleet."""
+    client, _ = client_for(app_store)
+    page = client.get("/login")
+    token = page.text.split('name="csrf" value="')[1].split('"')[0]
+    answer = client.post("/login", data={"csrf": token, "name": PASSWORD, "password": ""})
+    assert answer.status_code == 401
+    answer = client.post("/login", data={"csrf": token, "name": "alice", "password": "wrong password"})
+    rows = app_store.audit_log(command="login")
+    assert [(r.claimed, r.accepted) for r in rows] == [("alice", False), (None, False)]
+    assert not any(PASSWORD in str(v) for r in app_store.audit_log(1000) for v in vars(r).values())

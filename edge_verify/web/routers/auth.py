@@ -65,13 +65,16 @@ async def login(request: Request, ctx: WebContext = Depends(context)):
 def _check(ctx: WebContext, name: str, password: str, client: str) -> dict | None:
     """The administrator's password record if ``password`` is hers, else None; audited either way."""
     with ctx.lock:
-        record = ctx.store.admin(name) if name in ctx.store.admins() else None
+        known = name in ctx.store.admins()
+        record = ctx.store.admin(name) if known else None
     ok = check_password(record, password)
     with ctx.lock:
         if ok:
             ctx.store.audit("login", "", True, claimed=name, source=f"web {client}")
-        else:
-            ctx.store.audit("login", "", False, claimed=name, source=f"web {client}", detail="wrong name or password")
+        elif known:
+            ctx.store.audit("login", "", False, claimed=name, source=f"web {client}", detail="wrong password")
+        else:  # not written: it may be a password typed into the name field
+            ctx.store.audit("login", "", False, source=f"web {client}", detail="unknown administrator name")
     return record if ok else None
 
 
