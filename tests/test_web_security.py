@@ -517,3 +517,24 @@ def test_a_password_typed_into_the_name_field_is_not_written_to_the_audit_log(ap
     rows = app_store.audit_log(command="login")
     assert [(r.claimed, r.accepted) for r in rows] == [("alice", False), (None, False)]
     assert not any(PASSWORD in str(v) for r in app_store.audit_log(1000) for v in vars(r).values())
+
+
+def test_a_password_hashed_with_older_parameters_is_rehashed_at_its_next_login(app_store):
+    """Otherwise a name with an older (cheaper) record answers faster than an unknown one, which
+    tells a guesser which names exist, and keeps the weaker hash in the store."""
+    import hashlib
+    import secrets
+
+    from edge_verify.web.security import SCRYPT
+
+    salt = secrets.token_bytes(16)
+    old = {"kdf": "scrypt", "n": 2**14, "r": 8, "p": 1, "salt": salt.hex()}
+    old["hash"] = hashlib.scrypt(PASSWORD.encode(), salt=salt, n=2**14, r=8, p=1, maxmem=2**25, dklen=32).hex()
+    app_store.set_admin("alice", old, source="test")
+    client, _ = client_for(app_store)
+    log_in(client)
+    record = app_store.admin("alice")
+    assert {k: record[k] for k in ("n", "r", "p")} == SCRYPT and record["salt"] != old["salt"]
+    assert client.get("/admin/people").status_code == 200  # the session opened with it goes on
+    client.cookies.clear()
+    log_in(client)  # and the new record takes the same password

@@ -17,7 +17,7 @@ from edge_verify.web.deps import (
     read_form,
     render,
 )
-from edge_verify.web.security import check_password, same_token
+from edge_verify.web.security import MIN_PASSWORD, SCRYPT, check_password, hash_password, same_token
 
 router = APIRouter()
 
@@ -68,6 +68,10 @@ def _check(ctx: WebContext, name: str, password: str, client: str) -> dict | Non
         known = name in ctx.store.admins()
         record = ctx.store.admin(name) if known else None
     ok = check_password(record, password)
+    if ok and {k: record[k] for k in SCRYPT} != SCRYPT and len(password) >= MIN_PASSWORD:
+        record = hash_password(password)  # older parameters: the current ones from now on
+        with ctx.lock:
+            ctx.store.set_admin(name, record, source=f"web {client}: rehashed at login")
     with ctx.lock:
         if ok:
             ctx.store.audit("login", "", True, claimed=name, source=f"web {client}")
