@@ -538,3 +538,21 @@ def test_a_password_hashed_with_older_parameters_is_rehashed_at_its_next_login(a
     assert client.get("/admin/people").status_code == 200  # the session opened with it goes on
     client.cookies.clear()
     log_in(client)  # and the new record takes the same password
+
+
+def test_a_tls_key_that_every_user_of_the_device_can_read_is_refused(tmp_path):
+    """Any account on the device could then pose as the admin pages to the LAN (a group, e.g.
+    Debian's ssl-cert, may read it)."""
+    import argparse
+    import os
+
+    from edge_verify.web.server import _tls
+    from edge_verify.web.tls import self_signed
+
+    cert, key, _ = self_signed(tmp_path, "127.0.0.1")
+    args = argparse.Namespace(listen="127.0.0.1", tls_cert=str(cert), tls_key=str(key))
+    os.chmod(key, 0o640)
+    assert _tls(args)[1] == key
+    os.chmod(key, 0o644)
+    with pytest.raises(UsageError, match=r"readable by every user of this device: chmod o-r"):
+        _tls(args)

@@ -137,6 +137,8 @@ def _tls(args) -> tuple[Path, Path, str] | None:
         cert, key = Path(args.tls_cert), Path(args.tls_key)
         if not key.is_file():
             raise UsageError(f"{key}: no such key file")
+        if key.stat().st_mode & 0o004:  # any account could pose as these pages to the LAN
+            raise UsageError(f"{key}: the private key is readable by every user of this device: chmod o-r {key}")
     else:
         cert, key, made = self_signed(store_path(args).parent, args.listen)
         if made:
