@@ -98,8 +98,8 @@ def site(tmp_path_factory):
     store = root / "store" / "doors.db"
     config = root / "kiosk.toml"
     config.write_text(
-        f'[kiosk]\nsource = "{video}"\nliveness = "off"\ncooldown_s = 2.0\nreconnect_s = 0.0\nrelay_pin = 17\n'
-        "relay_pulse_s = 0.2\n"
+        f'[kiosk]\nsource = "{video}"\nliveness = "off"\nliveness_sequence = "turn_left,blink"\ncooldown_s = 2.0\n'
+        "reconnect_s = 0.0\nrelay_pin = 17\nrelay_pulse_s = 0.2\n"
     )
     r = cli("serve", "--set-admin", "alice", "--password-stdin", "--store", str(store), stdin=PASSWORD + "\n")
     assert r.returncode == 0, r.stderr
@@ -299,12 +299,15 @@ def test_settings_turn_the_liveness_challenge_on_and_the_display_prompts(admin, 
     admin.click("text=Save and restart the kiosk")
     expect(admin.locator(".error")).to_contain_text("kiosk setting liveness = 'sometimes'")  # validated as the TOML
     assert 'liveness = "off"' in site["config"].read_text()
-    admin.fill("#s-liveness", "challenge")
-    admin.fill("#s-liveness_sequence", "turn_left,blink")
+    admin.fill("#s-liveness", "challenge")  # stricter: allowed (the fixed sequence is the file's)
     admin.click("text=Save and restart the kiosk")
     expect(admin.locator(".message")).to_contain_text("the kiosk restarted")
     assert 'liveness = "challenge"' in site["config"].read_text()
     shot(admin, artefacts, "settings")
+    admin.fill("#s-liveness", "off")  # weaker: only in the file
+    admin.click("text=Save and restart the kiosk")
+    expect(admin.locator(".error")).to_contain_text("makes the door less strict")
+    assert 'liveness = "challenge"' in site["config"].read_text()
 
     context = browser.new_context(base_url=site["url"], viewport={"width": 800, "height": 480})
     page = context.new_page()
@@ -314,7 +317,7 @@ def test_settings_turn_the_liveness_challenge_on_and_the_display_prompts(admin, 
     shot(page, artefacts, "display-prompt")
     context.close()
     admin.goto("/admin/audit?command=admin")
-    expect(admin.locator("#audit")).to_contain_text("settings changed: liveness, liveness_sequence")
+    expect(admin.locator("#audit")).to_contain_text("settings changed: liveness")
 
 
 def test_doctor_and_calibration_pages(admin, site, artefacts):
@@ -382,6 +385,22 @@ def test_failed_logins_are_rate_limited(browser, site, artefacts):
     expect(page.locator(".error")).to_contain_text("Too many failed logins")
     shot(page, artefacts, "login-rate-limited")
     context.close()
+
+
+def test_a_forged_forwarded_for_header_does_not_lift_the_login_limit(site):
+    """This address is locked out now (the test above); a header naming another client, and another
+    name, must not make its next guess count as someone else's."""
+    import httpx
+
+    with httpx.Client(base_url=site["url"]) as client:
+        page = client.get("/login")
+        token = page.text.split('name="csrf" value="')[1].split('"')[0]
+        answer = client.post(
+            "/login",
+            data={"csrf": token, "name": "bob", "password": "guess"},
+            headers={"X-Forwarded-For": "10.9.8.7", "Forwarded": "for=10.9.8.7"},
+        )
+    assert answer.status_code == 429, answer.status_code
 
 
 # -- TLS ---------------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if args.set_admin:
         return server.set_admin(args)
+    if args.remove_admin:
+        return server.remove_admin(args)
     if not 1 <= args.port <= 65535:
         raise UsageError(f"--port {args.port}: use 1..65535")
     if not 0.5 <= args.preview_fps <= 30:
@@ -65,4 +67,5 @@ def register(add) -> None:
     p.add_argument("--tls-key", help="its private key (PEM)")
     p.add_argument("--preview-fps", type=float, default=8.0, help="most preview pictures a second (default 8)")
     p.add_argument("--set-admin", metavar="NAME", help="set the password of administrator NAME (prompted), then exit")
+    p.add_argument("--remove-admin", metavar="NAME", help="remove administrator NAME (her sessions end), then exit")
     p.add_argument("--password-stdin", action="store_true", help="with --set-admin: read the password from stdin")

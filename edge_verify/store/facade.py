@@ -263,6 +263,15 @@ class TemplateStore:
             self._records.put(f"admin:{name}", record)
             self._audit.append("admin", "", True, claimed=name, source=source, detail="administrator password set")
 
+    def remove_admin(self, name: str, source: str) -> bool:
+        """Delete an administrator's password record (her sessions end at their next request) and
+        audit it, in one transaction; whether there was one."""
+        with self._db.transaction():
+            removed = self._records.delete(f"admin:{name}")
+            if removed:
+                self._audit.append("admin", "", True, claimed=name, source=source, detail="administrator removed")
+        return removed
+
     def admin(self, name: str) -> dict | None:
         """The password record of administrator ``name``, or None (edited outside: TemplateIntegrityError)."""
         return self._records.get(f"admin:{name}")

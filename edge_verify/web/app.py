@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from edge_verify.web.context import WebContext
-from edge_verify.web.deps import LoginRequired
+from edge_verify.web.deps import BodyLimit, LoginRequired
 from edge_verify.web.routers import audit, auth, display, people, site
 
 CSP = (
@@ -29,6 +29,7 @@ def create_app(ctx: WebContext, listen: bool = False) -> FastAPI:
     for router in (display.router, auth.router, people.router, audit.router, site.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
+    app.add_middleware(BodyLimit)
     if not listen:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=LOCAL_HOSTS)
 

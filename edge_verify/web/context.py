@@ -4,6 +4,7 @@ login limit, and the command-line options that name the bundle and the store."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 import json
 import sys
@@ -23,9 +24,11 @@ class WebContext:
     runner: object | None = None  # KioskRunner; None: no camera (tests of the admin pages alone)
     tls: bool = False
     config_path: Path | None = None  # the kiosk TOML that the settings page edits
+    load_config: object | None = None  # () -> KioskConfig: the file and the command line, as a reload reads them
     sessions: Sessions = field(default_factory=Sessions)
     limiter: LoginLimiter = field(default_factory=LoginLimiter)
     lock: threading.RLock = field(default_factory=threading.RLock)  # store writes and the enrolment verifier
+    login_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one password check at a time
     jobs: dict = field(default_factory=dict)
     _verifier: object | None = None
 

@@ -34,6 +34,18 @@ def set_admin(args: argparse.Namespace) -> int:
     return 0
 
 
+def remove_admin(args: argparse.Namespace) -> int:
+    """Remove an administrator: her password record goes, her open sessions end."""
+    from edge_verify.cli.common import emit, open_store
+
+    with open_store(args) as store:
+        if not store.remove_admin(args.remove_admin, source="cli"):
+            known = ", ".join(store.admins()) or "none"
+            raise UsageError(f"no administrator {args.remove_admin!r} (administrators: {known})")
+    emit(args, {"removed_admin": args.remove_admin}, f"administrator {args.remove_admin} removed")
+    return 0
+
+
 def serve(args: argparse.Namespace, config, load_config=None) -> int:
     """Run the kiosk loop in a thread and the web app in this one until SIGINT/SIGTERM; SIGHUP
     (``systemctl reload``) restarts the loop with ``load_config()`` (a bad edit keeps the running one)."""
@@ -55,7 +67,13 @@ def serve(args: argparse.Namespace, config, load_config=None) -> int:
         runner = KioskRunner(config, verifier, kiosk_store, hub)
         runner.start()
         ctx = WebContext(
-            args, web_store, hub, runner, tls=tls is not None, config_path=Path(args.config) if args.config else None
+            args,
+            web_store,
+            hub,
+            runner,
+            tls=tls is not None,
+            config_path=Path(args.config) if args.config else None,
+            load_config=load_config if args.config else None,
         )
         app = create_app(ctx, listen=args.listen is not None)
         host = args.listen or "127.0.0.1"
@@ -68,6 +86,10 @@ def serve(args: argparse.Namespace, config, load_config=None) -> int:
                 ssl_keyfile=str(tls[1]) if tls else None,
                 log_level="warning",
                 access_log=False,
+                # no proxy in front (see docs/web-app.md): a client's X-Forwarded-For names nobody, and
+                # must not change the address the login limit and the display's loopback check see
+                proxy_headers=False,
+                server_header=False,
             )
         )
         scheme = "https" if tls else "http"
@@ -115,6 +137,8 @@ def _tls(args) -> tuple[Path, Path, str] | None:
         cert, key = Path(args.tls_cert), Path(args.tls_key)
         if not key.is_file():
             raise UsageError(f"{key}: no such key file")
+        if key.stat().st_mode & 0o004:  # any account could pose as these pages to the LAN
+            raise UsageError(f"{key}: the private key is readable by every user of this device: chmod o-r {key}")
     else:
         cert, key, made = self_signed(store_path(args).parent, args.listen)
         if made:

@@ -58,7 +58,8 @@ def self_signed(folder: Path, address: str) -> tuple[Path, Path, bool]:
         .sign(key, hashes.SHA256())
     )
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    key_path.unlink(missing_ok=True)  # a left-over file would keep its permissions: make a new one, 0600
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(
             key.private_bytes(

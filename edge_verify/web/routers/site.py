@@ -13,8 +13,50 @@ from edge_verify.web.deps import admin_form, context, render, require_admin
 
 router = APIRouter(prefix="/admin")
 HIDDEN_SETTINGS = {"status_port", "max_frames"}  # the web app is the status page; max_frames is for tests
-# commands run on the device: a stolen session must not become a shell, so only the TOML file sets them
-READ_ONLY_SETTINGS = {"command", "prompt_command"}
+# A stolen session must not become a shell nor widen the door: settings that decide what runs, which
+# camera and pins, who gets in (identity, threshold), what liveness asks, or where decisions go are set
+# in the TOML file only; the browser may change the others only towards a stricter door.
+READ_ONLY_SETTINGS = {
+    "command",
+    "prompt_command",
+    "source",
+    "identity",
+    "threshold",
+    "operating_point",
+    "allow_looser",
+    "relay_pin",
+    "led_pin",
+    "webhook",
+    "webhook_allow_hosts",
+    "liveness_sequence",
+}
+LIVENESS_RANK = {"off": 0, "passive": 1, "challenge": 2}
+# setting -> +1 (a higher value is stricter) or -1 (a lower value is stricter)
+STRICTER = {
+    "liveness": +1,
+    "debounce": +1,
+    "relay_pulse_s": -1,
+    "liveness_step_timeout_s": -1,
+    "liveness_max_failures": -1,
+    "liveness_alarm_failures": -1,
+    "liveness_alarm_window_s": +1,
+    "liveness_alarm_failures_per_hour": -1,
+    "liveness_lockout_s": +1,
+}
+
+
+def check_not_weaker(new, old, where) -> None:
+    """A UsageError naming the first setting that ``new`` makes less strict than ``old``."""
+    for name, direction in STRICTER.items():
+        before, after = getattr(old, name), getattr(new, name)
+        if name == "liveness":
+            before, after = LIVENESS_RANK[before], LIVENESS_RANK[after]
+        if (after - before) * direction < 0:
+            raise UsageError(
+                f"kiosk setting {name} = {getattr(new, name)!r} makes the door less strict than "
+                f"{getattr(old, name)!r}: from the browser only stricter; set it in the file {where} "
+                "and reload (systemctl reload)"
+            )
 
 
 # -- calibration -------------------------------------------------------------------------------
@@ -115,16 +157,61 @@ def parse_settings(form, current) -> dict:
 
 def toml_text(config) -> str:
     """The [kiosk] table of ``config`` (settings left at None are left out)."""
-    import json
-
     lines = ["# written by the edge-verify web app", "[kiosk]"]
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if value is None or f.name in HIDDEN_SETTINGS:
             continue
-        text = json.dumps(value) if not isinstance(value, bool) else str(value).lower()
-        lines.append(f"{f.name} = {text}")
+        lines.append(f"{f.name} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, str):  # a TOML basic string: JSON's escapes would split an emoji into surrogates
+        escaped = "".join(
+            "\\" + c if c in '"\\' else f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F else c for c in value
+        )
+        return f'"{escaped}"'
+    return repr(value)
+
+
+def check_file_unchanged(ctx: WebContext, running) -> None:
+    """The file must still say what runs: an edit waiting for a reload is not written over."""
+    if ctx.load_config is None:
+        return
+    try:
+        on_file = ctx.load_config()
+    except EdgeVerifyError as exc:
+        raise UsageError(f"{exc}; fix the file first (nothing saved)") from None
+    if on_file != running:
+        raise UsageError(
+            f"{ctx.config_path} was edited since the kiosk loaded it: reload it first (systemctl reload) so that "
+            "the edit is not lost; nothing saved"
+        )
+
+
+def write_whole(path, text: str) -> None:
+    """Replace ``path`` by ``text`` all at once: a full disk or a power cut leaves the old file, never
+    a truncated one that the kiosk cannot start from (a new file beside it, synced, then renamed)."""
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o7777)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 @router.get("/settings")
@@ -150,12 +237,14 @@ def save_settings(request: Request, posted=Depends(admin_form), ctx: WebContext 
         if ctx.runner is None or ctx.config_path is None:
             raise UsageError("start `edge-verify serve --config FILE` to change the kiosk settings here")
         old = ctx.runner.config
+        check_file_unchanged(ctx, old)
         config = KioskConfig(**parse_settings(form, old))
+        check_not_weaker(config, old, ctx.config_path)
         changed = [f.name for f in dataclasses.fields(config) if getattr(config, f.name) != getattr(old, f.name)]
         try:
-            ctx.config_path.write_text(toml_text(config))
+            write_whole(ctx.config_path, toml_text(config))
         except OSError as exc:
-            raise UsageError(f"{ctx.config_path}: cannot write the settings ({exc.strerror})") from None
+            raise UsageError(f"{ctx.config_path}: cannot write the settings ({exc.strerror}); nothing saved") from None
         with ctx.lock:
             ctx.store.audit(
                 "admin", "", True, source=f"web {session.admin}", detail=f"settings changed: {', '.join(changed)}"
