@@ -83,7 +83,7 @@ def fleet(postgres, tmp_path_factory, verifier):
     dsn = postgres.dsn.replace("dbname=postgres", "dbname=fleet_test")
     authority = Authority.generate()
     centre = Centre(dsn)
-    assert centre.init(authority) == [1]
+    assert centre.init(authority) == [1, 2]
     assert centre.init(authority) == []  # migrations are applied once
     fleet = Fleet(postgres, dsn, authority, centre, tmp_path_factory.mktemp("fleet"), {}, verifier.bundle.fingerprint)
     fleet.add("a", may_enrol=True)
@@ -299,6 +299,33 @@ def test_a_kiosk_role_cannot_forge_audit_or_read_other_groups(fleet, verifier):
     fleet.centre.revoke("gone")
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(fleet.files["gone"].centre, connect_timeout=3)
+
+
+def test_a_kiosk_cannot_pose_as_another_through_a_temporary_table(fleet, verifier):
+    """SECURITY DEFINER functions resolve names in pg_temp first unless told otherwise: kiosk C (group lab,
+    may not enrol) shadows ``kiosks`` with a temporary table claiming to be A (group hq, may enrol)."""
+    errors = psycopg.errors
+    with psycopg.connect(fleet.files["c"].centre, autocommit=True) as c:
+        try:
+            c.execute(
+                "CREATE TEMP TABLE kiosks AS SELECT 'a'::text AS name, session_user::name AS role,"
+                " 'hq'::text AS group_name, true AS may_enrol, NULL::timestamptz AS revoked_at"
+            )
+            c.execute("GRANT SELECT ON pg_temp.kiosks TO PUBLIC")
+        except errors.InsufficientPrivilege:
+            pass  # no temporary tables for kiosks at all: the attack cannot even start
+        assert c.execute("SELECT fleet_kiosk(), fleet_group()").fetchone() == ("c", "lab")
+        assert {r[0] for r in c.execute("SELECT DISTINCT group_name FROM template_revisions").fetchall()} <= {"lab"}
+        assert c.execute("SELECT count(*) FROM template_boxes WHERE kiosk <> 'c'").fetchone()[0] == 0
+        with pytest.raises(errors.InsufficientPrivilege):
+            c.execute(
+                "INSERT INTO audit_rows (kiosk, tbl, row_id, ts, row, mac) VALUES ('a', 'audit', 999999, 0, '{}', 'x')"
+            )
+        with pytest.raises(errors.InsufficientPrivilege):
+            c.execute(
+                "INSERT INTO enrol_requests (kiosk, identity, fingerprint, frames, box)"
+                " VALUES ('a', 'sneak', 'f', 1, '\\x00')"
+            )
 
 
 def test_a_store_replaced_by_an_older_copy_is_flagged(fleet, tmp_path):
