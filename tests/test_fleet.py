@@ -328,6 +328,73 @@ def test_a_kiosk_cannot_pose_as_another_through_a_temporary_table(fleet, verifie
             )
 
 
+def test_a_lying_centre_cannot_replay_an_older_signed_revision(fleet, verifier):
+    """Someone holding the centre's database (not the authority key) answers the kiosk's pull with the
+    earlier, genuinely signed "put" of a removed person, and an older, looser calibration. The kiosk
+    must not go back: it refuses any revision at or below the one it applied."""
+    from edge_verify.pipeline import resolve_threshold
+
+    fleet.add("e")
+    sync = fleet.sync("e")
+    conn = fleet.centre.conn
+    strict = {"threshold": 0.95, "source": "strict", "far": 1e-6}
+    fleet.centre.calibrate(fleet.authority, "hq", fleet.fingerprint, {"threshold": 0.05, "source": "loose"})
+    old_calibration = conn.execute("SELECT * FROM site_calibrations WHERE group_name = 'hq'").fetchone()
+    put = fleet.centre.enroll(fleet.authority, "hq", "replayed", verifier.embed_image(ASTRONAUT), fleet.fingerprint, 1)
+    sync.sync_once()
+    assert "replayed" in [t.identity for t in sync.store.list()]
+    removal = fleet.centre.remove(fleet.authority, "hq", "replayed")
+    fleet.centre.calibrate(fleet.authority, "hq", fleet.fingerprint, strict)
+    assert sync.sync_once().removed == ["replayed"]
+    sync.close()
+    assert sync_applied(fleet, "e") >= removal > put
+
+    # the lie: the tombstone hidden, the old calibration back, and a ">" that is always true for this role
+    conn.execute("CREATE SCHEMA evil")
+    try:
+        conn.execute(
+            "CREATE VIEW evil.template_revisions AS SELECT * FROM public.template_revisions WHERE revision <> %s"
+            % int(removal)
+        )
+        conn.execute(
+            "CREATE VIEW evil.site_calibrations AS SELECT group_name, fingerprint, %s::bigint AS revision,"
+            " %s::text AS payload, %s::bytea AS signature, now() AS updated_at"
+            % (int(old_calibration[2]), "'" + old_calibration[3] + "'", "'\\x" + bytes(old_calibration[4]).hex() + "'")
+            + " FROM public.site_calibrations WHERE group_name = 'hq'"
+        )
+        conn.execute("CREATE FUNCTION evil.yes(bigint, bigint) RETURNS boolean LANGUAGE sql AS 'SELECT true'")
+        for right in ("smallint", "integer", "bigint"):
+            conn.execute(
+                f"CREATE OPERATOR evil.> (LEFTARG = bigint, RIGHTARG = {right},"
+                f" FUNCTION = evil.yes{'' if right == 'bigint' else '_' + right})"
+                if right == "bigint"
+                else f"CREATE FUNCTION evil.yes_{right}(bigint, {right}) RETURNS boolean LANGUAGE sql AS 'SELECT true';"
+                f" CREATE OPERATOR evil.> (LEFTARG = bigint, RIGHTARG = {right}, FUNCTION = evil.yes_{right})"
+            )
+        conn.execute("GRANT USAGE ON SCHEMA evil TO edge_verify_kiosk")
+        conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA evil TO edge_verify_kiosk")
+        conn.execute("ALTER ROLE ev_kiosk_e SET search_path = evil, pg_catalog, public")
+        sync = fleet.sync("e")
+        result = sync.sync_once()
+        assert "replayed" not in result.put
+        assert "replayed" not in [t.identity for t in sync.store.list()]
+        assert sync.store.threshold(fleet.fingerprint) == strict
+        assert resolve_threshold(verifier.bundle, sync.store).value == 0.95
+        assert result.refused and all("already applied" in r for r in result.refused)
+        sync.close()
+    finally:
+        conn.execute("ALTER ROLE ev_kiosk_e RESET search_path")
+        conn.execute("DROP SCHEMA evil CASCADE")
+
+
+def sync_applied(fleet, kiosk: str) -> int:
+    store = TemplateStore(fleet.store_path(kiosk), create=False)
+    try:
+        return store.fleet_applied()
+    finally:
+        store.close()
+
+
 def test_a_store_replaced_by_an_older_copy_is_flagged(fleet, tmp_path):
     fleet.add("d")
     path = fleet.store_path("d")

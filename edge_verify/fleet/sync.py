@@ -186,11 +186,11 @@ class KioskSync:
                     (self.kiosk.kiosk, applied),
                 )
                 for row in cursor:
-                    self._take(row, result, puts)
-        result.applied = max([result.applied] + [c[0] for c in calibrations])
+                    self._take(row, result, puts, applied)
+        settings = self._calibrations(calibrations, result, applied)
+        result.applied = max([result.applied] + [c[0] for c in calibrations if c[0] > applied])
         if result.applied == applied:
             return result
-        settings = self._calibrations(calibrations, result)
         detail = f"revisions {applied + 1}..{result.applied}: {len(result.put)} put, {len(result.removed)} removed"
         if settings:
             detail += f", {len(settings)} calibration(s)"
@@ -199,9 +199,15 @@ class KioskSync:
         self.store.apply_fleet(puts, result.removed, result.applied, detail, settings)
         return result
 
-    def _take(self, row: tuple, result: SyncResult, puts: list) -> None:
+    def _take(self, row: tuple, result: SyncResult, puts: list, applied: int) -> None:
         """Verify one revision: a put opened into ``puts``, a removal noted; one that fails is refused."""
         revision, group, identity, fingerprint, op, frames, dig, signature, box = row
+        if revision <= applied:
+            # a centre that answers with an older (genuinely signed) revision is replaying it, e.g. the
+            # "put" before a removal: never go back; what this kiosk has stays as it is
+            result.refused.append(_stale("revision", revision, applied, identity))
+            log.error("refused %s", result.refused[-1])
+            return
         result.applied = max(result.applied, revision)
         try:
             check_identity_name(identity)
@@ -232,12 +238,14 @@ class KioskSync:
             result.refused.append(str(exc))
             result.removed.append(identity)
 
-    def _calibrations(self, rows: list[tuple], result: SyncResult) -> dict[str, dict | None]:
+    def _calibrations(self, rows: list[tuple], result: SyncResult, applied: int) -> dict[str, dict | None]:
         """The verified site calibrations among ``rows`` (fingerprint -> record, None: reset); one that
-        fails verification is refused and the kiosk keeps the calibration it has."""
+        fails verification, or is not newer than ``applied``, is refused and the kiosk keeps the one it has."""
         settings = {}
         for revision, group, fingerprint, payload, signature in rows:
             try:
+                if revision <= applied:
+                    raise BadRevision(_stale("calibration revision", revision, applied, fingerprint[:12]))
                 verify(self.authority, Calibration(revision, group, fingerprint, payload), signature)
                 if group != self.kiosk.group:
                     raise BadRevision(f"calibration revision {revision} is for group {group!r}")
@@ -331,6 +339,10 @@ class KioskSync:
                 return
             waited += 0.2
         self.wake.clear()
+
+
+def _stale(what: str, revision: int, applied: int, name: str) -> str:
+    return f"{what} {revision} ({name!r}) replayed by the centre: this kiosk already applied revision {applied}"
 
 
 def _json(data: dict) -> str:
