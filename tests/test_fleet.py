@@ -352,25 +352,25 @@ def test_a_lying_centre_cannot_replay_an_older_signed_revision(fleet, verifier):
     # the lie: the tombstone hidden, the old calibration back, and a ">" that is always true for this role
     conn.execute("CREATE SCHEMA evil")
     try:
+        sql = psycopg.sql
         conn.execute(
-            "CREATE VIEW evil.template_revisions AS SELECT * FROM public.template_revisions WHERE revision <> %s"
-            % int(removal)
+            sql.SQL(
+                "CREATE VIEW evil.template_revisions AS SELECT * FROM public.template_revisions WHERE revision <> {}"
+            ).format(sql.Literal(removal))
         )
+        revision, payload, signature = old_calibration[2], old_calibration[3], bytes(old_calibration[4])
         conn.execute(
-            "CREATE VIEW evil.site_calibrations AS SELECT group_name, fingerprint, %s::bigint AS revision,"
-            " %s::text AS payload, %s::bytea AS signature, now() AS updated_at"
-            % (int(old_calibration[2]), "'" + old_calibration[3] + "'", "'\\x" + bytes(old_calibration[4]).hex() + "'")
-            + " FROM public.site_calibrations WHERE group_name = 'hq'"
+            sql.SQL(
+                "CREATE VIEW evil.site_calibrations AS SELECT group_name, fingerprint, {}::bigint AS revision,"
+                " {}::text AS payload, {}::bytea AS signature, now() AS updated_at"
+                " FROM public.site_calibrations WHERE group_name = 'hq'"
+            ).format(sql.Literal(revision), sql.Literal(payload), sql.Literal(signature))
         )
-        conn.execute("CREATE FUNCTION evil.yes(bigint, bigint) RETURNS boolean LANGUAGE sql AS 'SELECT true'")
         for right in ("smallint", "integer", "bigint"):
             conn.execute(
-                f"CREATE OPERATOR evil.> (LEFTARG = bigint, RIGHTARG = {right},"
-                f" FUNCTION = evil.yes{'' if right == 'bigint' else '_' + right})"
-                if right == "bigint"
-                else f"CREATE FUNCTION evil.yes_{right}(bigint, {right}) RETURNS boolean LANGUAGE sql AS 'SELECT true';"
-                f" CREATE OPERATOR evil.> (LEFTARG = bigint, RIGHTARG = {right}, FUNCTION = evil.yes_{right})"
+                f"CREATE FUNCTION evil.yes_{right}(bigint, {right}) RETURNS boolean LANGUAGE sql AS 'SELECT true'"
             )
+            conn.execute(f"CREATE OPERATOR evil.> (LEFTARG = bigint, RIGHTARG = {right}, FUNCTION = evil.yes_{right})")
         conn.execute("GRANT USAGE ON SCHEMA evil TO edge_verify_kiosk")
         conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA evil TO edge_verify_kiosk")
         conn.execute("ALTER ROLE ev_kiosk_e SET search_path = evil, pg_catalog, public")
