@@ -374,8 +374,13 @@ def test_a_lying_centre_cannot_replay_an_older_signed_revision(fleet, verifier):
         conn.execute("GRANT USAGE ON SCHEMA evil TO edge_verify_kiosk")
         conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA evil TO edge_verify_kiosk")
         conn.execute("ALTER ROLE ev_kiosk_e SET search_path = evil, pg_catalog, public")
+        # a genuine new revision comes with the replayed ones: the pass is applied
+        fleet.centre.enroll(fleet.authority, "hq", "newcomer", verifier.embed_image(CAMERAMAN), fleet.fingerprint, 1)
         sync = fleet.sync("e")
         result = sync.sync_once()
+        assert "newcomer" in result.put
+        assert "replayed" not in [t.identity for t in sync.store.list()]
+        assert sync.store.threshold(fleet.fingerprint) == strict
         assert "replayed" not in result.put
         assert "replayed" not in [t.identity for t in sync.store.list()]
         assert sync.store.threshold(fleet.fingerprint) == strict
