@@ -5,6 +5,7 @@ local store, deciding through the real pipeline."""
 from __future__ import annotations
 
 import shutil
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_verify.errors import UnknownIdentityError
+from edge_verify.errors import FleetError, UnknownIdentityError
 from edge_verify.store import TemplateStore
 from tests.conftest import SAMPLES
 from tests.fleet_servers import Mosquitto, Postgres, mosquitto_missing, postgres_missing
@@ -398,6 +399,33 @@ def sync_applied(fleet, kiosk: str) -> int:
         return store.fleet_applied()
     finally:
         store.close()
+
+
+def test_the_documented_owner_without_superuser_runs_the_fleet_and_revokes_a_connected_kiosk(postgres, verifier):
+    """docs/fleet.md: `createuser --createrole fleet_admin`, `createdb --owner fleet_admin`; the tests'
+    other centres are owned by the superuser, which hides what a plain owner may not do."""
+    from edge_verify.fleet.centre import Centre
+    from edge_verify.fleet.crypto import Authority
+    from edge_verify.fleet.sync import KioskSync
+
+    with psycopg.connect(postgres.dsn, autocommit=True) as admin:
+        admin.execute("CREATE ROLE fleet_admin LOGIN CREATEROLE PASSWORD 'owner-secret'")
+        admin.execute("CREATE DATABASE fleet_owned OWNER fleet_admin")
+    dsn = postgres.dsn.replace("dbname=postgres", "dbname=fleet_owned").replace("user=postgres", "user=fleet_admin")
+    dsn = dsn.replace(f"password={postgres.password}", "password=owner-secret")
+    authority = Authority.generate()
+    with Centre(dsn) as centre, tempfile.TemporaryDirectory() as root:
+        assert centre.init(authority)
+        kiosk = centre.add_kiosk(authority, "front", "hq")
+        centre.enroll(authority, "hq", "cameraman", verifier.embed_image(CAMERAMAN), verifier.bundle.fingerprint, 1)
+        sync = KioskSync(kiosk, Path(root) / "front.db", create=True)
+        assert sync.sync_once().put == ["cameraman"]  # its connection stays open (it listens)
+        centre.revoke("front")  # the kiosk is connected while it is revoked
+        with pytest.raises(FleetError):
+            sync.sync_once()
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(kiosk.centre, connect_timeout=3)
+        sync.close()
 
 
 def test_a_store_replaced_by_an_older_copy_is_flagged(fleet, tmp_path):

@@ -199,6 +199,8 @@ class Centre:
             if row is None:
                 raise UsageError(f"no kiosk {name!r} in the fleet (or already revoked; see `edge-verify fleet status`)")
             self.conn.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(row[0])))
+            # a plain owner (CREATEROLE, not superuser) may end only the sessions of roles it is a member of
+            self.conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(row[0])))
             self.conn.execute("DELETE FROM template_boxes WHERE kiosk = %s", (name,))
         self.conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (row[0],))
 
