@@ -428,6 +428,45 @@ def test_the_documented_owner_without_superuser_runs_the_fleet_and_revokes_a_con
         sync.close()
 
 
+def test_a_removal_after_the_centre_is_restored_from_a_backup_reaches_the_kiosks(postgres, verifier, tmp_path):
+    """docs/fleet.md: back the centre up with pg_dump. Restored, its revision numbers start below what the
+    kiosks applied; a removal numbered there was skipped by every kiosk while `fleet status` called it done."""
+    from edge_verify.fleet.sync import KioskSync
+
+    centre, authority = fresh_centre(postgres, "fleet_restored")
+    fingerprint = verifier.bundle.fingerprint
+    with centre:
+        kiosk = centre.add_kiosk(authority, "front", "hq")
+        centre.enroll(authority, "hq", "cameraman", verifier.embed_image(CAMERAMAN), fingerprint, 1)
+        backup = centre.conn.execute("SELECT last_value FROM template_revision_seq").fetchone()[0]
+        centre.enroll(authority, "hq", "astronaut", verifier.embed_image(ASTRONAUT), fingerprint, 1)
+        sync = KioskSync(kiosk, tmp_path / "front.db", create=True)
+        sync.sync_once()
+        # the restore: the rows and the sequence as they were at the backup
+        centre.conn.execute("DELETE FROM template_revisions WHERE revision > %s", (backup,))
+        centre.conn.execute("SELECT setval('template_revision_seq', %s)", (backup,))
+        centre.conn.execute("UPDATE kiosks SET applied_revision = %s", (backup,))
+        sync.sync_once()  # the kiosk reports what it applied
+        centre.remove(authority, "hq", "cameraman")
+        assert sync.sync_once().removed == ["cameraman"]
+        assert "cameraman" not in [t.identity for t in sync.store.list()]
+        assert not [k for k in centre.status() if k.pending_removals]
+        sync.close()
+
+
+def fresh_centre(postgres, name: str):
+    """A new centre database owned by the superuser, set up by a new authority."""
+    from edge_verify.fleet.centre import Centre
+    from edge_verify.fleet.crypto import Authority
+
+    with psycopg.connect(postgres.dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    authority = Authority.generate()
+    centre = Centre(postgres.dsn.replace("dbname=postgres", f"dbname={name}"))
+    centre.init(authority)
+    return centre, authority
+
+
 def test_a_store_replaced_by_an_older_copy_is_flagged(fleet, tmp_path):
     fleet.add("d")
     path = fleet.store_path("d")

@@ -219,6 +219,7 @@ class Centre:
             kiosks = self.conn.execute(
                 "SELECT name, public_key FROM kiosks WHERE group_name = %s AND revoked_at IS NULL", (group,)
             ).fetchall()
+            self._number_past_kiosks()
             numbers = self.conn.execute(
                 "SELECT nextval('template_revision_seq') FROM generate_series(1, %s)", (len(items),)
             ).fetchall()
@@ -274,6 +275,15 @@ class Centre:
             self.conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, group))
         return revisions
 
+    def _number_past_kiosks(self) -> None:
+        """Number the next revision above every revision a kiosk reported applying: a centre restored
+        from a backup starts below them, and kiosks pull only revisions above the one they applied."""
+        self.conn.execute(
+            "SELECT setval('template_revision_seq', k.applied) FROM template_revision_seq s,"
+            " (SELECT max(applied_revision) AS applied FROM kiosks WHERE revoked_at IS NULL) k"
+            " WHERE k.applied > s.last_value"
+        )
+
     def enroll(self, authority: Authority, group: str, identity: str, vector, fingerprint: str, frames: int) -> int:
         return self.publish(authority, group, [(identity, np.asarray(vector, np.float32), fingerprint, frames)])[0]
 
@@ -288,6 +298,7 @@ class Centre:
         payload = json.dumps(record, sort_keys=True)
         with self.conn.transaction():
             self.conn.execute("LOCK TABLE template_revisions IN EXCLUSIVE MODE")
+            self._number_past_kiosks()
             revision = self.conn.execute("SELECT nextval('template_revision_seq')").fetchone()[0]
             signature = authority.sign(Calibration(revision, group, fingerprint, payload))
             self.conn.execute(
