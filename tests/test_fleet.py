@@ -467,6 +467,21 @@ def fresh_centre(postgres, name: str):
     return centre, authority
 
 
+def test_an_authority_key_others_can_read_is_refused(tmp_path):
+    """The fleet's root of trust, restored from a backup with the usual umask (0644), must not be used
+    as it is: anyone on the admin host could enrol anyone."""
+    import os
+
+    from edge_verify.fleet.crypto import Authority
+
+    path = tmp_path / "authority.key"
+    Authority.generate().save(path)
+    assert Authority.load(path).public
+    os.chmod(path, 0o644)
+    with pytest.raises(FleetError, match="chmod 600"):
+        Authority.load(path)
+
+
 def test_a_store_replaced_by_an_older_copy_is_flagged(fleet, tmp_path):
     fleet.add("d")
     path = fleet.store_path("d")
