@@ -482,6 +482,26 @@ def test_an_authority_key_others_can_read_is_refused(tmp_path):
         Authority.load(path)
 
 
+def test_a_revoked_kiosk_that_reaches_the_centre_stops_admitting(fleet):
+    """`fleet revoke` of a kiosk still on the wall (retired, or suspected): its store kept admitting
+    everyone it had, removed later or not, for as long as it ran. Told by the centre it is revoked, it
+    removes every template (fail closed); offline it cannot be told (docs/fleet.md says so)."""
+    fleet.add("retired")
+    sync = fleet.sync("retired")
+    assert "cameraman" in sync.sync_once().put
+    fleet.centre.revoke("retired")
+    errors = []
+    for _ in range(3):  # the pass that meets its session ended first, then the refused login
+        with pytest.raises(FleetError) as caught:
+            sync.sync_once()
+        errors.append(str(caught.value))
+    assert "revoked" in errors[-1] and "revoked" in errors[-2]
+    assert sync.store.list() == []
+    last = sync.store.audit_log(limit=1)[0]
+    assert last.command == "fleet-sync" and "revoked" in last.detail
+    sync.close()
+
+
 def test_a_store_replaced_by_an_older_copy_is_flagged(fleet, tmp_path):
     fleet.add("d")
     path = fleet.store_path("d")

@@ -37,6 +37,8 @@ from edge_verify.store.templates import check_identity_name
 
 log = logging.getLogger("edge_verify.fleet")
 PUSH_BATCH = 1000
+# what the centre says to a revoked kiosk: its role may not log in (`fleet revoke`), or fleet_report()
+REVOKED_SIGNS = ("is not permitted to log in", "not an enrolled kiosk")
 
 
 @dataclass
@@ -155,14 +157,30 @@ class KioskSync:
         except psycopg.Error as exc:
             self._drop()
             self.error = f"fleet centre unreachable: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}"
+            self._if_revoked(str(exc))
             raise FleetError(self.error) from None
         except FleetError as exc:
             self._drop()
             self.error = str(exc)
+            self._if_revoked(str(exc))
             raise
         self.error = None
         self.last = result
         return result
+
+    def _if_revoked(self, message: str) -> None:
+        """The centre says this kiosk was revoked (its login refused, or its report): fail closed, every
+        template of the local store removed in one transaction; FleetError."""
+        if not any(sign in message for sign in REVOKED_SIGNS):
+            return
+        identities = sorted({t.identity for t in self.store.list()})
+        if identities:
+            self.store.apply_fleet(
+                [], identities, self.store.fleet_applied(), f"revoked by the centre: {len(identities)} removed"
+            )
+            log.error("this kiosk was revoked at the centre: every template removed (%d)", len(identities))
+        self.error = f"this kiosk was revoked at the fleet centre: it admits nobody ({message.strip()[:200]})"
+        raise FleetError(self.error) from None
 
     def _pull(self, conn) -> SyncResult:
         """Every revision after the one applied, in one snapshot of the centre (revisions commit in
