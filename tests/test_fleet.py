@@ -837,7 +837,7 @@ def test_cli_init_add_kiosk_enroll_sync_check_remove_status_revoke(postgres, tmp
 
     cli("fleet", "revoke", "cli-door")
     done = run_cli("fleet", "sync", "--fleet-file", str(tmp_path / "door.toml"), *door, env=env)
-    assert done.returncode == 19 and done.stderr.count("\n") == 1 and "centre" in done.stderr
+    assert done.returncode == 19 and done.stderr.count("\n") == 1 and "revoked at the fleet centre" in done.stderr
     bad = run_cli("fleet", "enroll", "nobody", "--group", "office", "--store", admin_store, env=env)
     assert bad.returncode == 2 and "not enrolled" in bad.stderr
 

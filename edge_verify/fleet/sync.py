@@ -178,8 +178,8 @@ class KioskSync:
             self.store.apply_fleet(
                 [], identities, self.store.fleet_applied(), f"revoked by the centre: {len(identities)} removed"
             )
-            log.error("this kiosk was revoked at the centre: every template removed (%d)", len(identities))
-        self.error = f"this kiosk was revoked at the fleet centre: it admits nobody ({message.strip()[:200]})"
+        cause = " ".join(message.split())[:200]
+        self.error = f"this kiosk was revoked at the fleet centre: every template removed, it admits nobody ({cause})"
         raise FleetError(self.error) from None
 
     def _pull(self, conn) -> SyncResult:
