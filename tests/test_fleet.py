@@ -454,6 +454,19 @@ def test_a_removal_after_the_centre_is_restored_from_a_backup_reaches_the_kiosks
         sync.close()
 
 
+def test_a_kiosk_reporting_an_absurd_revision_cannot_stop_enrolment_and_removal(postgres, verifier):
+    """Revisions are numbered above what kiosks report (a restored centre); a stolen kiosk reporting the
+    largest number must not exhaust the numbering, or nobody could be removed any more."""
+    centre, authority = fresh_centre(postgres, "fleet_liar")
+    with centre:
+        kiosk = centre.add_kiosk(authority, "liar", "hq")
+        with psycopg.connect(kiosk.centre, autocommit=True) as liar:
+            liar.execute("SELECT fleet_report(9223372036854775807, 0, 0, '', NULL)")
+        vector = verifier.embed_image(CAMERAMAN)
+        first = centre.enroll(authority, "hq", "cameraman", vector, verifier.bundle.fingerprint, 1)
+        assert centre.remove(authority, "hq", "cameraman") > first
+
+
 def fresh_centre(postgres, name: str):
     """A new centre database owned by the superuser, set up by a new authority."""
     from edge_verify.fleet.centre import Centre

@@ -31,6 +31,7 @@ from edge_verify.fleet.sync import KioskFile
 from edge_verify.store.templates import check_identity_name, template_vector
 
 log = logging.getLogger("edge_verify.fleet")
+REPORTED_REVISION_CAP = 2**53  # far below the sequence's end (2^63 - 1), far above any real fleet's count
 KIOSK_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 
 
@@ -277,11 +278,13 @@ class Centre:
 
     def _number_past_kiosks(self) -> None:
         """Number the next revision above every revision a kiosk reported applying: a centre restored
-        from a backup starts below them, and kiosks pull only revisions above the one they applied."""
+        from a backup starts below them, and kiosks pull only revisions above the one they applied. A
+        kiosk reports its own number: capped at 2^53, a stolen one cannot exhaust the numbering."""
         self.conn.execute(
             "SELECT setval('template_revision_seq', k.applied) FROM template_revision_seq s,"
-            " (SELECT max(applied_revision) AS applied FROM kiosks WHERE revoked_at IS NULL) k"
-            " WHERE k.applied > s.last_value"
+            " (SELECT least(max(applied_revision), %s) AS applied FROM kiosks WHERE revoked_at IS NULL) k"
+            " WHERE k.applied > s.last_value",
+            (REPORTED_REVISION_CAP,),
         )
 
     def enroll(self, authority: Authority, group: str, identity: str, vector, fingerprint: str, frames: int) -> int:
