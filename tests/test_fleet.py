@@ -871,3 +871,12 @@ def test_a_bad_or_unreachable_centre_is_a_one_line_error(dsn):
 
     done = run_cli("fleet", "status", "--centre", dsn)
     assert done.returncode == 19 and done.stderr.count("\n") == 1 and "fleet centre" in done.stderr
+
+
+def test_add_kiosk_warns_when_the_kiosk_would_not_check_the_centre():
+    from edge_verify.fleet.centre import unverified_centre
+
+    assert "pose as the centre" in unverified_centre("host=centre.example dbname=ev user=k")
+    assert "sslmode=require" in unverified_centre("host=centre.example dbname=ev sslmode=require")
+    assert unverified_centre("host=centre.example dbname=ev sslmode=verify-full sslrootcert=/etc/ca.crt") is None
+    assert unverified_centre("host=127.0.0.1 port=5432 dbname=ev") is None

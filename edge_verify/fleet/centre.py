@@ -69,6 +69,22 @@ def connect(dsn: str, **kwargs):
         raise FleetError(f"cannot reach the fleet centre at {host}: {str(exc).strip().splitlines()[0]}") from None
 
 
+def unverified_centre(dsn: str) -> str | None:
+    """Why a kiosk with connection string ``dsn`` would talk to whoever answers at the centre's
+    address (None: the centre's certificate is checked, or the centre is on this machine)."""
+    params = require("psycopg").conninfo.conninfo_to_dict(dsn)
+    hosts = [h for h in str(params.get("host") or "").split(",") if h]
+    if hosts and all(h in ("localhost", "127.0.0.1", "::1") or h.startswith("/") for h in hosts):
+        return None
+    mode = params.get("sslmode") or "prefer"
+    if mode in ("verify-ca", "verify-full"):
+        return None
+    return (
+        f"sslmode={mode}: the kiosk does not check the centre's certificate, so a host on its network could"
+        " pose as the centre (hold removals back, read names and audit rows); use sslmode=verify-full"
+    )
+
+
 def check_group(group: str) -> str:
     if not KIOSK_NAME.match(group or ""):
         raise UsageError(f"invalid group {group!r}: 1-40 of a-z, 0-9, '-' and '_'")
