@@ -686,7 +686,7 @@ def test_mqtt_discovery_decisions_relay_and_remote_unlock(broker, verifier, enro
     )
     actions = build_actions(config)
     kiosk = Kiosk(config, verifier, enrolled_store, actions)
-    node = "homeassistant/{}/edge_verify_door_1/{}/config"
+    node = "homeassistant/{}/edge_verify_door-1/{}/config"
     try:
         assert until(lambda: ha.payloads("edge-verify/door-1/availability") == [b"online"], 5)
         assert until(lambda: len(ha.payloads(node.format("lock", "door"))) == 1, 5)
@@ -752,7 +752,7 @@ def test_mqtt_hint_last_will_without_unlock_and_bad_credentials(broker, tmp_path
         assert until(hinted.is_set, 5)
         assert until(lambda: ha.json("edge-verify/fleet/hq/changed") == [{"revision": 8}], 5)
         assert until(lambda: ha.payloads("edge-verify/door-2/availability") == [b"online"], 5)
-        lock = "homeassistant/lock/edge_verify_door_2/door/config"
+        lock = "homeassistant/lock/edge_verify_door-2/door/config"
         assert until(lambda: ha.payloads(lock) == [b""], 5)  # no remote unlock unless set: any old entity removed
         link.client.socket().shutdown(socket.SHUT_RDWR)  # the kiosk vanishes without saying goodbye
         assert until(lambda: b"offline" in ha.payloads("edge-verify/door-2/availability"), 10)
@@ -880,3 +880,18 @@ def test_add_kiosk_warns_when_the_kiosk_would_not_check_the_centre():
     assert "sslmode=require" in unverified_centre("host=centre.example dbname=ev sslmode=require")
     assert unverified_centre("host=centre.example dbname=ev sslmode=verify-full sslrootcert=/etc/ca.crt") is None
     assert unverified_centre("host=127.0.0.1 port=5432 dbname=ev") is None
+
+
+def test_two_kiosks_never_share_home_assistant_discovery_topics():
+    """ "front-2" and "front_2" were one node id: the ACL line of one gave it the other's discovery
+    topics, where it could rewrite the other's lock (where Home Assistant sends its code)."""
+    from edge_verify.errors import UsageError
+    from edge_verify.fleet.mqtt import MqttSettings, discovery_configs
+
+    code = {"remote_unlock_code_sha256": "0" * 64}
+    dash = discovery_configs(MqttSettings.from_dict(code, "front-2"))
+    underscore = discovery_configs(MqttSettings.from_dict(code, "front_2"))
+    assert not set(dash) & set(underscore)
+    for bad in ("front 2", "front/2", "fr+nt", "#", ""):
+        with pytest.raises(UsageError, match=r"\[mqtt\] kiosk"):
+            MqttSettings.from_dict({}, bad)
