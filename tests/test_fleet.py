@@ -628,13 +628,13 @@ def test_unusable_fleet_file_is_a_one_line_error(tmp_path):
 class Subscriber:
     """Home Assistant's side of the broker: a paho client that keeps every message it gets."""
 
-    def __init__(self, broker, topics=("homeassistant/#", "edge-verify/#")):
+    def __init__(self, broker, topics=("homeassistant/#", "edge-verify/#"), user: str = "homeassistant"):
         import paho.mqtt.client as mqtt
 
         self.messages: list[tuple[str, bytes, bool]] = []
         self.lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"ha-test-{time.time_ns()}")
-        self.client.username_pw_set("homeassistant", broker.users["homeassistant"])
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{user}-test-{time.time_ns()}")
+        self.client.username_pw_set(user, broker.users[user])
         self.client.on_message = lambda c, u, m: self._keep(m)
         ready = threading.Event()
         self.client.on_subscribe = lambda *a: ready.set()
@@ -895,3 +895,39 @@ def test_two_kiosks_never_share_home_assistant_discovery_topics():
     for bad in ("front 2", "front/2", "fr+nt", "#", ""):
         with pytest.raises(UsageError, match=r"\[mqtt\] kiosk"):
             MqttSettings.from_dict({}, bad)
+
+
+def test_the_documented_broker_acl_keeps_a_kiosk_to_its_own_topics(tmp_path):
+    """docs/fleet.md's mosquitto ACL, taken from the page as it is: kiosk "front"'s credentials (a
+    stolen kiosk) cannot unlock another door, send a sync hint, rewrite another kiosk's discovery,
+    or read another kiosk's events."""
+    reason = mosquitto_missing()
+    if reason:
+        pytest.skip(reason)
+    page = (Path(__file__).parent.parent / "docs" / "fleet.md").read_text()
+    acl = page.split("# /etc/mosquitto/acl")[1].split("```")[0].split("\n", 1)[1]
+    users = {"door-front": "f-secret", "homeassistant": "ha-secret", "authority": "a-secret"}
+    broker = Mosquitto.start_new(users, acl=acl)
+    ha = Subscriber(broker, ("#",))
+    front = Subscriber(broker, ("edge-verify/front/lock/set", "edge-verify/back/decision"), user="door-front")
+    try:
+        denied = [
+            "edge-verify/back/lock/set",
+            "edge-verify/fleet/hq/changed",
+            "homeassistant/lock/edge_verify_back/door/config",
+            "edge-verify/back/decision",
+        ]
+        for topic in denied:
+            front.client.publish(topic, '{"action": "UNLOCK", "code": "1234"}', qos=1)
+        front.client.publish("edge-verify/front/decision", "{}", qos=1)  # its own: allowed, and after the others
+        assert until(lambda: ha.payloads("edge-verify/front/decision"), 5)
+        assert not any(ha.payloads(topic) for topic in denied)
+
+        ha.client.publish("edge-verify/back/decision", "{}", qos=1)
+        ha.client.publish("edge-verify/front/lock/set", "{}", qos=1)  # the one it reads, after the other
+        assert until(lambda: front.payloads("edge-verify/front/lock/set"), 5)
+        assert front.payloads("edge-verify/back/decision") == []
+    finally:
+        ha.close()
+        front.close()
+        broker.destroy()
