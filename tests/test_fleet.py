@@ -416,11 +416,11 @@ def test_the_documented_owner_without_superuser_runs_the_fleet_and_revokes_a_con
     authority = Authority.generate()
     with Centre(dsn) as centre, tempfile.TemporaryDirectory() as root:
         assert centre.init(authority)
-        kiosk = centre.add_kiosk(authority, "front", "hq")
+        kiosk = centre.add_kiosk(authority, "owned-front", "hq")
         centre.enroll(authority, "hq", "cameraman", verifier.embed_image(CAMERAMAN), verifier.bundle.fingerprint, 1)
         sync = KioskSync(kiosk, Path(root) / "front.db", create=True)
         assert sync.sync_once().put == ["cameraman"]  # its connection stays open (it listens)
-        centre.revoke("front")  # the kiosk is connected while it is revoked
+        centre.revoke("owned-front")  # the kiosk is connected while it is revoked
         with pytest.raises(FleetError):
             sync.sync_once()
         with pytest.raises(psycopg.OperationalError):
@@ -436,7 +436,7 @@ def test_a_removal_after_the_centre_is_restored_from_a_backup_reaches_the_kiosks
     centre, authority = fresh_centre(postgres, "fleet_restored")
     fingerprint = verifier.bundle.fingerprint
     with centre:
-        kiosk = centre.add_kiosk(authority, "front", "hq")
+        kiosk = centre.add_kiosk(authority, "restored-front", "hq")
         centre.enroll(authority, "hq", "cameraman", verifier.embed_image(CAMERAMAN), fingerprint, 1)
         backup = centre.conn.execute("SELECT last_value FROM template_revision_seq").fetchone()[0]
         centre.enroll(authority, "hq", "astronaut", verifier.embed_image(ASTRONAUT), fingerprint, 1)
@@ -465,6 +465,21 @@ def test_a_kiosk_reporting_an_absurd_revision_cannot_stop_enrolment_and_removal(
         vector = verifier.embed_image(CAMERAMAN)
         first = centre.enroll(authority, "hq", "cameraman", vector, verifier.bundle.fingerprint, 1)
         assert centre.remove(authority, "hq", "cameraman") > first
+
+
+def test_a_second_fleet_in_the_same_cluster_cannot_take_over_a_kiosk_role(postgres, fleet):
+    """Roles belong to the whole PostgreSQL cluster, not to one database: a second fleet adding a kiosk
+    of the same name dropped the first fleet's role and made its own, which then logged into the first
+    fleet's database as that kiosk (and the real kiosk was locked out)."""
+    from edge_verify.errors import UsageError
+
+    fleet.add("twin")
+    other, authority = fresh_centre(postgres, "fleet_other")
+    with other:
+        with pytest.raises(UsageError, match="another fleet"):
+            other.add_kiosk(authority, "twin", "hq")
+    with psycopg.connect(fleet.files["twin"].centre, autocommit=True) as twin:  # the first fleet's still logs in
+        assert twin.execute("SELECT fleet_kiosk()").fetchone() == ("twin",)
 
 
 def fresh_centre(postgres, name: str):

@@ -168,7 +168,11 @@ class Centre:
             if self.conn.execute("SELECT 1 FROM kiosks WHERE name = %s", (name,)).fetchone():
                 raise UsageError(f"kiosk {name!r} exists (revoke it, then add it under another name)")
             if self.conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
-                self.conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+                # roles belong to the whole cluster: dropping it would hand another fleet's kiosk to this one
+                raise UsageError(
+                    f"role {role} exists in this PostgreSQL cluster (another fleet's kiosk, or a user):"
+                    " choose another kiosk name"
+                )
             self.conn.execute(
                 sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}").format(
                     sql.Identifier(role), sql.Literal(password), sql.Identifier(KIOSK_GROUP_ROLE)
