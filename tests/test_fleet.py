@@ -946,3 +946,30 @@ def test_the_documented_broker_acl_keeps_a_kiosk_to_its_own_topics(tmp_path):
         ha.close()
         front.close()
         broker.destroy()
+
+
+def test_a_retained_unlock_command_does_not_open_the_door_on_every_connection(broker, tmp_path):
+    """An unlock published with the retain flag (a mistaken automation, or anyone allowed to write
+    `…/lock/set` once) is handed to the kiosk again each time it connects: the door opened at every
+    restart or broker reconnection, with nobody asking. Only a live command counts."""
+    from edge_verify.fleet.link import load
+    from edge_verify.fleet.mqtt import MqttLink, unlock_code_hash
+
+    topic = "edge-verify/door-ret/lock/set"
+    ha = Subscriber(broker)
+    ha.client.publish(topic, '{"action": "UNLOCK", "code": "482913"}', qos=1, retain=True).wait_for_publish(5)
+    path = write_mqtt_file(
+        tmp_path / "r.toml", broker, "door-ret", remote_unlock_code_sha256=unlock_code_hash("482913")
+    )
+    _, settings = load(path)
+    calls = []
+    link = MqttLink(settings, on_unlock=lambda ok, detail: calls.append((ok, detail)) or ok)
+    try:
+        assert until(lambda: calls, 5)
+        assert calls[0][0] is False and "retained" in calls[0][1]  # audited, not opened
+        ha.client.publish(topic, '{"action": "UNLOCK", "code": "482913"}', qos=1)  # a live command still works
+        assert until(lambda: len(calls) == 2, 5) and calls[1][0] is True
+    finally:
+        link.close()
+        ha.client.publish(topic, "", qos=1, retain=True).wait_for_publish(5)
+        ha.close()

@@ -205,6 +205,13 @@ class MqttLink(Action):
     def _on_message(self, client, userdata, message) -> None:
         try:
             if message.topic == self.settings.topic("lock/set"):
+                if message.retain:
+                    # a retained command comes again at every connection: never a reason to open
+                    detail = "remote unlock by MQTT: a retained command (replayed at connection), ignored"
+                    log.warning("%s", detail)
+                    if self.on_unlock:
+                        self.on_unlock(False, detail)
+                    return
                 self._remote_unlock(message.payload)
             elif self.on_hint is not None:
                 self.on_hint()
