@@ -531,6 +531,8 @@ def test_a_revoked_kiosk_that_reaches_the_centre_stops_admitting(fleet):
 
 
 def test_a_store_replaced_by_an_older_copy_is_flagged(fleet, tmp_path):
+    from edge_verify.fleet.sync import KioskSync
+
     fleet.add("d")
     path = fleet.store_path("d")
     sync = fleet.sync("d")
@@ -553,6 +555,22 @@ def test_a_store_replaced_by_an_older_copy_is_flagged(fleet, tmp_path):
     assert result.rollback and "set back" in result.rollback
     assert result.pushed == 0
     assert _status(fleet)["d"].rollback == result.rollback
+    sync.store.audit("kiosk", fleet.fingerprint, False, detail="after the copy")
+    assert sync.sync_once().rollback  # it stays flagged, whatever it reports next
+
+    # back in service as docs/fleet.md says: revoked (it meets that first), then added under a new name
+    fleet.centre.revoke("d")
+    for _ in range(2):  # the pass that meets its session ended, then the refused login
+        with pytest.raises(FleetError) as caught:
+            sync.sync_once()
+    assert "revoked" in str(caught.value)
+    sync.close()
+    fleet.add("d-2")
+    sync = KioskSync(fleet.files["d-2"], path)
+    result = sync.sync_once()
+    assert result.rollback is None and "cameraman" in result.put  # every template again
+    local = sync.store.export_audit("audit", 0, 100000)
+    assert result.pushed >= len(local) and fleet.centre.audit_count("d-2") >= len(local)  # its whole chain
     sync.close()
 
 

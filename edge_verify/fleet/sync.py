@@ -174,10 +174,9 @@ class KioskSync:
         if not any(sign in message for sign in REVOKED_SIGNS):
             return
         identities = sorted({t.identity for t in self.store.list()})
-        if identities:
-            self.store.apply_fleet(
-                [], identities, self.store.fleet_applied(), f"revoked by the centre: {len(identities)} removed"
-            )
+        if identities or self.store.fleet_applied():
+            # applied back to 0: added again under a new name, this store pulls every template again
+            self.store.apply_fleet([], identities, 0, f"revoked by the centre: {len(identities)} removed")
         cause = " ".join(message.split())[:200]
         self.error = f"this kiosk was revoked at the fleet centre: every template removed, it admits nobody ({cause})"
         raise FleetError(self.error) from None
