@@ -991,3 +991,28 @@ def test_a_retained_unlock_command_does_not_open_the_door_on_every_connection(br
         link.close()
         ha.client.publish(topic, "", qos=1, retain=True).wait_for_publish(5)
         ha.close()
+
+
+def test_a_notification_flood_from_one_kiosk_does_not_make_the_others_hammer_the_centre(fleet):
+    """Any role may NOTIFY any channel (and any broker user without the documented ACL may send sync
+    hints): a stolen kiosk notifying in a loop made every kiosk pass after pass, as fast as it could."""
+    from edge_verify.fleet.sync import MIN_PASS_S
+
+    sync = fleet.sync("b")
+    passes = []
+    once = sync.sync_once
+    sync.sync_once = lambda: passes.append(time.monotonic()) or once()
+    stop, thread = running(sync.run)
+    try:
+        assert until(lambda: passes, 5)
+        with psycopg.connect(fleet.files["a"].centre, autocommit=True) as a:
+            end = time.monotonic() + 2.0
+            while time.monotonic() < end:
+                a.execute("SELECT pg_notify('edge_verify_templates', 'hq')")
+                sync.wake.set()  # and MQTT hints
+                time.sleep(0.002)
+    finally:
+        stop.set()
+        thread.join(10)
+        sync.close()
+    assert len(passes) <= 1 + 2.0 / MIN_PASS_S + 1

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import threading
+import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ from edge_verify.store.templates import check_identity_name
 
 log = logging.getLogger("edge_verify.fleet")
 PUSH_BATCH = 1000
+MIN_PASS_S = 0.5  # the running loop's passes start at least this far apart (notifications or not)
 # what the centre says to a revoked kiosk: its role may not log in (`fleet revoke`), or fleet_report()
 REVOKED_SIGNS = ("is not permitted to log in", "not an enrolled kiosk")
 
@@ -334,7 +336,12 @@ class KioskSync:
     def run(self, stop: threading.Event, retry_s: float = 1.0) -> None:
         """Sync until ``stop``: after each pass, wait for a notification (or an MQTT hint, or
         ``interval_s``); the centre unreachable, try again every ``retry_s`` (up to ``interval_s``)."""
+        last = float("-inf")
         while not stop.is_set():
+            # any role may NOTIFY, any broker user may hint: a flood must not turn into a pass per message
+            if stop.wait(max(0.0, last + MIN_PASS_S - time.monotonic())):
+                return
+            last = time.monotonic()
             try:
                 self.sync_once()
             except EdgeVerifyError as exc:
