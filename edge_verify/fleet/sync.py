@@ -38,7 +38,7 @@ from edge_verify.store.templates import check_identity_name
 
 log = logging.getLogger("edge_verify.fleet")
 PUSH_BATCH = 1000
-MIN_PASS_S = 0.5  # the running loop's passes start at least this far apart (notifications or not)
+PASS_BURST, PASS_RATE = 5, 2.0  # the running loop: 5 passes at once, then 2 a second (notified or not)
 # what the centre says to a revoked kiosk: its role may not log in (`fleet revoke`), or fleet_report()
 REVOKED_SIGNS = ("is not permitted to log in", "not an enrolled kiosk")
 
@@ -336,12 +336,16 @@ class KioskSync:
     def run(self, stop: threading.Event, retry_s: float = 1.0) -> None:
         """Sync until ``stop``: after each pass, wait for a notification (or an MQTT hint, or
         ``interval_s``); the centre unreachable, try again every ``retry_s`` (up to ``interval_s``)."""
-        last = float("-inf")
+        # any role may NOTIFY, any broker user may hint: a flood must not turn into a pass per message,
+        # so passes are spent from a bucket (PASS_BURST at once, refilled at PASS_RATE per second)
+        tokens, stamp = float(PASS_BURST), time.monotonic()
         while not stop.is_set():
-            # any role may NOTIFY, any broker user may hint: a flood must not turn into a pass per message
-            if stop.wait(max(0.0, last + MIN_PASS_S - time.monotonic())):
-                return
-            last = time.monotonic()
+            now = time.monotonic()
+            tokens, stamp = min(float(PASS_BURST), tokens + (now - stamp) * PASS_RATE), now
+            if tokens < 1.0:
+                stop.wait((1.0 - tokens) / PASS_RATE)
+                continue
+            tokens -= 1.0
             try:
                 self.sync_once()
             except EdgeVerifyError as exc:
