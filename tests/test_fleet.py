@@ -523,7 +523,7 @@ def test_a_revoked_kiosk_that_reaches_the_centre_stops_admitting(fleet):
         with pytest.raises(FleetError) as caught:
             sync.sync_once()
         errors.append(str(caught.value))
-    assert "revoked" in errors[-1] and "revoked" in errors[-2]
+    assert "revoked" in errors[-1] and "revoked" in errors[-2] and sync.revoked
     assert sync.store.list() == []
     last = sync.store.audit_log(limit=1)[0]
     assert last.command == "fleet-sync" and "revoked" in last.detail

@@ -119,6 +119,7 @@ class KioskSync:
         self.last: SyncResult | None = None
         self.error: str | None = None  # the last failure (centre down...), None after a good pass
         self.wake = threading.Event()  # set by an MQTT hint: pull now
+        self.revoked = False  # the centre said so: every template removed; the loop asks every interval_s
 
     def close(self) -> None:
         self._drop()
@@ -180,6 +181,7 @@ class KioskSync:
             # applied back to 0: added again under a new name, this store pulls every template again
             self.store.apply_fleet([], identities, 0, f"revoked by the centre: {len(identities)} removed")
         cause = " ".join(message.split())[:200]
+        self.revoked = True
         self.error = f"this kiosk was revoked at the fleet centre: every template removed, it admits nobody ({cause})"
         raise FleetError(self.error) from None
 
@@ -350,7 +352,7 @@ class KioskSync:
                 self.sync_once()
             except EdgeVerifyError as exc:
                 log.warning("%s; deciding from the local store, retrying", exc)
-                stop.wait(min(retry_s, self.kiosk.interval_s))
+                stop.wait(self.kiosk.interval_s if self.revoked else min(retry_s, self.kiosk.interval_s))
                 continue
             self._wait(stop)
 
