@@ -187,7 +187,8 @@ class Mosquitto:
     process: subprocess.Popen | None = None
 
     @classmethod
-    def start_new(cls, users: dict[str, str]) -> Mosquitto:
+    def start_new(cls, users: dict[str, str], acl: str | None = None) -> Mosquitto:
+        """``acl``: the text of an ACL file (mosquitto's ``acl_file``); None: every user may do anything."""
         root = Path(tempfile.mkdtemp(prefix="ev-mqtt-"))
         passwords = root / "passwd"
         for i, (name, password) in enumerate(users.items()):
@@ -197,15 +198,17 @@ class Mosquitto:
             )
         port, tls_port = free_port(), free_port()
         ca, cert, key = write_tls_files(root)
+        (root / "acl").write_text(acl or "")
         (root / "mosquitto.conf").write_text(
             f"allow_anonymous false\npassword_file {passwords}\npersistence false\nlog_dest stderr\n"
-            f"listener {port} 127.0.0.1\n"
+            + (f"acl_file {root / 'acl'}\n" if acl is not None else "")
+            + f"listener {port} 127.0.0.1\n"
             f"listener {tls_port} 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n"
         )
         if os.geteuid() == 0:
             try:
                 info = pwd.getpwnam("mosquitto")
-                for p in (root, passwords, root / "mosquitto.conf", ca, cert, key):
+                for p in (root, passwords, root / "mosquitto.conf", root / "acl", ca, cert, key):
                     os.chown(p, info.pw_uid, info.pw_gid)
             except KeyError:
                 pass

@@ -5,6 +5,7 @@ local store, deciding through the real pipeline."""
 from __future__ import annotations
 
 import shutil
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_verify.errors import UnknownIdentityError
+from edge_verify.errors import FleetError, UnknownIdentityError
 from edge_verify.store import TemplateStore
 from tests.conftest import SAMPLES
 from tests.fleet_servers import Mosquitto, Postgres, mosquitto_missing, postgres_missing
@@ -83,7 +84,7 @@ def fleet(postgres, tmp_path_factory, verifier):
     dsn = postgres.dsn.replace("dbname=postgres", "dbname=fleet_test")
     authority = Authority.generate()
     centre = Centre(dsn)
-    assert centre.init(authority) == [1]
+    assert centre.init(authority) == [1, 2]
     assert centre.init(authority) == []  # migrations are applied once
     fleet = Fleet(postgres, dsn, authority, centre, tmp_path_factory.mktemp("fleet"), {}, verifier.bundle.fingerprint)
     fleet.add("a", may_enrol=True)
@@ -301,7 +302,237 @@ def test_a_kiosk_role_cannot_forge_audit_or_read_other_groups(fleet, verifier):
         psycopg.connect(fleet.files["gone"].centre, connect_timeout=3)
 
 
+def test_a_kiosk_cannot_pose_as_another_through_a_temporary_table(fleet, verifier):
+    """SECURITY DEFINER functions resolve names in pg_temp first unless told otherwise: kiosk C (group lab,
+    may not enrol) shadows ``kiosks`` with a temporary table claiming to be A (group hq, may enrol)."""
+    errors = psycopg.errors
+    with psycopg.connect(fleet.files["c"].centre, autocommit=True) as c:
+        try:
+            c.execute(
+                "CREATE TEMP TABLE kiosks AS SELECT 'a'::text AS name, session_user::name AS role,"
+                " 'hq'::text AS group_name, true AS may_enrol, NULL::timestamptz AS revoked_at"
+            )
+            c.execute("GRANT SELECT ON pg_temp.kiosks TO PUBLIC")
+        except errors.InsufficientPrivilege:
+            pass  # no temporary tables for kiosks at all: the attack cannot even start
+        assert c.execute("SELECT fleet_kiosk(), fleet_group()").fetchone() == ("c", "lab")
+        assert {r[0] for r in c.execute("SELECT DISTINCT group_name FROM template_revisions").fetchall()} <= {"lab"}
+        assert c.execute("SELECT count(*) FROM template_boxes WHERE kiosk <> 'c'").fetchone()[0] == 0
+        with pytest.raises(errors.InsufficientPrivilege):
+            c.execute(
+                "INSERT INTO audit_rows (kiosk, tbl, row_id, ts, row, mac) VALUES ('a', 'audit', 999999, 0, '{}', 'x')"
+            )
+        with pytest.raises(errors.InsufficientPrivilege):
+            c.execute(
+                "INSERT INTO enrol_requests (kiosk, identity, fingerprint, frames, box)"
+                " VALUES ('a', 'sneak', 'f', 1, '\\x00')"
+            )
+
+
+def test_a_lying_centre_cannot_replay_an_older_signed_revision(fleet, verifier):
+    """Someone holding the centre's database (not the authority key) answers the kiosk's pull with the
+    earlier, genuinely signed "put" of a removed person, and an older, looser calibration. The kiosk
+    must not go back: it refuses any revision at or below the one it applied."""
+    from edge_verify.pipeline import resolve_threshold
+
+    fleet.add("e")
+    sync = fleet.sync("e")
+    conn = fleet.centre.conn
+    strict = {"threshold": 0.95, "source": "strict", "far": 1e-6}
+    fleet.centre.calibrate(fleet.authority, "hq", fleet.fingerprint, {"threshold": 0.05, "source": "loose"})
+    old_calibration = conn.execute("SELECT * FROM site_calibrations WHERE group_name = 'hq'").fetchone()
+    put = fleet.centre.enroll(fleet.authority, "hq", "replayed", verifier.embed_image(ASTRONAUT), fleet.fingerprint, 1)
+    sync.sync_once()
+    assert "replayed" in [t.identity for t in sync.store.list()]
+    removal = fleet.centre.remove(fleet.authority, "hq", "replayed")
+    fleet.centre.calibrate(fleet.authority, "hq", fleet.fingerprint, strict)
+    assert sync.sync_once().removed == ["replayed"]
+    sync.close()
+    assert sync_applied(fleet, "e") >= removal > put
+
+    # the lie: the tombstone hidden, the old calibration back, and a ">" that is always true for this role
+    conn.execute("CREATE SCHEMA evil")
+    try:
+        sql = psycopg.sql
+        conn.execute(
+            sql.SQL(
+                "CREATE VIEW evil.template_revisions AS SELECT * FROM public.template_revisions WHERE revision <> {}"
+            ).format(sql.Literal(removal))
+        )
+        revision, payload, signature = old_calibration[2], old_calibration[3], bytes(old_calibration[4])
+        conn.execute(
+            sql.SQL(
+                "CREATE VIEW evil.site_calibrations AS SELECT group_name, fingerprint, {}::bigint AS revision,"
+                " {}::text AS payload, {}::bytea AS signature, now() AS updated_at"
+                " FROM public.site_calibrations WHERE group_name = 'hq'"
+            ).format(sql.Literal(revision), sql.Literal(payload), sql.Literal(signature))
+        )
+        for right in ("smallint", "integer", "bigint"):
+            conn.execute(
+                f"CREATE FUNCTION evil.yes_{right}(bigint, {right}) RETURNS boolean LANGUAGE sql AS 'SELECT true'"
+            )
+            conn.execute(f"CREATE OPERATOR evil.> (LEFTARG = bigint, RIGHTARG = {right}, FUNCTION = evil.yes_{right})")
+        conn.execute("GRANT USAGE ON SCHEMA evil TO edge_verify_kiosk")
+        conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA evil TO edge_verify_kiosk")
+        conn.execute("ALTER ROLE ev_kiosk_e SET search_path = evil, pg_catalog, public")
+        # a genuine new revision comes with the replayed ones: the pass is applied
+        fleet.centre.enroll(fleet.authority, "hq", "newcomer", verifier.embed_image(CAMERAMAN), fleet.fingerprint, 1)
+        sync = fleet.sync("e")
+        result = sync.sync_once()
+        assert "newcomer" in result.put
+        assert "replayed" not in [t.identity for t in sync.store.list()]
+        assert sync.store.threshold(fleet.fingerprint) == strict
+        assert "replayed" not in result.put
+        assert "replayed" not in [t.identity for t in sync.store.list()]
+        assert sync.store.threshold(fleet.fingerprint) == strict
+        assert resolve_threshold(verifier.bundle, sync.store).value == 0.95
+        assert result.refused and all("already applied" in r for r in result.refused)
+        sync.close()
+    finally:
+        conn.execute("ALTER ROLE ev_kiosk_e RESET search_path")
+        conn.execute("DROP SCHEMA evil CASCADE")
+
+
+def sync_applied(fleet, kiosk: str) -> int:
+    store = TemplateStore(fleet.store_path(kiosk), create=False)
+    try:
+        return store.fleet_applied()
+    finally:
+        store.close()
+
+
+def test_the_documented_owner_without_superuser_runs_the_fleet_and_revokes_a_connected_kiosk(postgres, verifier):
+    """docs/fleet.md: `createuser --createrole fleet_admin`, `createdb --owner fleet_admin`; the tests'
+    other centres are owned by the superuser, which hides what a plain owner may not do."""
+    from edge_verify.fleet.centre import Centre
+    from edge_verify.fleet.crypto import Authority
+    from edge_verify.fleet.sync import KioskSync
+
+    with psycopg.connect(postgres.dsn, autocommit=True) as admin:
+        admin.execute("CREATE ROLE fleet_admin LOGIN CREATEROLE PASSWORD 'owner-secret'")
+        admin.execute("CREATE DATABASE fleet_owned OWNER fleet_admin")
+    dsn = postgres.dsn.replace("dbname=postgres", "dbname=fleet_owned").replace("user=postgres", "user=fleet_admin")
+    dsn = dsn.replace(f"password={postgres.password}", "password=owner-secret")
+    authority = Authority.generate()
+    with Centre(dsn) as centre, tempfile.TemporaryDirectory() as root:
+        assert centre.init(authority)
+        kiosk = centre.add_kiosk(authority, "owned-front", "hq")
+        centre.enroll(authority, "hq", "cameraman", verifier.embed_image(CAMERAMAN), verifier.bundle.fingerprint, 1)
+        sync = KioskSync(kiosk, Path(root) / "front.db", create=True)
+        assert sync.sync_once().put == ["cameraman"]  # its connection stays open (it listens)
+        centre.revoke("owned-front")  # the kiosk is connected while it is revoked
+        with pytest.raises(FleetError):
+            sync.sync_once()
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(kiosk.centre, connect_timeout=3)
+        sync.close()
+
+
+def test_a_removal_after_the_centre_is_restored_from_a_backup_reaches_the_kiosks(postgres, verifier, tmp_path):
+    """docs/fleet.md: back the centre up with pg_dump. Restored, its revision numbers start below what the
+    kiosks applied; a removal numbered there was skipped by every kiosk while `fleet status` called it done."""
+    from edge_verify.fleet.sync import KioskSync
+
+    centre, authority = fresh_centre(postgres, "fleet_restored")
+    fingerprint = verifier.bundle.fingerprint
+    with centre:
+        kiosk = centre.add_kiosk(authority, "restored-front", "hq")
+        centre.enroll(authority, "hq", "cameraman", verifier.embed_image(CAMERAMAN), fingerprint, 1)
+        backup = centre.conn.execute("SELECT last_value FROM template_revision_seq").fetchone()[0]
+        centre.enroll(authority, "hq", "astronaut", verifier.embed_image(ASTRONAUT), fingerprint, 1)
+        sync = KioskSync(kiosk, tmp_path / "front.db", create=True)
+        sync.sync_once()
+        # the restore: the rows and the sequence as they were at the backup
+        centre.conn.execute("DELETE FROM template_revisions WHERE revision > %s", (backup,))
+        centre.conn.execute("SELECT setval('template_revision_seq', %s)", (backup,))
+        centre.conn.execute("UPDATE kiosks SET applied_revision = %s", (backup,))
+        sync.sync_once()  # the kiosk reports what it applied
+        centre.remove(authority, "hq", "cameraman")
+        assert sync.sync_once().removed == ["cameraman"]
+        assert "cameraman" not in [t.identity for t in sync.store.list()]
+        assert not [k for k in centre.status() if k.pending_removals]
+        sync.close()
+
+
+def test_a_kiosk_reporting_an_absurd_revision_cannot_stop_enrolment_and_removal(postgres, verifier):
+    """Revisions are numbered above what kiosks report (a restored centre); a stolen kiosk reporting the
+    largest number must not exhaust the numbering, or nobody could be removed any more."""
+    centre, authority = fresh_centre(postgres, "fleet_liar")
+    with centre:
+        kiosk = centre.add_kiosk(authority, "liar", "hq")
+        with psycopg.connect(kiosk.centre, autocommit=True) as liar:
+            liar.execute("SELECT fleet_report(9223372036854775807, 0, 0, '', NULL)")
+        vector = verifier.embed_image(CAMERAMAN)
+        first = centre.enroll(authority, "hq", "cameraman", vector, verifier.bundle.fingerprint, 1)
+        assert centre.remove(authority, "hq", "cameraman") > first
+
+
+def test_a_second_fleet_in_the_same_cluster_cannot_take_over_a_kiosk_role(postgres, fleet):
+    """Roles belong to the whole PostgreSQL cluster, not to one database: a second fleet adding a kiosk
+    of the same name dropped the first fleet's role and made its own, which then logged into the first
+    fleet's database as that kiosk (and the real kiosk was locked out)."""
+    from edge_verify.errors import UsageError
+
+    fleet.add("twin")
+    other, authority = fresh_centre(postgres, "fleet_other")
+    with other:
+        with pytest.raises(UsageError, match="another fleet"):
+            other.add_kiosk(authority, "twin", "hq")
+    with psycopg.connect(fleet.files["twin"].centre, autocommit=True) as twin:  # the first fleet's still logs in
+        assert twin.execute("SELECT fleet_kiosk()").fetchone() == ("twin",)
+
+
+def fresh_centre(postgres, name: str):
+    """A new centre database owned by the superuser, set up by a new authority."""
+    from edge_verify.fleet.centre import Centre
+    from edge_verify.fleet.crypto import Authority
+
+    with psycopg.connect(postgres.dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    authority = Authority.generate()
+    centre = Centre(postgres.dsn.replace("dbname=postgres", f"dbname={name}"))
+    centre.init(authority)
+    return centre, authority
+
+
+def test_an_authority_key_others_can_read_is_refused(tmp_path):
+    """The fleet's root of trust, restored from a backup with the usual umask (0644), must not be used
+    as it is: anyone on the admin host could enrol anyone."""
+    import os
+
+    from edge_verify.fleet.crypto import Authority
+
+    path = tmp_path / "authority.key"
+    Authority.generate().save(path)
+    assert Authority.load(path).public
+    os.chmod(path, 0o644)
+    with pytest.raises(FleetError, match="chmod 600"):
+        Authority.load(path)
+
+
+def test_a_revoked_kiosk_that_reaches_the_centre_stops_admitting(fleet):
+    """`fleet revoke` of a kiosk still on the wall (retired, or suspected): its store kept admitting
+    everyone it had, removed later or not, for as long as it ran. Told by the centre it is revoked, it
+    removes every template (fail closed); offline it cannot be told (docs/fleet.md says so)."""
+    fleet.add("retired")
+    sync = fleet.sync("retired")
+    assert "cameraman" in sync.sync_once().put
+    fleet.centre.revoke("retired")
+    errors = []
+    for _ in range(3):  # the pass that meets its session ended first, then the refused login
+        with pytest.raises(FleetError) as caught:
+            sync.sync_once()
+        errors.append(str(caught.value))
+    assert "revoked" in errors[-1] and "revoked" in errors[-2] and sync.revoked
+    assert sync.store.list() == []
+    last = sync.store.audit_log(limit=1)[0]
+    assert last.command == "fleet-sync" and "revoked" in last.detail
+    sync.close()
+
+
 def test_a_store_replaced_by_an_older_copy_is_flagged(fleet, tmp_path):
+    from edge_verify.fleet.sync import KioskSync
+
     fleet.add("d")
     path = fleet.store_path("d")
     sync = fleet.sync("d")
@@ -324,6 +555,22 @@ def test_a_store_replaced_by_an_older_copy_is_flagged(fleet, tmp_path):
     assert result.rollback and "set back" in result.rollback
     assert result.pushed == 0
     assert _status(fleet)["d"].rollback == result.rollback
+    sync.store.audit("kiosk", fleet.fingerprint, False, detail="after the copy")
+    assert sync.sync_once().rollback  # it stays flagged, whatever it reports next
+
+    # back in service as docs/fleet.md says: revoked (it meets that first), then added under a new name
+    fleet.centre.revoke("d")
+    for _ in range(2):  # the pass that meets its session ended, then the refused login
+        with pytest.raises(FleetError) as caught:
+            sync.sync_once()
+    assert "revoked" in str(caught.value)
+    sync.close()
+    fleet.add("d-2")
+    sync = KioskSync(fleet.files["d-2"], path)
+    result = sync.sync_once()
+    assert result.rollback is None and "cameraman" in result.put  # every template again
+    local = sync.store.export_audit("audit", 0, 100000)
+    assert result.pushed >= len(local) and fleet.centre.audit_count("d-2") >= len(local)  # its whole chain
     sync.close()
 
 
@@ -414,13 +661,13 @@ def test_unusable_fleet_file_is_a_one_line_error(tmp_path):
 class Subscriber:
     """Home Assistant's side of the broker: a paho client that keeps every message it gets."""
 
-    def __init__(self, broker, topics=("homeassistant/#", "edge-verify/#")):
+    def __init__(self, broker, topics=("homeassistant/#", "edge-verify/#"), user: str = "homeassistant"):
         import paho.mqtt.client as mqtt
 
         self.messages: list[tuple[str, bytes, bool]] = []
         self.lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"ha-test-{time.time_ns()}")
-        self.client.username_pw_set("homeassistant", broker.users["homeassistant"])
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{user}-test-{time.time_ns()}")
+        self.client.username_pw_set(user, broker.users[user])
         self.client.on_message = lambda c, u, m: self._keep(m)
         ready = threading.Event()
         self.client.on_subscribe = lambda *a: ready.set()
@@ -472,7 +719,7 @@ def test_mqtt_discovery_decisions_relay_and_remote_unlock(broker, verifier, enro
     )
     actions = build_actions(config)
     kiosk = Kiosk(config, verifier, enrolled_store, actions)
-    node = "homeassistant/{}/edge_verify_door_1/{}/config"
+    node = "homeassistant/{}/edge_verify_door-1/{}/config"
     try:
         assert until(lambda: ha.payloads("edge-verify/door-1/availability") == [b"online"], 5)
         assert until(lambda: len(ha.payloads(node.format("lock", "door"))) == 1, 5)
@@ -538,7 +785,7 @@ def test_mqtt_hint_last_will_without_unlock_and_bad_credentials(broker, tmp_path
         assert until(hinted.is_set, 5)
         assert until(lambda: ha.json("edge-verify/fleet/hq/changed") == [{"revision": 8}], 5)
         assert until(lambda: ha.payloads("edge-verify/door-2/availability") == [b"online"], 5)
-        lock = "homeassistant/lock/edge_verify_door_2/door/config"
+        lock = "homeassistant/lock/edge_verify_door-2/door/config"
         assert until(lambda: ha.payloads(lock) == [b""], 5)  # no remote unlock unless set: any old entity removed
         link.client.socket().shutdown(socket.SHUT_RDWR)  # the kiosk vanishes without saying goodbye
         assert until(lambda: b"offline" in ha.payloads("edge-verify/door-2/availability"), 10)
@@ -636,7 +883,7 @@ def test_cli_init_add_kiosk_enroll_sync_check_remove_status_revoke(postgres, tmp
 
     cli("fleet", "revoke", "cli-door")
     done = run_cli("fleet", "sync", "--fleet-file", str(tmp_path / "door.toml"), *door, env=env)
-    assert done.returncode == 19 and done.stderr.count("\n") == 1 and "centre" in done.stderr
+    assert done.returncode == 19 and done.stderr.count("\n") == 1 and "revoked at the fleet centre" in done.stderr
     bad = run_cli("fleet", "enroll", "nobody", "--group", "office", "--store", admin_store, env=env)
     assert bad.returncode == 2 and "not enrolled" in bad.stderr
 
@@ -657,3 +904,115 @@ def test_a_bad_or_unreachable_centre_is_a_one_line_error(dsn):
 
     done = run_cli("fleet", "status", "--centre", dsn)
     assert done.returncode == 19 and done.stderr.count("\n") == 1 and "fleet centre" in done.stderr
+
+
+def test_add_kiosk_warns_when_the_kiosk_would_not_check_the_centre():
+    from edge_verify.fleet.centre import unverified_centre
+
+    assert "pose as the centre" in unverified_centre("host=centre.example dbname=ev user=k")
+    assert "sslmode=require" in unverified_centre("host=centre.example dbname=ev sslmode=require")
+    assert unverified_centre("host=centre.example dbname=ev sslmode=verify-full sslrootcert=/etc/ca.crt") is None
+    assert unverified_centre("host=127.0.0.1 port=5432 dbname=ev") is None
+
+
+def test_two_kiosks_never_share_home_assistant_discovery_topics():
+    """ "front-2" and "front_2" were one node id: the ACL line of one gave it the other's discovery
+    topics, where it could rewrite the other's lock (where Home Assistant sends its code)."""
+    from edge_verify.errors import UsageError
+    from edge_verify.fleet.mqtt import MqttSettings, discovery_configs
+
+    code = {"remote_unlock_code_sha256": "0" * 64}
+    dash = discovery_configs(MqttSettings.from_dict(code, "front-2"))
+    underscore = discovery_configs(MqttSettings.from_dict(code, "front_2"))
+    assert not set(dash) & set(underscore)
+    for bad in ("front 2", "front/2", "fr+nt", "#", ""):
+        with pytest.raises(UsageError, match=r"\[mqtt\] kiosk"):
+            MqttSettings.from_dict({}, bad)
+
+
+def test_the_documented_broker_acl_keeps_a_kiosk_to_its_own_topics(tmp_path):
+    """docs/fleet.md's mosquitto ACL, taken from the page as it is: kiosk "front"'s credentials (a
+    stolen kiosk) cannot unlock another door, send a sync hint, rewrite another kiosk's discovery,
+    or read another kiosk's events."""
+    reason = mosquitto_missing()
+    if reason:
+        pytest.skip(reason)
+    page = (Path(__file__).parent.parent / "docs" / "fleet.md").read_text()
+    acl = page.split("# /etc/mosquitto/acl")[1].split("```")[0].split("\n", 1)[1]
+    users = {"door-front": "f-secret", "homeassistant": "ha-secret", "authority": "a-secret"}
+    broker = Mosquitto.start_new(users, acl=acl)
+    ha = Subscriber(broker, ("#",))
+    front = Subscriber(broker, ("edge-verify/front/lock/set", "edge-verify/back/decision"), user="door-front")
+    try:
+        denied = [
+            "edge-verify/back/lock/set",
+            "edge-verify/fleet/hq/changed",
+            "homeassistant/lock/edge_verify_back/door/config",
+            "edge-verify/back/decision",
+        ]
+        for topic in denied:
+            front.client.publish(topic, '{"action": "UNLOCK", "code": "1234"}', qos=1)
+        front.client.publish("edge-verify/front/decision", "{}", qos=1)  # its own: allowed, and after the others
+        assert until(lambda: ha.payloads("edge-verify/front/decision"), 5)
+        assert not any(ha.payloads(topic) for topic in denied)
+
+        ha.client.publish("edge-verify/back/decision", "{}", qos=1)
+        ha.client.publish("edge-verify/front/lock/set", "{}", qos=1)  # the one it reads, after the other
+        assert until(lambda: front.payloads("edge-verify/front/lock/set"), 5)
+        assert front.payloads("edge-verify/back/decision") == []
+    finally:
+        ha.close()
+        front.close()
+        broker.destroy()
+
+
+def test_a_retained_unlock_command_does_not_open_the_door_on_every_connection(broker, tmp_path):
+    """An unlock published with the retain flag (a mistaken automation, or anyone allowed to write
+    `…/lock/set` once) is handed to the kiosk again each time it connects: the door opened at every
+    restart or broker reconnection, with nobody asking. Only a live command counts."""
+    from edge_verify.fleet.link import load
+    from edge_verify.fleet.mqtt import MqttLink, unlock_code_hash
+
+    topic = "edge-verify/door-ret/lock/set"
+    ha = Subscriber(broker)
+    ha.client.publish(topic, '{"action": "UNLOCK", "code": "482913"}', qos=1, retain=True).wait_for_publish(5)
+    path = write_mqtt_file(
+        tmp_path / "r.toml", broker, "door-ret", remote_unlock_code_sha256=unlock_code_hash("482913")
+    )
+    _, settings = load(path)
+    calls = []
+    link = MqttLink(settings, on_unlock=lambda ok, detail: calls.append((ok, detail)) or ok)
+    try:
+        assert until(lambda: calls, 5)
+        assert calls[0][0] is False and "retained" in calls[0][1]  # audited, not opened
+        ha.client.publish(topic, '{"action": "UNLOCK", "code": "482913"}', qos=1)  # a live command still works
+        assert until(lambda: len(calls) == 2, 5) and calls[1][0] is True
+    finally:
+        link.close()
+        ha.client.publish(topic, "", qos=1, retain=True).wait_for_publish(5)
+        ha.close()
+
+
+def test_a_notification_flood_from_one_kiosk_does_not_make_the_others_hammer_the_centre(fleet):
+    """Any role may NOTIFY any channel (and any broker user without the documented ACL may send sync
+    hints): a stolen kiosk notifying in a loop made every kiosk pass after pass, as fast as it could."""
+    from edge_verify.fleet.sync import PASS_BURST, PASS_RATE
+
+    sync = fleet.sync("b")
+    passes = []
+    once = sync.sync_once
+    sync.sync_once = lambda: passes.append(time.monotonic()) or once()
+    stop, thread = running(sync.run)
+    try:
+        assert until(lambda: passes, 5)
+        with psycopg.connect(fleet.files["a"].centre, autocommit=True) as a:
+            end = time.monotonic() + 2.0
+            while time.monotonic() < end:
+                a.execute("SELECT pg_notify('edge_verify_templates', 'hq')")
+                sync.wake.set()  # and MQTT hints
+                time.sleep(0.002)
+    finally:
+        stop.set()
+        thread.join(10)
+        sync.close()
+    assert len(passes) <= PASS_BURST + 2.5 * PASS_RATE + 1  # the flood lasted 2 s (and a little)

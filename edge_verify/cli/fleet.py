@@ -136,11 +136,14 @@ def cmd_add_kiosk(args) -> int:
     with _centre(args) as centre:
         kiosk = centre.add_kiosk(_authority(args), args.name, args.group, args.may_enrol, args.host, args.interval)
     kiosk.save(out)
+    from edge_verify.fleet.centre import unverified_centre
+
+    warning = unverified_centre(kiosk.centre)
     emit(
         args,
-        {"kiosk": args.name, "group": args.group, "fleet_file": str(out)},
+        {"kiosk": args.name, "group": args.group, "fleet_file": str(out), "warning": warning},
         f"kiosk {args.name} added to group {args.group}; copy {out} to it (0600: it holds its key and password) and "
-        f'set `fleet = "{out.name}"` in its kiosk config',
+        f'set `fleet = "{out.name}"` in its kiosk config' + (f"\nWARNING: {warning}" if warning else ""),
     )
     return 0
 

@@ -31,6 +31,7 @@ from edge_verify.fleet.sync import KioskFile
 from edge_verify.store.templates import check_identity_name, template_vector
 
 log = logging.getLogger("edge_verify.fleet")
+REPORTED_REVISION_CAP = 2**53  # far below the sequence's end (2^63 - 1), far above any real fleet's count
 KIOSK_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 
 
@@ -66,6 +67,22 @@ def connect(dsn: str, **kwargs):
     except psycopg.OperationalError as exc:
         host = psycopg.conninfo.conninfo_to_dict(dsn).get("host", "?")
         raise FleetError(f"cannot reach the fleet centre at {host}: {str(exc).strip().splitlines()[0]}") from None
+
+
+def unverified_centre(dsn: str) -> str | None:
+    """Why a kiosk with connection string ``dsn`` would talk to whoever answers at the centre's
+    address (None: the centre's certificate is checked, or the centre is on this machine)."""
+    params = require("psycopg").conninfo.conninfo_to_dict(dsn)
+    hosts = [h for h in str(params.get("host") or "").split(",") if h]
+    if hosts and all(h in ("localhost", "127.0.0.1", "::1") or h.startswith("/") for h in hosts):
+        return None
+    mode = params.get("sslmode") or "prefer"
+    if mode in ("verify-ca", "verify-full"):
+        return None
+    return (
+        f"sslmode={mode}: the kiosk does not check the centre's certificate, so a host on its network could"
+        " pose as the centre (hold removals back, read names and audit rows); use sslmode=verify-full"
+    )
 
 
 def check_group(group: str) -> str:
@@ -151,7 +168,11 @@ class Centre:
             if self.conn.execute("SELECT 1 FROM kiosks WHERE name = %s", (name,)).fetchone():
                 raise UsageError(f"kiosk {name!r} exists (revoke it, then add it under another name)")
             if self.conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
-                self.conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+                # roles belong to the whole cluster: dropping it would hand another fleet's kiosk to this one
+                raise UsageError(
+                    f"role {role} exists in this PostgreSQL cluster (another fleet's kiosk, or a user):"
+                    " choose another kiosk name"
+                )
             self.conn.execute(
                 sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}").format(
                     sql.Identifier(role), sql.Literal(password), sql.Identifier(KIOSK_GROUP_ROLE)
@@ -199,6 +220,8 @@ class Centre:
             if row is None:
                 raise UsageError(f"no kiosk {name!r} in the fleet (or already revoked; see `edge-verify fleet status`)")
             self.conn.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(row[0])))
+            # a plain owner (CREATEROLE, not superuser) may end only the sessions of roles it is a member of
+            self.conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(row[0])))
             self.conn.execute("DELETE FROM template_boxes WHERE kiosk = %s", (name,))
         self.conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (row[0],))
 
@@ -217,6 +240,7 @@ class Centre:
             kiosks = self.conn.execute(
                 "SELECT name, public_key FROM kiosks WHERE group_name = %s AND revoked_at IS NULL", (group,)
             ).fetchall()
+            self._number_past_kiosks()
             numbers = self.conn.execute(
                 "SELECT nextval('template_revision_seq') FROM generate_series(1, %s)", (len(items),)
             ).fetchall()
@@ -272,6 +296,17 @@ class Centre:
             self.conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, group))
         return revisions
 
+    def _number_past_kiosks(self) -> None:
+        """Number the next revision above every revision a kiosk reported applying: a centre restored
+        from a backup starts below them, and kiosks pull only revisions above the one they applied. A
+        kiosk reports its own number: capped at 2^53, a stolen one cannot exhaust the numbering."""
+        self.conn.execute(
+            "SELECT setval('template_revision_seq', k.applied) FROM template_revision_seq s,"
+            " (SELECT least(max(applied_revision), %s) AS applied FROM kiosks WHERE revoked_at IS NULL) k"
+            " WHERE k.applied > s.last_value",
+            (REPORTED_REVISION_CAP,),
+        )
+
     def enroll(self, authority: Authority, group: str, identity: str, vector, fingerprint: str, frames: int) -> int:
         return self.publish(authority, group, [(identity, np.asarray(vector, np.float32), fingerprint, frames)])[0]
 
@@ -286,6 +321,7 @@ class Centre:
         payload = json.dumps(record, sort_keys=True)
         with self.conn.transaction():
             self.conn.execute("LOCK TABLE template_revisions IN EXCLUSIVE MODE")
+            self._number_past_kiosks()
             revision = self.conn.execute("SELECT nextval('template_revision_seq')").fetchone()[0]
             signature = authority.sign(Calibration(revision, group, fingerprint, payload))
             self.conn.execute(

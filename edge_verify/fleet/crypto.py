@@ -165,6 +165,12 @@ class Authority:
     @classmethod
     def load(cls, path: Path) -> Authority:
         try:
+            mode = os.stat(path).st_mode
+            if mode & 0o077:
+                raise FleetError(
+                    f"{path}: the authority key may be read by others (mode {mode & 0o777:o}); chmod 600 it"
+                    " (and keep it only on the admin host)"
+                )
             data = json.loads(Path(path).read_text())
             return cls(
                 Ed25519PrivateKey.from_private_bytes(bytes.fromhex(data["signing"])),

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -51,8 +52,9 @@ class MqttSettings:
         if unknown:
             raise UsageError(f"unknown [mqtt] settings {sorted(unknown)}")
         settings = cls(**{"kiosk": kiosk, **data})
-        if not settings.kiosk or "/" in settings.kiosk or "+" in settings.kiosk or "#" in settings.kiosk:
-            raise UsageError(f"[mqtt] kiosk {settings.kiosk!r}: a name without '/', '+' or '#' is needed")
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", settings.kiosk or ""):
+            # a topic level and Home Assistant's node id: letters, digits, '_' and '-' only
+            raise UsageError(f"[mqtt] kiosk {settings.kiosk!r}: 1-64 of A-Z, a-z, 0-9, '_' and '-' is needed")
         code = settings.remote_unlock_code_sha256
         if code is not None and (len(code) != 64 or any(c not in "0123456789abcdef" for c in code)):
             raise UsageError("[mqtt] remote_unlock_code_sha256 must be 64 lower-case hex digits (sha256 of the code)")
@@ -87,7 +89,7 @@ def decision_payload(event: Event, include_scores: bool = False) -> dict:
 
 def discovery_configs(settings: MqttSettings, model: str = "") -> dict[str, dict | None]:
     """Home Assistant discovery: topic -> config (published retained; None: an empty payload)."""
-    node = f"edge_verify_{settings.kiosk}".replace("-", "_")
+    node = f"edge_verify_{settings.kiosk}"  # kept apart: "front-2" and "front_2" are two kiosks (and ACLs)
     device = {"identifiers": [node], "name": f"edge-verify {settings.kiosk}", "manufacturer": "edge-verify"}
     if model:
         device["model"] = model
@@ -203,6 +205,13 @@ class MqttLink(Action):
     def _on_message(self, client, userdata, message) -> None:
         try:
             if message.topic == self.settings.topic("lock/set"):
+                if message.retain:
+                    # a retained command comes again at every connection: never a reason to open
+                    detail = "remote unlock by MQTT: a retained command (replayed at connection), ignored"
+                    log.warning("%s", detail)
+                    if self.on_unlock:
+                        self.on_unlock(False, detail)
+                    return
                 self._remote_unlock(message.payload)
             elif self.on_hint is not None:
                 self.on_hint()

@@ -169,6 +169,16 @@ ALTER TABLE enrol_requests ENABLE ROW LEVEL SECURITY;
 CREATE POLICY request_own ON enrol_requests FOR INSERT TO {KIOSK_GROUP_ROLE}
     WITH CHECK (kiosk = fleet_kiosk() AND fleet_may_enrol() AND state = 'pending');
 """,
+    # A SECURITY DEFINER function searches pg_temp first unless pg_temp is named: a kiosk's temporary
+    # table "kiosks" made fleet_kiosk() name another kiosk (its rows, boxes, audit, enrolment rights).
+    2: f"""
+ALTER FUNCTION fleet_kiosk() SET search_path = public, pg_temp;
+ALTER FUNCTION fleet_group() SET search_path = public, pg_temp;
+ALTER FUNCTION fleet_may_enrol() SET search_path = public, pg_temp;
+ALTER FUNCTION fleet_report(bigint, bigint, bigint, text, text) SET search_path = public, pg_temp;
+REVOKE ALL ON FUNCTION fleet_kiosk(), fleet_group(), fleet_may_enrol() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fleet_kiosk(), fleet_group(), fleet_may_enrol() TO {KIOSK_GROUP_ROLE};
+""",
 }
 LATEST = max(MIGRATIONS)
 

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import threading
+import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,9 @@ from edge_verify.store.templates import check_identity_name
 
 log = logging.getLogger("edge_verify.fleet")
 PUSH_BATCH = 1000
+PASS_BURST, PASS_RATE = 5, 2.0  # the running loop: 5 passes at once, then 2 a second (notified or not)
+# what the centre says to a revoked kiosk: its role may not log in (`fleet revoke`), or fleet_report()
+REVOKED_SIGNS = ("is not permitted to log in", "not an enrolled kiosk")
 
 
 @dataclass
@@ -115,6 +119,7 @@ class KioskSync:
         self.last: SyncResult | None = None
         self.error: str | None = None  # the last failure (centre down...), None after a good pass
         self.wake = threading.Event()  # set by an MQTT hint: pull now
+        self.revoked = False  # the centre said so: every template removed; the loop asks every interval_s
 
     def close(self) -> None:
         self._drop()
@@ -155,14 +160,30 @@ class KioskSync:
         except psycopg.Error as exc:
             self._drop()
             self.error = f"fleet centre unreachable: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}"
+            self._if_revoked(str(exc))
             raise FleetError(self.error) from None
         except FleetError as exc:
             self._drop()
             self.error = str(exc)
+            self._if_revoked(str(exc))
             raise
         self.error = None
         self.last = result
         return result
+
+    def _if_revoked(self, message: str) -> None:
+        """The centre says this kiosk was revoked (its login refused, or its report): fail closed, every
+        template of the local store removed in one transaction; FleetError."""
+        if not any(sign in message for sign in REVOKED_SIGNS):
+            return
+        identities = sorted({t.identity for t in self.store.list()})
+        if identities or self.store.fleet_applied():
+            # applied back to 0: added again under a new name, this store pulls every template again
+            self.store.apply_fleet([], identities, 0, f"revoked by the centre: {len(identities)} removed")
+        cause = " ".join(message.split())[:200]
+        self.revoked = True
+        self.error = f"this kiosk was revoked at the fleet centre: every template removed, it admits nobody ({cause})"
+        raise FleetError(self.error) from None
 
     def _pull(self, conn) -> SyncResult:
         """Every revision after the one applied, in one snapshot of the centre (revisions commit in
@@ -186,11 +207,11 @@ class KioskSync:
                     (self.kiosk.kiosk, applied),
                 )
                 for row in cursor:
-                    self._take(row, result, puts)
-        result.applied = max([result.applied] + [c[0] for c in calibrations])
+                    self._take(row, result, puts, applied)
+        settings = self._calibrations(calibrations, result, applied)
+        result.applied = max([result.applied] + [c[0] for c in calibrations if c[0] > applied])
         if result.applied == applied:
             return result
-        settings = self._calibrations(calibrations, result)
         detail = f"revisions {applied + 1}..{result.applied}: {len(result.put)} put, {len(result.removed)} removed"
         if settings:
             detail += f", {len(settings)} calibration(s)"
@@ -199,9 +220,15 @@ class KioskSync:
         self.store.apply_fleet(puts, result.removed, result.applied, detail, settings)
         return result
 
-    def _take(self, row: tuple, result: SyncResult, puts: list) -> None:
+    def _take(self, row: tuple, result: SyncResult, puts: list, applied: int) -> None:
         """Verify one revision: a put opened into ``puts``, a removal noted; one that fails is refused."""
         revision, group, identity, fingerprint, op, frames, dig, signature, box = row
+        if revision <= applied:
+            # a centre that answers with an older (genuinely signed) revision is replaying it, e.g. the
+            # "put" before a removal: never go back; what this kiosk has stays as it is
+            result.refused.append(_stale("revision", revision, applied, identity))
+            log.error("refused %s", result.refused[-1])
+            return
         result.applied = max(result.applied, revision)
         try:
             check_identity_name(identity)
@@ -232,12 +259,14 @@ class KioskSync:
             result.refused.append(str(exc))
             result.removed.append(identity)
 
-    def _calibrations(self, rows: list[tuple], result: SyncResult) -> dict[str, dict | None]:
+    def _calibrations(self, rows: list[tuple], result: SyncResult, applied: int) -> dict[str, dict | None]:
         """The verified site calibrations among ``rows`` (fingerprint -> record, None: reset); one that
-        fails verification is refused and the kiosk keeps the calibration it has."""
+        fails verification, or is not newer than ``applied``, is refused and the kiosk keeps the one it has."""
         settings = {}
         for revision, group, fingerprint, payload, signature in rows:
             try:
+                if revision <= applied:
+                    raise BadRevision(_stale("calibration revision", revision, applied, fingerprint[:12]))
                 verify(self.authority, Calibration(revision, group, fingerprint, payload), signature)
                 if group != self.kiosk.group:
                     raise BadRevision(f"calibration revision {revision} is for group {group!r}")
@@ -309,12 +338,21 @@ class KioskSync:
     def run(self, stop: threading.Event, retry_s: float = 1.0) -> None:
         """Sync until ``stop``: after each pass, wait for a notification (or an MQTT hint, or
         ``interval_s``); the centre unreachable, try again every ``retry_s`` (up to ``interval_s``)."""
+        # any role may NOTIFY, any broker user may hint: a flood must not turn into a pass per message,
+        # so passes are spent from a bucket (PASS_BURST at once, refilled at PASS_RATE per second)
+        tokens, stamp = float(PASS_BURST), time.monotonic()
         while not stop.is_set():
+            now = time.monotonic()
+            tokens, stamp = min(float(PASS_BURST), tokens + (now - stamp) * PASS_RATE), now
+            if tokens < 1.0:
+                stop.wait((1.0 - tokens) / PASS_RATE)
+                continue
+            tokens -= 1.0
             try:
                 self.sync_once()
             except EdgeVerifyError as exc:
                 log.warning("%s; deciding from the local store, retrying", exc)
-                stop.wait(min(retry_s, self.kiosk.interval_s))
+                stop.wait(self.kiosk.interval_s if self.revoked else min(retry_s, self.kiosk.interval_s))
                 continue
             self._wait(stop)
 
@@ -331,6 +369,10 @@ class KioskSync:
                 return
             waited += 0.2
         self.wake.clear()
+
+
+def _stale(what: str, revision: int, applied: int, name: str) -> str:
+    return f"{what} {revision} ({name!r}) replayed by the centre: this kiosk already applied revision {applied}"
 
 
 def _json(data: dict) -> str:
