@@ -33,7 +33,7 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
     import threading
 
     from edge_verify.actions import simulate_gpio
-    from edge_verify.kiosk import Kiosk, KioskConfig, build_actions, json_safe
+    from edge_verify.kiosk import Kiosk, KioskConfig, build_actions
 
     log = logging.getLogger("edge_verify.kiosk")
 
@@ -89,11 +89,7 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGHUP, on_hangup)
 
-    def show_decision(event) -> None:  # one line per decision, as it happens (stdout; --json: a JSON line)
-        if args.json:
-            say(json.dumps({"decision": json_safe(dataclasses.asdict(event))}))
-        else:
-            say(decision_line(event, simulated=args.dry_run))
+    show_decision = decision_printer(args.json, simulated=args.dry_run)
 
     events, frames, reconnects = [], 0, 0
     with open_store(args, verifier.bundle) as store:
@@ -124,6 +120,20 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
         f"kiosk stopped: {frames} frames, {len(events)} decisions ({accepted} accepted), {reconnects} reconnects",
     )
     return 0
+
+
+def decision_printer(as_json: bool, simulated: bool = False):
+    """What a kiosk tells of each decision as it happens: one line on stdout (``as_json``: a JSON line)."""
+
+    from edge_verify.kiosk import json_safe
+
+    def show(event) -> None:
+        if as_json:
+            say(json.dumps({"decision": json_safe(dataclasses.asdict(event))}))
+        else:
+            say(decision_line(event, simulated=simulated))
+
+    return show
 
 
 def decision_line(event, simulated: bool = False) -> str:

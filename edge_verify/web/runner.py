@@ -15,14 +15,16 @@ log = logging.getLogger("edge_verify.web")
 
 
 class KioskRunner:
-    def __init__(self, config, verifier, store, hub, pace_files: bool = True):
+    def __init__(self, config, verifier, store, hub, pace_files: bool = True, on_decision=None):
         """``store``: the loop's own TemplateStore (its own connection); ``pace_files``: a video file
-        standing in for a camera plays at its own frame rate instead of as fast as it decodes."""
+        standing in for a camera plays at its own frame rate instead of as fast as it decodes;
+        ``on_decision``: told of each audited decision or alert (the command prints a line)."""
         self.config = config
         self.verifier = verifier
         self.store = store
         self.hub = hub
         self.pace_files = pace_files
+        self.on_decision = on_decision
         self.kiosk = None
         self.error: str | None = None
         self._stop, self._reload = threading.Event(), threading.Event()
@@ -61,6 +63,7 @@ class KioskRunner:
                 action.close()
             raise
         kiosk.on_frame = lambda frame: self._on_frame(kiosk, frame)
+        kiosk.on_decision = self.on_decision
         self._pace = None
         return kiosk
 

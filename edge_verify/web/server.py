@@ -56,6 +56,7 @@ def serve(args: argparse.Namespace, config, load_config=None) -> int:
     except ImportError as exc:
         raise UsageError(f"serve needs the web extra ({exc.name} is missing): pip install 'edge-verify[web]'") from None
     from edge_verify.cli.common import open_store, verifier_for
+    from edge_verify.cli.kiosk import decision_printer
     from edge_verify.web.context import WebContext
     from edge_verify.web.preview import FrameHub
     from edge_verify.web.runner import KioskRunner
@@ -64,7 +65,7 @@ def serve(args: argparse.Namespace, config, load_config=None) -> int:
     verifier = verifier_for(args)
     hub = FrameHub(max_fps=args.preview_fps)
     with open_store(args, verifier.bundle, create=True) as kiosk_store, open_store(args) as web_store:
-        runner = KioskRunner(config, verifier, kiosk_store, hub)
+        runner = KioskRunner(config, verifier, kiosk_store, hub, on_decision=decision_printer(args.json))
         runner.start()
         ctx = WebContext(
             args,
