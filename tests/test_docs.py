@@ -225,3 +225,45 @@ def test_every_figure_of_models_and_measurements_names_its_command():
     for row in table_rows(page):
         if len(row) == 3 and row[0] not in ("what", "---"):  # "what | figure | command" tables
             assert row[2], f"row {row[0]!r} names no command"
+
+
+# --- Operating points -----------------------------------------------------------------------------------------
+
+
+def shipped_bundle(name: str) -> dict:
+    import json
+
+    return json.loads((ROOT / "edge_verify" / "models" / f"face-{name}-v1" / "bundle.json").read_text())
+
+
+def test_operating_points_page_quotes_the_shipped_bundles():
+    """Thresholds, versions, FAR and FRR of the points table, the other bundles' points and the calibrate
+    output shown: each as the packaged bundle.json says (a recalibration that forgets the page fails here)."""
+    page = (DOCS / "operating-points.md").read_text()
+    fused = shipped_bundle("fused")
+    assert re.search(r"`fused`, the default bundle \(([\d.]+)\)", page)[1] == fused["version"]
+    rows = {r[0].split()[0].strip("`"): r for r in table_rows(page) if re.match(r"`\w+` \(1e-\d\)$", r[0])}
+    assert set(rows) == set(fused["operating_points"])
+    for name, point in fused["operating_points"].items():
+        row, measured = rows[name], {m["set"]: m for m in point["measured"]}
+        assert float(row[1]) == point["threshold"], name
+        for cell, data in ((row[2], "faces_dev/celebs"), (row[3], "faces_dev/yaleb")):
+            far, frr = re.match(r"([\d.]+e-\d+)", cell)[1], re.search(r"/ \**([\d.]+)%", cell)[1]
+            assert float(far) == float(f"{measured[data]['far']:.1e}"), f"{name} {data} FAR"
+            assert float(frr) == round(100 * measured[data]["frr"], 1), f"{name} {data} FRR"
+        single = [float(x) for x in re.findall(r"([\d.]+)%", row[5])]
+        wanted = [round(100 * measured[s]["single_pairs"]["frr"], 1) for s in ("faces_dev/celebs", "faces_dev/yaleb")]
+        assert single == wanted, f"{name} single pairs"
+    for name, version, *points in re.findall(r"`(resnet29|sface)` \(([\d.]+)\): ([\d.]+) / ([\d.]+) / ([\d.]+)", page):
+        bundle = shipped_bundle(name)
+        assert version == bundle["version"], name
+        assert [float(p) for p in points] == [bundle["operating_points"][p]["threshold"] for p in rows], name
+    shown = [float(t) for t in re.findall(r"^ +(0\.\d{4}) +\de-\d\d ", page, re.M)]  # calibrate's table
+    assert shown == list(dict.fromkeys(t for _, t, _ in fused["far_curve"]))
+
+
+def test_thresholds_quoted_in_decision_lines_are_the_shipped_default():
+    default = shipped_bundle("fused")["operating_points"]["default"]["threshold"]
+    for page in [ROOT / "README.md", *DOCS.rglob("*.md")]:
+        for quoted in re.findall(r"score \d\.\d{4} >= (\d\.\d{4})", page.read_text()):
+            assert float(quoted) == default, f"{page.name}: {quoted} is not the default threshold {default}"
