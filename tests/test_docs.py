@@ -193,6 +193,26 @@ def test_command_pages_list_exactly_the_options_of_each_command():
         assert documented[name] == own, f"{name}: documented {documented[name]} vs parser {own}"
 
 
+def test_defaults_in_option_tables_are_the_parser_defaults():
+    """Each "(default X)" of a command page's option table agrees with argparse, where argparse holds it."""
+    from edge_verify.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    checked = 0
+    for page in ("identities", "site", "kiosk", "host"):
+        for heading, text in sections((DOCS / "commands" / f"{page}.md").read_text()).items():
+            if not heading.startswith("`"):
+                continue
+            actions = {o: a for a in sub.choices[heading.strip("`")]._actions for o in a.option_strings}
+            for row in table_rows(text.split("###")[0]):
+                options, stated = long_options([row]), re.search(r"\(default:? `?([\w.]+)`?[,;)]", row[-1])
+                default = actions[min(options)].default if options and stated else None
+                if default not in (None, False):
+                    assert str(default) == stated[1] or float(default) == float(stated[1]), f"{heading} {row[0]}"
+                    checked += 1
+    assert checked >= 20
+
+
 def test_kiosk_page_lists_every_kiosk_toml_setting():
     from edge_verify.kiosk import KioskConfig
 
