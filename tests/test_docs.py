@@ -213,6 +213,40 @@ def test_defaults_in_option_tables_are_the_parser_defaults():
     assert checked >= 20
 
 
+def test_every_documented_command_line_uses_options_its_command_has():
+    """`edge-verify CMD [SUB] --option` in any code block or code span of the README, docs/ and the
+    firmware examples' READMEs: the command exists and takes every option written (a removed or renamed
+    option, e.g. calibrate's old --force, fails here)."""
+    import shlex
+
+    def commands(parser):
+        return next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
+
+    from edge_verify.cli import build_parser
+
+    top = commands(build_parser())
+    pages = [ROOT / "README.md", *DOCS.rglob("*.md"), *ROOT.glob("firmware_examples/*/README.md")]
+    checked, wrong = 0, []
+    for page in pages:
+        text = page.read_text()
+        snippets = [code for _, code in CODE_BLOCK.findall(text)] + re.findall(r"(?<!`)`(edge-verify [^`]+)`", text)
+        for line in "\n".join(snippets).replace("\\\n", " ").splitlines():
+            for call in re.findall(r"edge-verify\s+([^#|;&()]*)", line):
+                try:
+                    words = shlex.split(call)
+                except ValueError:  # a quote closed on a later line
+                    words = call.split()
+                if not words or words[0] not in top:
+                    continue
+                parser, name, rest = top[words[0]], words[0], words[1:]
+                if rest and rest[0] in commands(parser):
+                    parser, name, rest = commands(parser)[rest[0]], f"{name} {rest[0]}", rest[1:]
+                known = {o for a in parser._actions for o in a.option_strings}
+                wrong += [f"{page.name}: {name} {w}" for w in rest if w[0] == "-" and w.split("=")[0] not in known]
+                checked += 1
+    assert checked >= 100 and not wrong, wrong
+
+
 def test_kiosk_page_lists_every_kiosk_toml_setting():
     from edge_verify.kiosk import KioskConfig
 
