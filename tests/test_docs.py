@@ -247,6 +247,25 @@ def test_every_documented_command_line_uses_options_its_command_has():
     assert checked >= 100 and not wrong, wrong
 
 
+REPO_FILE = re.compile(
+    r"((?:benchmarks|scripts|converters|training|tests|edge_verify(?:/\w+)*|firmware_examples/\w+)/[\w.-]+\."
+    r"(?:py|sh|toml|service|md))((?: --[a-z][\w-]*(?: [^\s`-][^\s`]*)?)*)"
+)
+
+
+def test_every_file_and_script_option_the_docs_name_exists():
+    """A benchmark, script or example the docs point to exists, and a script takes the options written after it."""
+    pages = [ROOT / "README.md", *DOCS.rglob("*.md"), *ROOT.glob("firmware_examples/*/README.md")]
+    named = [(page.name, *m) for page in pages for m in REPO_FILE.findall(page.read_text())]
+    assert len(named) >= 50
+    for page, path, options in named:
+        assert (ROOT / path).is_file(), f"{page}: {path} does not exist"
+        if path.endswith((".py", ".sh")):
+            source = (ROOT / path).read_text()
+            for option in re.findall(r"--[a-z][\w-]*", options):
+                assert f'"{option}"' in source or f" {option}" in source, f"{page}: {path} takes no {option}"
+
+
 def test_kiosk_page_lists_every_kiosk_toml_setting():
     from edge_verify.kiosk import KioskConfig
 
