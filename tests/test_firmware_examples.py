@@ -47,6 +47,18 @@ def test_example_configs_load(config):
     assert cfg.debounce >= 1 and cfg.cooldown_s > 0
 
 
+def test_door_example_is_no_looser_than_the_kiosk_defaults():
+    """The Pi's door configuration is installed as is: its liveness settings may only tighten the defaults."""
+    door, default = KioskConfig.from_toml(EXAMPLES / "raspberry_pi" / "kiosk.toml"), KioskConfig()
+    assert door.liveness == "challenge" and door.liveness_sequence is None and not door.allow_looser
+    assert door.threshold is None and door.operating_point in (None, "default", "strict")
+    for name in ("liveness_step_timeout_s", "liveness_max_failures", "liveness_alarm_failures"):
+        assert getattr(door, name) <= getattr(default, name), name
+    assert door.liveness_alarm_failures_per_hour <= default.liveness_alarm_failures_per_hour
+    assert door.liveness_alarm_window_s >= default.liveness_alarm_window_s
+    assert door.liveness_lockout_s >= default.liveness_lockout_s
+
+
 def test_attendance_flow(tmp_path, store_path):
     s = ["--store", str(store_path)]
     assert run_cli("enroll", "astronaut", "--source", str(SAMPLES / "astronaut_enroll.jpg"), *s).returncode == 0

@@ -442,3 +442,16 @@ def test_listen_serves_only_https_with_the_printed_fingerprint(site, tmp_path):
     assert server.returncode == 0, log.read_text()  # SIGTERM: the loop stopped, its actions closed
     r = cli("audit", "--verify", "--store", str(store))
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# -- the end (the module's server stops here) ----------------------------------------------------
+def test_ctrl_c_stops_serve_as_sigterm_does(site):
+    """Ctrl-C at the terminal stops the loop and closes its actions, exit 0, as `kiosk` does."""
+    import signal
+
+    server = site["process"]
+    server.send_signal(signal.SIGINT)
+    assert server.wait(20) == 0, site["log"].read_text()
+    assert "interrupted" not in site["log"].read_text()
+    r = cli("audit", "--verify", "--store", str(site["store"]))
+    assert r.returncode == 0, r.stdout + r.stderr

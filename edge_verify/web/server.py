@@ -108,6 +108,8 @@ def serve(args: argparse.Namespace, config, load_config=None) -> int:
             signal.signal(signal.SIGHUP, lambda *_: _reload(runner, load_config))
         try:
             server.run()
+        except KeyboardInterrupt:  # Ctrl-C: stopped like SIGTERM (and like `kiosk`), not an interrupted command
+            pass
         finally:
             runner.stop()
     return 0
