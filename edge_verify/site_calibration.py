@@ -89,6 +89,18 @@ class SiteCalibration:
         }
 
 
+def stamp(bundle, record: dict) -> dict:
+    """A site calibration record tied to the bundle's decision fields (thresholds, curve): one made
+    with another version of the bundle (another statistic, other points) is stale."""
+    return {**record, "decision_digest": bundle.decision_digest(), "bundle_version": bundle.version}
+
+
+def is_current(bundle, record: dict) -> bool:
+    """The record was made with this bundle's decision fields (records from before they were
+    stamped were made with an older bundle)."""
+    return record.get("decision_digest") == bundle.decision_digest()
+
+
 def people_needed(far: float, photos: int = PHOTOS_PER_PERSON) -> int:
     """People with ``photos`` photos each whose impostor tries (each template of all but one of a
     person's photos, up to 5, against every photo of the others) number at least MIN_EVENTS / far."""
