@@ -126,3 +126,17 @@ def test_a_site_calibration_from_before_the_bundle_changed_is_never_looser_than_
 
         store.set_threshold(bundle.fingerprint, stamp(bundle, {**old, "threshold": 0.99}))
         assert resolve_threshold(bundle, store).value == 0.99
+
+
+def test_a_far_far_below_the_curve_is_answered_not_hung():
+    """`calibrate --far 1e-300` hung in the "how many people" line (one loop step per person:
+    about 10^150 of them); it is answered at once, and the number is still the smallest that does."""
+    import subprocess
+    import sys
+
+    code = "from edge_verify.site_calibration import people_needed; print(people_needed(1e-300))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    n = int(out.stdout)
+    need, per_pair = 10 / 1e-300, 5 * 5  # MIN_EVENTS / far; templates (C(5, 4)) x photos
+    assert n * (n - 1) * per_pair >= need > (n - 1) * (n - 2) * per_pair
+    assert [people_needed(f) for f in (1e-3, 1e-4, 0.5)] == [21, 64, 2]
