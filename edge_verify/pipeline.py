@@ -19,6 +19,7 @@ from edge_verify.landmarks import FaceMesh
 from edge_verify.liveness import MODES, LivenessMonitor, LivenessOptions, LivenessResult, make_check
 from edge_verify.operating import ThresholdChoice, check_threshold, gallery_threshold
 from edge_verify.quality import INSTRUCTIONS, QualityOptions, QualityReport, assess
+from edge_verify.site_calibration import is_current
 from edge_verify.track import Track, Tracker
 
 
@@ -95,13 +96,31 @@ def _one_to_one_threshold(bundle, store, threshold, operating_point, allow_loose
         return ThresholdChoice(point.threshold, f"operating point {point.name!r}", point.far, curve=bundle.far_curve)
     site = store.threshold(bundle.fingerprint) if store is not None else None
     if site is not None:
+        value = check_threshold(site["threshold"], "site calibration")
+        if not is_current(bundle, site):  # made with another statistic and other points: never looser
+            key = (bundle.fingerprint, "stale", value)
+            if key not in _WARNED:
+                _WARNED.add(key)
+                logging.getLogger("edge_verify").warning(
+                    "the site calibration (%.4f) was made with another version of %s; using at least its %r "
+                    "point (%.4f): run `edge-verify calibrate` again",
+                    value,
+                    bundle.name,
+                    default.name,
+                    default.threshold,
+                )
+            if value < default.threshold:
+                return ThresholdChoice(
+                    default.threshold,
+                    f"operating point {default.name!r} (the site calibration is older than the bundle)",
+                    default.far,
+                    curve=bundle.far_curve,
+                )
+            # its FAR is the default point's at most: 1:N raises it from the bundle's curve
+            origin = f"site calibration ({site['source']}; older than the bundle)"
+            return ThresholdChoice(value, origin, default.far, curve=bundle.far_curve)
         curve = tuple(tuple(p) for p in site.get("far_curve", ()))
-        return ThresholdChoice(
-            check_threshold(site["threshold"], "site calibration"),
-            f"site calibration ({site['source']})",
-            site.get("far"),
-            curve=curve,
-        )
+        return ThresholdChoice(value, f"site calibration ({site['source']})", site.get("far"), curve=curve)
     return ThresholdChoice(default.threshold, f"operating point {default.name!r}", default.far, curve=bundle.far_curve)
 
 

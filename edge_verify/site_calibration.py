@@ -89,14 +89,29 @@ class SiteCalibration:
         }
 
 
+def stamp(bundle, record: dict) -> dict:
+    """A site calibration record tied to the bundle's decision fields (thresholds, curve): one made
+    with another version of the bundle (another statistic, other points) is stale."""
+    return {**record, "decision_digest": bundle.decision_digest(), "bundle_version": bundle.version}
+
+
+def is_current(bundle, record: dict) -> bool:
+    """The record was made with this bundle's decision fields (records from before they were
+    stamped were made with an older bundle)."""
+    return record.get("decision_digest") == bundle.decision_digest()
+
+
 def people_needed(far: float, photos: int = PHOTOS_PER_PERSON) -> int:
     """People with ``photos`` photos each whose impostor tries (each template of all but one of a
     person's photos, up to 5, against every photo of the others) number at least MIN_EVENTS / far."""
     e = min(MAX_TEMPLATE_FRAMES, photos - 1)
-    templates = math.comb(photos, e)
-    n = 2
-    while n * templates * (n - 1) * photos < MIN_EVENTS / far:
+    per_pair = math.comb(photos, e) * photos  # tries per ordered pair of people
+    need = -(-math.ceil(MIN_EVENTS / far) // per_pair)  # n (n - 1) must reach this
+    n = max(2, (1 + math.isqrt(4 * need)) // 2)  # solved, not counted up (a tiny FAR needs ~10^150)
+    while n * (n - 1) < need:
         n += 1
+    while n > 2 and (n - 1) * (n - 2) >= need:
+        n -= 1
     return n
 
 

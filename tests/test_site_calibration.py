@@ -103,3 +103,40 @@ def test_an_unresolved_gallery_is_warned_about_once_with_the_number(caplog, monk
     assert len(warnings) == 1 and warnings[0].startswith("50 identities enrolled") and "2e-05" in warnings[0]
     assert all(not c.far_resolved for c in choices) and resolved.far_resolved
     assert choices[0].value == max(t for _, t, _ in bundle.far_curve) >= bundle.threshold.value
+
+
+def test_a_site_calibration_from_before_the_bundle_changed_is_never_looser_than_its_default(store_path):
+    """Attack: a site calibrated under the previous fused bundle (old statistic, old default 0.8424,
+    stored as not looser than that default) upgrades and runs `doctor --repin`. Its old threshold,
+    below the new default, must not stay in force: the new statistic scores impostors higher."""
+    from edge_verify.pipeline import resolve_threshold
+    from edge_verify.store import TemplateStore
+
+    bundle = load_bundle()
+    old = {"threshold": 0.8424, "far": 1e-3, "source": "200+1800 pairs from site", "looser_than_default": False}
+    with TemplateStore(store_path) as store:
+        store.set_threshold(bundle.fingerprint, {**old, "far_curve": [[1e-3, 0.8424, True]]})
+    assert run_cli("doctor", "--repin", *_s(store_path)).returncode == 0
+    with TemplateStore(store_path) as store:
+        choice = resolve_threshold(bundle, store)
+    assert choice.value >= bundle.threshold.value > old["threshold"]
+    # a site calibration made with the current bundle is still the one in force
+    with TemplateStore(store_path) as store:
+        from edge_verify.site_calibration import stamp
+
+        store.set_threshold(bundle.fingerprint, stamp(bundle, {**old, "threshold": 0.99}))
+        assert resolve_threshold(bundle, store).value == 0.99
+
+
+def test_a_far_far_below_the_curve_is_answered_not_hung():
+    """`calibrate --far 1e-300` hung in the "how many people" line (one loop step per person:
+    about 10^150 of them); it is answered at once, and the number is still the smallest that does."""
+    import subprocess
+    import sys
+
+    code = "from edge_verify.site_calibration import people_needed; print(people_needed(1e-300))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    n = int(out.stdout)
+    need, per_pair = 10 / 1e-300, 5 * 5  # MIN_EVENTS / far; templates (C(5, 4)) x photos
+    assert n * (n - 1) * per_pair >= need > (n - 1) * (n - 2) * per_pair
+    assert [people_needed(f) for f in (1e-3, 1e-4, 0.5)] == [21, 64, 2]

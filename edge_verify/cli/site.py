@@ -27,7 +27,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from the bundle's FAR curve, tightened (never loosened) by the site's own impostor pairs."""
     from edge_verify.metrics import format_report, template_scores, verification_report
     from edge_verify.operating import check_far, measure
-    from edge_verify.site_calibration import calibrate_site, data_line, meaning_line
+    from edge_verify.site_calibration import calibrate_site, data_line, meaning_line, stamp
 
     verifier = verifier_for(args)
     bundle = verifier.bundle
@@ -75,19 +75,22 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         with open_store(args, bundle, create=True) as store, store.transaction():
             store.set_threshold(
                 bundle.fingerprint,
-                {
-                    "threshold": cal.threshold,
-                    "far": far,
-                    "source": f"FAR from {bundle.name}'s curve"
-                    + (", tightened by" if cal.tightened else "; FRR from")
-                    + f" {len(genuine)}+{len(impostor)} pairs from {origin}",
-                    "measured": at,
-                    "far_curve": [list(p) for p in bundle.far_curve],
-                    "bundle_threshold": cal.bundle_threshold,
-                    "tightened_by_site": cal.tightened,
-                    "looser_than_default": looser,
-                    "time": time.time(),
-                },
+                stamp(
+                    bundle,
+                    {
+                        "threshold": cal.threshold,
+                        "far": far,
+                        "source": f"FAR from {bundle.name}'s curve"
+                        + (", tightened by" if cal.tightened else "; FRR from")
+                        + f" {len(genuine)}+{len(impostor)} pairs from {origin}",
+                        "measured": at,
+                        "far_curve": [list(p) for p in bundle.far_curve],
+                        "bundle_threshold": cal.bundle_threshold,
+                        "tightened_by_site": cal.tightened,
+                        "looser_than_default": looser,
+                        "time": time.time(),
+                    },
+                ),
             )
             store.audit(
                 "calibrate", bundle.fingerprint, True, score=cal.threshold, threshold=cal.threshold, source=origin
