@@ -10,6 +10,10 @@ import numpy as np
 from edge_verify.errors import DuplicateIdentityError, InconsistentEnrolmentError
 from edge_verify.matcher import MAX_TEMPLATE_FRAMES, Gallery, agreement, mean_template, odd_frames
 
+LIVE_FRAMES = 5  # usable frames a camera or video enrolment takes by default
+MIN_LIVE_FRAMES = 3  # the fewest a camera enrolment may take
+LIVE_SPACING_S = 0.25  # a camera's enrolment frames at least this far apart: some natural variation
+
 
 @dataclass(frozen=True)
 class Enrolment:

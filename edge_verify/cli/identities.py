@@ -26,6 +26,7 @@ from edge_verify.cli.common import (
     threshold_choice,
     verifier_for,
 )
+from edge_verify.enrolment import LIVE_FRAMES, LIVE_SPACING_S, MIN_LIVE_FRAMES
 from edge_verify.errors import (
     AlreadyEnrolledError,
     EdgeVerifyError,
@@ -36,10 +37,7 @@ from edge_verify.errors import (
 )
 from edge_verify.redaction import redact_url
 
-MIN_LIVE_ENROL_FRAMES = 3
-ENROL_FRAMES = 5  # usable frames of a video or camera by default (photos: every one)
 IDENTIFY_FRAMES = 300  # of a video or camera, as `check` reads without a liveness check
-LIVE_ENROL_SPACING_S = 0.25  # a camera's enrolment frames at least this far apart: some natural variation
 
 
 @dataclass
@@ -69,7 +67,7 @@ def _collect(args: argparse.Namespace, verifier, source_spec: str, max_frames: i
     with open_source(source_spec, timeout_s=args.timeout) as source:
         live = source.live
         photos = source.paths if isinstance(source, ImageSource) else None
-        max_frames = max_frames or (len(photos) if photos else ENROL_FRAMES)
+        max_frames = max_frames or (len(photos) if photos else LIVE_FRAMES)
         deadline = time.monotonic() + args.timeout
         with tqdm(
             total=max_frames,
@@ -82,7 +80,7 @@ def _collect(args: argparse.Namespace, verifier, source_spec: str, max_frames: i
             last_kept = -np.inf
             for frame in source:
                 read += 1
-                if live and frame.time - last_kept < LIVE_ENROL_SPACING_S:
+                if live and frame.time - last_kept < LIVE_SPACING_S:
                     continue  # five frames of one instant average away nothing: spread them over a second or more
                 try:
                     obs = verifier.observe_single(frame.image, frame.name, largest=args.largest_face)
@@ -212,10 +210,10 @@ def cmd_enroll(args: argparse.Namespace) -> int:
                 )
             collected = _collect(args, verifier, args.source, args.frames, f"enroll {args.name}")
             embeddings, names, skipped = collected.embeddings, collected.names, collected.skipped
-            if collected.live and len(embeddings) < MIN_LIVE_ENROL_FRAMES:
+            if collected.live and len(embeddings) < MIN_LIVE_FRAMES:
                 raise NoFaceError(
                     f"{redact_url(args.source)}: only {len(embeddings)} good frame(s) in {args.timeout:g}s; enrolment "
-                    f"from a camera needs at least {MIN_LIVE_ENROL_FRAMES} (look at the camera, or raise --timeout)"
+                    f"from a camera needs at least {MIN_LIVE_FRAMES} (look at the camera, or raise --timeout)"
                 )
             enrolment = enrol(
                 store,
@@ -462,7 +460,7 @@ def register(add) -> None:
         "--frames",
         "-n",
         type=positive_int,
-        help=f"usable frames to average (default: every photo; {ENROL_FRAMES} of a video or camera, which needs >= 3)",
+        help=f"usable frames to average (default: every photo; {LIVE_FRAMES} of a video or camera, which needs >= 3)",
     )
     p.add_argument("--replace", action="store_true", help="overwrite an existing template")
     p.add_argument("--force", action="store_true", help="enrol even if the frames match another enrolled identity")

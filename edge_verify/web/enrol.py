@@ -8,6 +8,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from edge_verify.enrolment import LIVE_FRAMES, LIVE_SPACING_S
 from edge_verify.errors import (
     DuplicateIdentityError,
     EdgeVerifyError,
@@ -17,9 +18,7 @@ from edge_verify.errors import (
     UsageError,
 )
 
-LIVE_FRAMES = 5
 LIVE_TIMEOUT_S = 20.0
-FRAME_GAP_S = 0.2  # frames this far apart, so the template is not one instant repeated
 MAX_JOBS = 50  # enrolment jobs remembered (the oldest go first)
 
 
@@ -64,7 +63,7 @@ def _collect(ctx, job: EnrolJob, replace: bool) -> None:
     try:
         while len(embeddings) < job.wanted and time.monotonic() < deadline:
             seq, image = ctx.hub.wait_frame(seq, 1.0)
-            if image is None or time.monotonic() - last < FRAME_GAP_S:
+            if image is None or time.monotonic() - last < LIVE_SPACING_S:
                 continue
             last = time.monotonic()
             try:
