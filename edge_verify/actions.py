@@ -67,6 +67,9 @@ class Action:
         Raises when it failed; the kiosk records the error and goes on."""
         raise NotImplementedError
 
+    def attach(self, kiosk) -> None:
+        """Called once the kiosk that runs this action exists (the fleet link starts from its store)."""
+
     def finished(self) -> list[Outcome]:
         """Outcomes known only later (a command's exit code); collected by the kiosk every frame."""
         return []

@@ -210,9 +210,8 @@ class Kiosk:
             log.info("%s", checked.summary())
         self._load(at_start=require_enrolled)
         self.on_frame: Callable[[Frame], None] | None = None  # called after each frame (the web app's preview)
-        for action in actions:  # actions that need the running kiosk (the fleet link: its store, its relay)
-            if hasattr(action, "attach"):
-                action.attach(self)
+        for action in actions:
+            action.attach(self)
         self.tracks = FaceTracks(
             verifier,
             config.debounce,
