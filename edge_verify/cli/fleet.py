@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from edge_verify.cli.common import emit, identity_name, open_store, printable_text
+from edge_verify.cli.common import emit, identity_name, open_store, printable_text, store_path
 from edge_verify.errors import UsageError
 
 CENTRE_ENV = "EDGE_VERIFY_CENTRE"
@@ -261,10 +261,9 @@ def cmd_sync(args) -> int:
     import signal
 
     from edge_verify.fleet.sync import KioskFile, KioskSync
-    from edge_verify.store import default_store_path
 
     kiosk = KioskFile.load(args.fleet_file)
-    sync = KioskSync(kiosk, args.store or default_store_path(), key_file=args.key_file, create=True)
+    sync = KioskSync(kiosk, store_path(args), key_file=args.key_file, create=True)
     try:
         if args.watch:
             stop = threading.Event()
@@ -293,9 +292,8 @@ def _then_send(enroll):
         if code != 0 or not args.fleet:
             return code
         from edge_verify.fleet.sync import KioskFile, KioskSync
-        from edge_verify.store import default_store_path
 
-        sync = KioskSync(KioskFile.load(args.fleet), args.store or default_store_path(), key_file=args.key_file)
+        sync = KioskSync(KioskFile.load(args.fleet), store_path(args), key_file=args.key_file)
         try:
             info = next(t for t in sync.store.list() if t.identity == args.name)
             request = sync.request_enrolment(
