@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from edge_verify.cli.common import emit, identity_name, open_store, printable_text
+from edge_verify.cli.common import emit, identity_name, open_store, printable_text, store_path
 from edge_verify.errors import UsageError
 
 CENTRE_ENV = "EDGE_VERIFY_CENTRE"
@@ -161,12 +161,7 @@ def _hint(args, group: str, revision: int) -> None:
 
 def cmd_enroll(args) -> int:
     with open_store(args) as store:
-        info = next((t for t in store.list() if t.identity == args.name), None)
-        if info is None:
-            raise UsageError(
-                f"{args.name!r} is not enrolled in {store.path}: `edge-verify enroll {args.name} --source ...` first"
-            )
-        vector = store.get(args.name, info.fingerprint)
+        info, vector = _enrolled(store, args.name)
     with _centre(args) as centre:
         revision = centre.enroll(_authority(args), args.group, args.name, vector, info.fingerprint, info.frames)
     _hint(args, args.group, revision)
@@ -176,6 +171,14 @@ def cmd_enroll(args) -> int:
         f"{args.name} enrolled in group {args.group} (revision {revision})",
     )
     return 0
+
+
+def _enrolled(store, name: str):
+    """The template of ``name`` in the local store: (its TemplateInfo, its vector)."""
+    info = next((t for t in store.list() if t.identity == name), None)
+    if info is None:
+        raise UsageError(f"{name!r} is not enrolled in {store.path}: `edge-verify enroll {name} --source ...` first")
+    return info, store.get(name, info.fingerprint)
 
 
 def cmd_remove(args) -> int:
@@ -261,10 +264,9 @@ def cmd_sync(args) -> int:
     import signal
 
     from edge_verify.fleet.sync import KioskFile, KioskSync
-    from edge_verify.store import default_store_path
 
     kiosk = KioskFile.load(args.fleet_file)
-    sync = KioskSync(kiosk, args.store or default_store_path(), key_file=args.key_file, create=True)
+    sync = KioskSync(kiosk, store_path(args), key_file=args.key_file, create=True)
     try:
         if args.watch:
             stop = threading.Event()
@@ -293,14 +295,11 @@ def _then_send(enroll):
         if code != 0 or not args.fleet:
             return code
         from edge_verify.fleet.sync import KioskFile, KioskSync
-        from edge_verify.store import default_store_path
 
-        sync = KioskSync(KioskFile.load(args.fleet), args.store or default_store_path(), key_file=args.key_file)
+        sync = KioskSync(KioskFile.load(args.fleet), store_path(args), key_file=args.key_file)
         try:
-            info = next(t for t in sync.store.list() if t.identity == args.name)
-            request = sync.request_enrolment(
-                args.name, sync.store.get(args.name, info.fingerprint), info.fingerprint, info.frames
-            )
+            info, vector = _enrolled(sync.store, args.name)
+            request = sync.request_enrolment(args.name, vector, info.fingerprint, info.frames)
         finally:
             sync.close()
         emit(args, {"identity": args.name, "fleet_request": request}, f"sent to the centre (request {request})")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from edge_verify.errors import FleetError
 
-__all__ = ["FleetError", "require"]
+__all__ = ["FleetError", "first_line", "require"]
 
 
 def require(module: str):
@@ -21,3 +21,9 @@ def require(module: str):
         return importlib.import_module(module)
     except ImportError:
         raise FleetError(f"the fleet needs {module.split('.')[0]}: pip install 'edge-verify[fleet]'") from None
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of a driver's error message (psycopg's run over several), or its type's name."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge_verify.errors import EdgeVerifyError, UsageError
-from edge_verify.fleet import FleetError, require
+from edge_verify.fleet import FleetError, first_line, require
 from edge_verify.fleet.crypto import (
     Authority,
     BadRevision,
@@ -22,6 +22,7 @@ from edge_verify.fleet.crypto import (
     digest,
     new_kiosk_key,
     open_box,
+    open_template,
     request_aad,
     seal,
     verify,
@@ -63,10 +64,10 @@ def connect(dsn: str, **kwargs):
     try:
         return psycopg.connect(dsn, autocommit=True, connect_timeout=kwargs.pop("connect_timeout", 5), **kwargs)
     except psycopg.ProgrammingError as exc:
-        raise FleetError(f"invalid fleet centre connection string ({str(exc).strip().splitlines()[0]})") from None
+        raise FleetError(f"invalid fleet centre connection string ({first_line(exc)})") from None
     except psycopg.OperationalError as exc:
         host = psycopg.conninfo.conninfo_to_dict(dsn).get("host", "?")
-        raise FleetError(f"cannot reach the fleet centre at {host}: {str(exc).strip().splitlines()[0]}") from None
+        raise FleetError(f"cannot reach the fleet centre at {host}: {first_line(exc)}") from None
 
 
 def unverified_centre(dsn: str) -> str | None:
@@ -191,20 +192,14 @@ class Centre:
             ).fetchall()
             boxes = []
             for revision, identity, fingerprint, frames, dig, signature, box in rows:
-                ad = aad(identity, fingerprint, revision)
+                entry = Revision(revision, group, identity, fingerprint, "put", frames, dig)
                 try:  # only what this authority signed is sealed again (a row forged at the centre is not)
-                    verify(
-                        authority.public,
-                        Revision(revision, group, identity, fingerprint, "put", frames, dig),
-                        signature,
-                    )
-                    plain = open_box(authority.box, bytes(box or b""), ad)
-                    if digest(np.frombuffer(plain, np.float32)) != dig:
-                        raise BadRevision(f"revision {revision} ({identity!r}): the template is not the one signed")
+                    verify(authority.public, entry, signature)
+                    vector = open_template(authority.box, entry, box or b"")
                 except BadRevision as exc:
                     log.error("not sealed to kiosk %s: %s", name, exc)
                     continue
-                boxes.append((revision, name, seal(public_key, plain, ad)))
+                boxes.append((revision, name, seal(public_key, vector.tobytes(), aad(identity, fingerprint, revision))))
             with self.conn.cursor() as cur:
                 cur.executemany("INSERT INTO template_boxes (revision, kiosk, box) VALUES (%s, %s, %s)", boxes)
         return password
@@ -402,7 +397,7 @@ class Centre:
                         break
                     waited += 0.5
             except (psycopg.Error, FleetError) as exc:
-                log.warning("authority: %s; retrying", str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+                log.warning("authority: %s; retrying", first_line(exc))
                 for conn in (listener, self.conn):
                     if conn is not None and not conn.closed:
                         conn.close()

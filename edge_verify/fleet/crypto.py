@@ -119,6 +119,16 @@ def verify(authority: bytes, revision: Revision | Calibration, signature: bytes 
         raise BadRevision(f"{what} fails the authority's signature (altered at the centre)") from None
 
 
+def open_template(key: X25519PrivateKey, entry: Revision, box: bytes) -> np.ndarray:
+    """The vector of the verified "put" revision ``entry``, from ``box`` sealed to ``key``; BadRevision
+    when the box does not open or its vector is not the one signed (``entry.digest``)."""
+    plain = open_box(key, bytes(box), aad(entry.identity, entry.fingerprint, entry.revision))
+    vector = np.frombuffer(plain, np.float32)
+    if digest(vector) != entry.digest:
+        raise BadRevision(f"revision {entry.revision} ({entry.identity!r}): the template is not the one signed")
+    return vector
+
+
 class Authority:
     """The enrolment authority's two keys: Ed25519 to sign revisions, X25519 to open what kiosks send
     it (enrolment requests) and its own copy of each template (to seal it to kiosks added later)."""

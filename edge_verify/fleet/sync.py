@@ -18,15 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from edge_verify.errors import EdgeVerifyError, UsageError
-from edge_verify.fleet import FleetError, require
+from edge_verify.fleet import FleetError, first_line, require
 from edge_verify.fleet.crypto import (
     BadRevision,
     Calibration,
     Revision,
-    aad,
-    digest,
     kiosk_key,
-    open_box,
+    open_template,
     request_aad,
     seal,
     verify,
@@ -159,7 +157,7 @@ class KioskSync:
                 result.pushed = self._push(conn)
         except psycopg.Error as exc:
             self._drop()
-            self.error = f"fleet centre unreachable: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}"
+            self.error = f"fleet centre unreachable: {first_line(exc)}"
             self._if_revoked(str(exc))
             raise FleetError(self.error) from None
         except FleetError as exc:
@@ -237,17 +235,13 @@ class KioskSync:
             return
         try:
             entry = Revision(revision, group, identity, fingerprint, op, frames, dig)
-            verify(self.authority, entry, None if signature is None else bytes(signature))
+            verify(self.authority, entry, signature)
             if group != self.kiosk.group:
                 raise BadRevision(f"revision {revision} ({identity!r}) is for group {group!r}")
             if op == "put":
                 if box is None:
                     raise BadRevision(f"revision {revision} ({identity!r}) has no template sealed to this kiosk")
-                plain = open_box(self.key, bytes(box), aad(identity, fingerprint, revision))
-                vector = np.frombuffer(plain, np.float32)
-                if digest(vector) != dig:
-                    raise BadRevision(f"revision {revision} ({identity!r}): the template is not the one signed")
-                puts.append((identity, vector, fingerprint, frames))
+                puts.append((identity, open_template(self.key, entry, box), fingerprint, frames))
                 result.put.append(identity)
             elif op == "remove":
                 result.removed.append(identity)
@@ -289,10 +283,11 @@ class KioskSync:
                 "SELECT coalesce(max(row_id), 0) FROM audit_rows WHERE kiosk = %s AND tbl = %s",
                 (self.kiosk.kiosk, table),
             ).fetchone()[0]
+            columns = COLUMNS[table]
+            ts_at = columns.index("ts")
             while rows := self.store.export_audit(table, after, PUSH_BATCH):
-                ts_at = COLUMNS[table].index("ts")
                 values = [
-                    (self.kiosk.kiosk, table, v[0], v[ts_at], _json(dict(zip(COLUMNS[table], v, strict=True))), mac)
+                    (self.kiosk.kiosk, table, v[0], v[ts_at], json.dumps(dict(zip(columns, v, strict=True))), mac)
                     for v, mac in rows
                 ]
                 with conn.transaction(), conn.cursor() as cur:
@@ -331,7 +326,7 @@ class KioskSync:
             ) from None
         except psycopg.Error as exc:
             self._drop()
-            raise FleetError(f"fleet centre unreachable: {str(exc).strip().splitlines()[0]}") from None
+            raise FleetError(f"fleet centre unreachable: {first_line(exc)}") from None
         return int(request)
 
     # -- the loop -------------------------------------------------------------------------------
@@ -373,7 +368,3 @@ class KioskSync:
 
 def _stale(what: str, revision: int, applied: int, name: str) -> str:
     return f"{what} {revision} ({name!r}) replayed by the centre: this kiosk already applied revision {applied}"
-
-
-def _json(data: dict) -> str:
-    return json.dumps(data)
