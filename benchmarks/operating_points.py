@@ -39,8 +39,13 @@ from converters.operating_points import DEV_SETS, DevSet, calibrate_points  # no
 from edge_verify.bundle import PACKAGED_BUNDLES  # noqa: E402
 from edge_verify.errors import EdgeVerifyError  # noqa: E402
 from edge_verify.matcher import MAX_TEMPLATE_FRAMES, unit  # noqa: E402
-from edge_verify.metrics import pair_scores, threshold_at_far  # noqa: E402
-from edge_verify.operating import MIN_EVENTS, ThresholdChoice, gallery_threshold, round_up, wilson_interval  # noqa: E402
+from edge_verify.metrics import pair_scores  # noqa: E402
+from edge_verify.operating import (  # noqa: E402
+    ThresholdChoice,
+    conservative_threshold,
+    gallery_threshold,
+    wilson_interval,
+)
 from edge_verify.pipeline import Verifier, VerifierOptions  # noqa: E402
 from edge_verify.quality import QualityOptions, assess  # noqa: E402
 from edge_verify.sources import list_images, read_image  # noqa: E402
@@ -109,10 +114,6 @@ def frr_text(genuine: np.ndarray, t: float) -> str:
     return f"{fr / max(len(genuine), 1):6.1%} [{lo:.1%}, {hi:.1%}]"
 
 
-def strictest(impostor_sets: list[np.ndarray], far: float) -> float:
-    return round_up(max(threshold_at_far(i, max(far, MIN_EVENTS / len(i))) for i in impostor_sets if len(i)))
-
-
 # -- 1. the gate ----------------------------------------------------------------------------------
 def gate_section(sets: list[Embedded]) -> None:
     print("\n1. quality gate (limits: " + ", ".join(f"{k} {v:g}" for k, v in vars(QualityOptions()).items()) + ")")
@@ -137,10 +138,10 @@ def gate_section(sets: list[Embedded]) -> None:
     }
     for label, mask in masks.items():
         g, i = pair_scores(yale.embeddings[mask], yale.labels[mask])
-        t = strictest([i], 1e-3)
+        t = conservative_threshold([i], 1e-3)
         print(f"    {label:<38} {mask.sum():4} images: threshold {t:.4f}, FRR there {np.mean(g < t):6.1%}")
     g, i = pair_scores(yale.embeddings, yale.labels)
-    t = strictest([i], 1e-3)
+    t = conservative_threshold([i], 1e-3)
     sims = unit(yale.embeddings) @ unit(yale.embeddings).T
     a, b = np.triu_indices(len(light), 1)
     high = (yale.labels[a] != yale.labels[b]) & (sims[a, b] >= t)
@@ -223,7 +224,7 @@ def statistic_section(bundle, gated: list[DevSet], rng) -> dict:
         trials = {s.name: statistic_trials(s, e, k, 10 if len(s.files) > 1000 else 40, rng) for s in gated}
         trials = {n: t for n, t in trials.items() if t}
         for stat in STATISTICS:
-            t = strictest([tr[stat][1] for tr in trials.values()], 1e-3)
+            t = conservative_threshold([tr[stat][1] for tr in trials.values()], 1e-3)
             cells = "  ".join(
                 f"{n.split('/')[-1]} {frr_text(tr[stat][0], t)} (at default FAR {np.mean(tr[stat][1] >= default):.1e}"
                 f" FRR {np.mean(tr[stat][0] < default):.1%})"

@@ -102,7 +102,8 @@ class Gallery:
             else np.zeros((0, 0), np.float32)
         )
         # a template's score is with its direction: (row . probe) / |row|, as ``score`` computes it
-        self.norms = np.maximum(np.linalg.norm(self.matrix.astype(np.float64), axis=1), 1e-12)
+        # (float32, for the approximate product in ``best``; the exact rescoring normalises itself)
+        self.norms = np.maximum(np.linalg.norm(self.matrix.astype(np.float64), axis=1), 1e-12).astype(np.float32)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -118,7 +119,7 @@ class Gallery:
         if not self.names or k < 1:
             return []
         probe = unit(probes).mean(0)
-        approx = (self.matrix @ probe.astype(np.float32)) / self.norms.astype(np.float32)
+        approx = (self.matrix @ probe.astype(np.float32)) / self.norms
         m = k + 2  # a margin for float32 near-ties, settled by the exact scores below
         candidates = np.argpartition(-approx, m - 1)[:m] if len(approx) > m else np.arange(len(approx))
         exact = unit(self.matrix[candidates].astype(np.float64)) @ probe

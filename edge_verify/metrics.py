@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from edge_verify.matcher import unit
+
 
 def pair_scores(embeddings: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Cosine scores of all genuine and all impostor pairs of unit-norm embeddings."""
@@ -27,8 +29,7 @@ def template_scores(
     identity with fewer), each scored against every other photo of that identity (genuine) and
     every photo of the other identities (impostor). Deterministic (seeded)."""
     rng = np.random.default_rng(0)
-    u = np.asarray(embeddings, np.float64)
-    u = u / np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-12)
+    u = unit(embeddings)
     labels = np.asarray(labels)
     genuine, impostor = [], []
     for identity in sorted(set(labels.tolist())):
@@ -41,8 +42,7 @@ def template_scores(
         else:
             subsets = [rng.choice(mine, e, replace=False) for _ in range(draws)]
         for subset in subsets:
-            mean = u[subset].mean(0)
-            direction = mean / max(float(np.linalg.norm(mean)), 1e-12)
+            direction = unit(u[subset].mean(0))[0]  # as ``matcher.score`` takes a template's direction
             genuine.append(u[np.setdiff1d(mine, subset)] @ direction)
             impostor.append(u[others] @ direction)
     if not genuine:
