@@ -17,7 +17,6 @@ Each distinct ``Options`` loads its model bundle once.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ import numpy as np
 
 from edge_verify.detect import Face
 from edge_verify.enrolment import Enrolment, enrol
-from edge_verify.errors import AlreadyEnrolledError, EdgeVerifyError, InputError, StoreError, UsageError
+from edge_verify.errors import AlreadyEnrolledError, EdgeVerifyError, InputError, UsageError
 from edge_verify.limits import MAX_IMAGE_PIXELS
 from edge_verify.matcher import Decision, mean_template, score
 from edge_verify.matcher import verify as verify_probes
@@ -160,15 +159,7 @@ def enroll(
         except AlreadyEnrolledError:  # enrolled by another process meanwhile; the store's message names the CLI flag
             raise _already_enrolled(name) from None
     except EdgeVerifyError as exc:  # a refused enrolment is audited, as on the command line
-        with contextlib.suppress(StoreError):  # the store itself is the problem: the original error says more
-            store.audit(
-                "enroll",
-                bundle.fingerprint,
-                False,
-                claimed=name,
-                source="python",
-                detail=f"{type(exc).__name__}: {exc}",
-            )
+        store.audit_refusal("enroll", bundle.fingerprint, exc, claimed=name, source="python")
         raise
 
 

@@ -314,13 +314,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def audit_failure(store, command: str, fingerprint: str, exc: Exception, **fields) -> None:
     """Record a command that failed before deciding (no face, quality gate, unknown identity...)."""
-    from edge_verify.errors import StoreError
-
     fields["source"] = redact_url(fields["source"]) if fields.get("source") else None
-    try:
-        store.audit(command, fingerprint, False, detail=f"{type(exc).__name__}: {exc}", **fields)
-    except StoreError:  # the store itself is the problem: the original error says more
-        pass
+    store.audit_refusal(command, fingerprint, exc, **fields)
 
 
 def cmd_identify(args: argparse.Namespace) -> int:

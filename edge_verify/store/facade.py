@@ -298,6 +298,14 @@ class TemplateStore:
             command, fingerprint, accepted, claimed, matched, score, threshold, source, liveness, detail
         )
 
+    def audit_refusal(self, command: str, fingerprint: str, exc: Exception, **fields) -> None:
+        """Audit a command that ended without a decision (no face, quality gate, a refused enrolment);
+        a store that cannot write is passed over: the original error says more."""
+        try:
+            self.audit(command, fingerprint, False, detail=f"{type(exc).__name__}: {exc}"[:500], **fields)
+        except StoreError:
+            pass
+
     def record(
         self,
         command: str,

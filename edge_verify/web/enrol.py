@@ -153,16 +153,9 @@ def _enrol(ctx, name: str, embeddings: list, names: list[str], replace: bool, so
 
 
 def _audit_refusal(ctx, name: str, admin: str, origin: str, exc: Exception) -> None:
-    from edge_verify.errors import StoreError
-
-    try:
-        with ctx.lock:
-            fingerprint = ctx.verifier().bundle.fingerprint
-            ctx.store.audit(
-                "enroll", fingerprint, False, claimed=name, source=f"web {admin}: {origin}", detail=str(exc)[:500]
-            )
-    except StoreError:
-        pass
+    with ctx.lock:
+        fingerprint = ctx.verifier().bundle.fingerprint
+        ctx.store.audit_refusal("enroll", fingerprint, exc, claimed=name, source=f"web {admin}: {origin}")
 
 
 def _instruction(exc: Exception) -> str:
