@@ -84,11 +84,14 @@ def pins():
     gpiozero.Device.pin_factory = None
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run ``edge-verify`` in a fresh interpreter, as a user would."""
+def run_cli(
+    *args: str, env: dict | None = None, timeout: float = 120, stdin: str | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``edge-verify`` in a fresh interpreter, as a user would (``stdin``: what it reads)."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "edge_verify.cli", *args],
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=timeout,

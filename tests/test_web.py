@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, SAMPLES, make_video
+from tests.conftest import ROOT, SAMPLES, make_video, run_cli
+from tests.fleet_servers import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "correct horse battery staple"
@@ -29,23 +29,6 @@ if not shutil.which(CHROMIUM):
     pytest.skip(f"{CHROMIUM} absent: apt-get install chromium (.ci/run installs it)", allow_module_level=True)
 
 expect = sync_api.expect
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cli(*args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "edge_verify.cli", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=timeout,
-    )
 
 
 def start_server(args: list[str], log: Path, url: str, env: dict | None = None) -> subprocess.Popen:
@@ -101,7 +84,7 @@ def site(tmp_path_factory):
         f'[kiosk]\nsource = "{video}"\nliveness = "off"\nliveness_sequence = "turn_left,blink"\ncooldown_s = 2.0\n'
         "reconnect_s = 0.0\nrelay_pin = 17\nrelay_pulse_s = 0.2\n"
     )
-    r = cli("serve", "--set-admin", "alice", "--password-stdin", "--store", str(store), stdin=PASSWORD + "\n")
+    r = run_cli("serve", "--set-admin", "alice", "--password-stdin", "--store", str(store), stdin=PASSWORD + "\n")
     assert r.returncode == 0, r.stderr
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -196,6 +179,7 @@ def test_enrol_from_the_kiosk_camera(admin, site, artefacts):
     admin.wait_for_url("**/admin/people/enrol/*")
     expect(admin.locator("body")).to_have_attribute("data-enrol", re.compile("enrolled|failed"), timeout=40_000)
     expect(admin.locator("#result")).to_contain_text("enrolled astronaut from 5 frame(s)")
+    expect(admin.locator("#preview")).to_have_attribute("src", re.compile("^blob:"))  # the camera was shown
     shot(admin, artefacts, "enrol-live")
     # the same face under another name: refused at its first good frame, and the refusal audited
     admin.goto("/admin/people")
@@ -414,7 +398,7 @@ def test_listen_serves_only_https_with_the_printed_fingerprint(site, tmp_path):
 
     import httpx
 
-    r = cli("serve", "--source", "x.avi", "--tls-cert", "c.pem", "--store", str(site["store"]))
+    r = run_cli("serve", "--source", "x.avi", "--tls-cert", "c.pem", "--store", str(site["store"]))
     assert r.returncode == 2 and "--tls-cert/--tls-key go with --listen" in r.stderr
     port = free_port()
     log = tmp_path / "serve.log"
@@ -440,7 +424,7 @@ def test_listen_serves_only_https_with_the_printed_fingerprint(site, tmp_path):
     finally:
         stop(server)
     assert server.returncode == 0, log.read_text()  # SIGTERM: the loop stopped, its actions closed
-    r = cli("audit", "--verify", "--store", str(store))
+    r = run_cli("audit", "--verify", "--store", str(store))
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -453,5 +437,5 @@ def test_ctrl_c_stops_serve_as_sigterm_does(site):
     server.send_signal(signal.SIGINT)
     assert server.wait(20) == 0, site["log"].read_text()
     assert "interrupted" not in site["log"].read_text()
-    r = cli("audit", "--verify", "--store", str(site["store"]))
+    r = run_cli("audit", "--verify", "--store", str(site["store"]))
     assert r.returncode == 0, r.stdout + r.stderr

@@ -15,9 +15,10 @@ import pytest
 from edge_verify import pipeline
 from edge_verify.detect import FaceDetector
 from edge_verify.landmarks import FaceMesh
+from tests.fleet_servers import free_port
 from tests.liveness_replay import cooperative_check, followable, video_samples
 from tests.test_kiosk_liveness import ping_pong
-from tests.test_web import CHROMIUM, free_port, sync_api
+from tests.test_web import CHROMIUM, sync_api
 
 pytest.importorskip("uvicorn", reason="the web extra is absent: pip install 'edge-verify[web]'")
 

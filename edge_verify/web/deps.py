@@ -86,11 +86,11 @@ class BodyLimit:
 
         async def counted():
             nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
+            chunk = await receive()
+            seen += len(chunk.get("body", b""))
             if seen > limit:
                 raise HTTPException(413, message)
-            return message
+            return chunk
 
         await self.app(scope, counted, send)
 

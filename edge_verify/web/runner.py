@@ -30,6 +30,7 @@ class KioskRunner:
         self._stop, self._reload = threading.Event(), threading.Event()
         self._thread: threading.Thread | None = None
         self._pace: tuple[float, float] | None = None
+        self._paced = False  # whether the running kiosk reads a video file to pace (set per build)
 
     def start(self) -> None:
         """Build the first kiosk here (a bad configuration fails the command), then run it in a thread."""
@@ -65,6 +66,7 @@ class KioskRunner:
         kiosk.on_frame = lambda frame: self._on_frame(kiosk, frame)
         kiosk.on_decision = self.on_decision
         self._pace = None
+        self._paced = self.pace_files and os.path.isfile(config.source)
         return kiosk
 
     def _run(self) -> None:
@@ -89,11 +91,11 @@ class KioskRunner:
                 return
 
     def _on_frame(self, kiosk, frame) -> None:
-        tracks = [t for t in kiosk.tracks.tracker.tracks if not t.ended and t.box is not None]
+        boxes = [t.box for t in kiosk.tracks.tracker.tracks if not t.ended and t.box is not None]
         state = kiosk.status.get("state")
         colour = (80, 200, 80) if state == "ACCEPTED" else (60, 60, 220) if state == "REJECTED" else (255, 255, 255)
-        self.hub.put(frame.image, [t.box for t in tracks], colour)
-        if self.pace_files and os.path.isfile(kiosk.config.source):
+        self.hub.put(frame.image, boxes, colour)
+        if self._paced:
             now = time.monotonic()
             if self._pace is None or frame.time < self._pace[1]:
                 self._pace = (now - frame.time, frame.time)

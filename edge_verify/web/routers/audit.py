@@ -36,7 +36,8 @@ def audit_page(request: Request, session=Depends(require_admin), ctx: WebContext
     filters = _filters(request.query_params)
     with ctx.lock:
         entries = ctx.store.audit_log(PAGE, since=filters["since"], until=filters["until"], command=filters["command"])
-        actions = {e.id: ctx.store.audit_actions(e.id) for e in entries}
+        ids = [e.id for e in entries]
+        actions = ctx.store.audit_actions_between(min(ids), max(ids)) if ids else {}  # one query, as `audit`
         problems = ctx.store.verify_state() + ctx.store.verify_audit()
     rows = [
         {
@@ -50,7 +51,9 @@ def audit_page(request: Request, session=Depends(require_admin), ctx: WebContext
             "source": e.source or "",
             "liveness": e.liveness or "",
             "detail": e.detail or "",
-            "actions": [f"{a}: {'ok' if ok else 'FAILED'}{' (' + d + ')' if d else ''}" for a, ok, d in actions[e.id]],
+            "actions": [
+                f"{a}: {'ok' if ok else 'FAILED'}{' (' + d + ')' if d else ''}" for a, ok, d in actions.get(e.id, [])
+            ],
         }
         for e in entries
     ]

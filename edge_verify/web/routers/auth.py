@@ -65,8 +65,8 @@ async def login(request: Request, ctx: WebContext = Depends(context)):
 def _check(ctx: WebContext, name: str, password: str, client: str) -> dict | None:
     """The administrator's password record if ``password`` is hers, else None; audited either way."""
     with ctx.lock:
-        known = name in ctx.store.admins()
-        record = ctx.store.admin(name) if known else None
+        record = ctx.store.admin(name)
+        known = record is not None
     ok = check_password(record, password)
     if ok and {k: record[k] for k in SCRYPT} != SCRYPT and len(password) >= MIN_PASSWORD:
         record = hash_password(password)  # older parameters: the current ones from now on

@@ -1,4 +1,4 @@
-// The kiosk screen: poll the status and the preview (a new JPEG only when the last has arrived).
+// The kiosk screen: poll the status; the preview comes from preview.js.
 "use strict";
 const $ = (id) => document.getElementById(id);
 const WORDS = {
@@ -32,20 +32,6 @@ async function status() {
   } catch (e) { /* the server restarts: keep the last screen */ }
 }
 
-let url = null;
-async function preview() {
-  try {
-    const r = await fetch("/display/preview.jpg", { cache: "no-store" });
-    if (r.status === 200) {
-      const next = URL.createObjectURL(await r.blob());
-      $("preview").src = next;
-      if (url) URL.revokeObjectURL(url);
-      url = next;
-    }
-  } catch (e) { /* keep the last picture */ }
-  setTimeout(preview, 125);
-}
-
 setInterval(status, 400);
 status();
-preview();
+startPreview(125);

@@ -18,20 +18,5 @@ async function poll() {
   setTimeout(poll, 300);
 }
 
-let url = null;
-async function preview() {
-  if (document.body.dataset.enrol) return;
-  try {
-    const r = await fetch("/display/preview.jpg", { cache: "no-store" });
-    if (r.status === 200) {
-      const next = URL.createObjectURL(await r.blob());
-      $("preview").src = next;
-      if (url) URL.revokeObjectURL(url);
-      url = next;
-    }
-  } catch (e) { /* keep the last picture */ }
-  setTimeout(preview, 150);
-}
-
 poll();
-preview();
+startPreview(150, () => Boolean(document.body.dataset.enrol));
