@@ -33,6 +33,7 @@ from edge_verify.fleet.schema import CHANNEL, REQUESTS_CHANNEL
 from edge_verify.store import TemplateStore
 from edge_verify.store.audit import COLUMNS
 from edge_verify.store.templates import check_identity_name
+from edge_verify.toml_text import toml_value
 
 log = logging.getLogger("edge_verify.fleet")
 PUSH_BATCH = 1000
@@ -75,15 +76,11 @@ class KioskFile:
     def save(self, path: str | Path) -> None:
         lines = ["[fleet]"]
         for name in ("kiosk", "group", "centre", "key", "authority", "authority_box"):
-            lines.append(f"{name} = {toml_string(getattr(self, name))}")
+            lines.append(f"{name} = {toml_value(getattr(self, name))}")
         lines.append(f"interval_s = {self.interval_s}")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write("\n".join(lines) + "\n")
-
-
-def toml_string(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 @dataclass

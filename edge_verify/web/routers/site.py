@@ -8,6 +8,7 @@ import dataclasses
 from fastapi import APIRouter, Depends, Request
 
 from edge_verify.errors import EdgeVerifyError, UsageError
+from edge_verify.toml_text import toml_value
 from edge_verify.web.context import WebContext, run_command
 from edge_verify.web.deps import admin_form, context, render, require_admin
 
@@ -162,21 +163,8 @@ def toml_text(config) -> str:
         value = getattr(config, f.name)
         if value is None or f.name in HIDDEN_SETTINGS:
             continue
-        lines.append(f"{f.name} = {_toml_value(value)}")
+        lines.append(f"{f.name} = {toml_value(value)}")
     return "\n".join(lines) + "\n"
-
-
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, str):  # a TOML basic string: JSON's escapes would split an emoji into surrogates
-        escaped = "".join(
-            "\\" + c if c in '"\\' else f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F else c for c in value
-        )
-        return f'"{escaped}"'
-    return repr(value)
 
 
 def check_file_unchanged(ctx: WebContext, running) -> None:
