@@ -51,7 +51,7 @@ from edge_verify.matcher import Decision, Gallery, identify, verify
 from edge_verify.operating import check_threshold
 from edge_verify.pipeline import FaceTracks, Verifier, resolve_threshold
 from edge_verify.redaction import redact_url
-from edge_verify.sources import Frame, open_source
+from edge_verify.sources import Frame, open_source, unencrypted_stream
 from edge_verify.store import TemplateStore, check_identity_name
 
 log = logging.getLogger("edge_verify.kiosk")
@@ -60,6 +60,7 @@ log = logging.getLogger("edge_verify.kiosk")
 @dataclass
 class KioskConfig:
     source: str = "0"
+    allow_unencrypted_camera: bool = False  # permit an rtsp:// or http:// camera (its picture can be replaced)
     identity: str | None = None  # 1:1 against this identity; None: identify 1:N
     debounce: int = 3  # frames of one tracked face whose mean score decides
     cooldown_s: float = 10.0  # per outcome, between two firings
@@ -132,6 +133,13 @@ class KioskConfig:
             wanted = {"int": int, "float": (int, float), "bool": bool, "str": str}[str(f.type).split(" ")[0]]
             if isinstance(value, bool) is not (wanted is bool) or not isinstance(value, wanted):
                 raise UsageError(f"kiosk setting {f.name} = {value!r} must be of type {str(f.type).split(' ')[0]}")
+        scheme = unencrypted_stream(self.source)
+        if scheme and not self.allow_unencrypted_camera:
+            raise UsageError(
+                f"kiosk source {redact_url(self.source)} is an unencrypted {scheme} stream: anyone on its network "
+                "can replace the picture the door decides on; use rtsps:// or https://, a camera wired to this "
+                "device, or set allow_unencrypted_camera = true if that network is the door's alone"
+            )
         if self.debounce < 1:
             raise UsageError("kiosk setting debounce must be at least 1 frame")
         if self.liveness not in MODES:

@@ -279,6 +279,18 @@ class PiCameraSource(FrameSource):
         self._cam.stop()
 
 
+TLS_STREAMS = {"rtsps", "https", "srtp", "tls"}  # FFmpeg protocols that encrypt and authenticate the server
+
+
+def unencrypted_stream(spec: str) -> str | None:
+    """The scheme of a network camera stream that travels without TLS (``rtsp``, ``http``, ``udp``, ...):
+    anyone on its network path can replace the picture. None for cameras, files and TLS streams."""
+    scheme, sep, _ = spec.partition("://")
+    if not sep or scheme.lower() in TLS_STREAMS or scheme.lower() == "file":
+        return None
+    return scheme.lower()
+
+
 def open_source(spec: str, timeout_s: float = 5.0) -> FrameSource:
     """Open ``spec``: an image, a folder of images, a video file, a camera index or /dev/videoN,
     an rtsp/http(s) URL, or ``picamera2[:N]``."""

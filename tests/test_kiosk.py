@@ -268,3 +268,28 @@ def _status_page_text(url: str) -> tuple[str, str] | None:
             return page.inner_text("#s"), page.inner_text("#d")
         finally:
             browser.close()
+
+
+def test_a_camera_stream_anyone_on_the_network_can_replace_is_refused(tmp_path, store_path, enrolled_store):
+    """An rtsp:// or http:// camera travels in the clear: whoever sits on that network (a switch port
+    in the lobby, a spoofed address) can put a recording or a puppet in its place, and no liveness cue
+    can tell an injected picture from the camera's. The kiosk refuses it unless told the network is
+    the door's alone; TLS streams, wired cameras and files are taken as before."""
+    from tests.conftest import run_cli
+
+    enrolled_store.close()
+    try:
+        r = run_cli("kiosk", "--source", "rtsp://door:s3cret@127.0.0.1:9/cam", "--store", str(store_path), timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the kiosk kept trying to open an unencrypted stream instead of refusing it")
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unencrypted rtsp stream" in lines[0] and "allow_unencrypted_camera" in lines[0]
+    assert "s3cret" not in r.stderr + r.stdout
+    toml = tmp_path / "k.toml"
+    toml.write_text('[kiosk]\nsource = "http://192.168.1.20/video.mjpg"\n')
+    r = run_cli("kiosk", "--config", str(toml), "--store", str(store_path), timeout=60)
+    assert r.returncode == 2 and "unencrypted http stream" in r.stderr
+    for source in ("rtsps://127.0.0.1/cam", "https://cam.local/video.mjpg", "0", "/dev/video0", "door.mp4"):
+        assert KioskConfig(source=source).source == source
+    assert KioskConfig(source="rtsp://127.0.0.1/cam", allow_unencrypted_camera=True).allow_unencrypted_camera

@@ -45,6 +45,7 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
         "threshold": args.threshold,
         "operating_point": args.operating_point,
         "allow_looser": args.allow_looser or None,
+        "allow_unencrypted_camera": args.allow_unencrypted_camera or None,
         "relay_pin": None if args.relay_pin == NO_PIN else args.relay_pin,
         "led_pin": None if args.led_pin == NO_PIN else args.led_pin,
         "webhook": args.webhook,
@@ -267,6 +268,11 @@ def register(add) -> None:
         "--source",
         "-s",
         help="0 (the first camera), /dev/videoN, URL, video, picamera2 (required unless --config has it)",
+    )
+    p.add_argument(
+        "--allow-unencrypted-camera",
+        action="store_true",
+        help="accept an rtsp:// or http:// camera (anyone on its network can replace its picture)",
     )
     p.add_argument("--identity", type=identity_name, help="1:1 against this identity (default: identify 1:N)")
     p.add_argument("--debounce", type=int, help="frames of one tracked face whose mean score decides (default 3)")

@@ -21,6 +21,7 @@ READ_ONLY_SETTINGS = {
     "command",
     "prompt_command",
     "source",
+    "allow_unencrypted_camera",
     "identity",
     "threshold",
     "operating_point",
