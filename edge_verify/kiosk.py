@@ -55,6 +55,7 @@ from edge_verify.sources import Frame, open_source, unencrypted_stream
 from edge_verify.store import TemplateStore, check_identity_name
 
 log = logging.getLogger("edge_verify.kiosk")
+RECENT_EVENTS = 1000  # decisions kept in memory (the audit log keeps them all): the loop runs for months
 
 
 @dataclass
@@ -233,7 +234,9 @@ class Kiosk:
         self.prompter = CommandRunner(config.prompt_command, max_running=1) if config.prompt_command else None
         self._prompt = ""
         self.on_decision: Callable[[Event], None] | None = None  # told of each audited decision or alert
-        self.events: list[Event] = []
+        self.events: deque[Event] = deque(maxlen=RECENT_EVENTS)  # the latest decisions
+        self.decisions = 0  # since start, with ``accepted`` of them
+        self.accepted = 0
         self.frames = 0
         self.reconnects = 0
         self.reloads = 0
@@ -467,6 +470,8 @@ class Kiosk:
                 outcomes.append(Outcome(event.audit_id, action.name, False, f"{type(exc).__name__}: {exc}"))
         self._record_outcomes(outcomes)
         self.events.append(event)
+        self.decisions += 1
+        self.accepted += decision.accepted
         self.status = {"state": "ACCEPTED" if decision.accepted else "REJECTED", **asdict(event)}
         if self.led is not None:
             self.led.show("accepted" if decision.accepted else "rejected")

@@ -92,7 +92,7 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
 
     show_decision = decision_printer(args.json, simulated=args.dry_run)
 
-    events, frames, reconnects = [], 0, 0
+    decisions, accepted, frames, reconnects = 0, 0, 0, 0
     with open_store(args, verifier.bundle) as store:
         while True:
             actions = build_actions(config)
@@ -104,7 +104,8 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
                 raise
             kiosk.on_decision = show_decision
             kiosk.run(stop)
-            events, frames, reconnects = events + kiosk.events, frames + kiosk.frames, reconnects + kiosk.reconnects
+            decisions, accepted = decisions + kiosk.decisions, accepted + kiosk.accepted
+            frames, reconnects = frames + kiosk.frames, reconnects + kiosk.reconnects
             if not reload.is_set() or kiosk.done():
                 break
             reload.clear()
@@ -114,11 +115,10 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
                 log.warning("configuration reloaded")
             except EdgeVerifyError as exc:  # a bad edit must not take the door down: keep the running one
                 log.error("reload failed, keeping the running configuration: %s", exc)
-    accepted = sum(e.accepted for e in events)
     emit(
         args,
-        {"frames": frames, "events": len(events), "accepted": accepted, "reconnects": reconnects},
-        f"kiosk stopped: {frames} frames, {len(events)} decisions ({accepted} accepted), {reconnects} reconnects",
+        {"frames": frames, "events": decisions, "accepted": accepted, "reconnects": reconnects},
+        f"kiosk stopped: {frames} frames, {decisions} decisions ({accepted} accepted), {reconnects} reconnects",
     )
     return 0
 
