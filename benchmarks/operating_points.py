@@ -320,7 +320,7 @@ def one_to_n_section(bundle, gated: list[DevSet], rng) -> None:
                 templates[(s.name, identity)] = (unit(unit(s.embeddings[idx[:MAX_TEMPLATE_FRAMES]]).mean(0))[0], idx)
     for n in (10, 50, 100, 1000):
         choice = gallery_threshold(base, n, margin)
-        note = "" if choice.far_resolved else " (below what every set resolved: the curve's strictest entry; warned)"
+        note = "" if choice.far_resolved else " (below what every set resolved; warned)"
         print(f"  N={n:<5} threshold {choice.value:.4f}{note}")
         for s in gated:
             ids = [i for (name, i) in templates if name == s.name]

@@ -2,10 +2,13 @@
 
 Every image goes through the device pipeline (YuNet, 5-point alignment, quality gate, int8
 embedding); the points are calibrated on the captures the quality gate accepts (what it refuses
-gets an instruction at the door, never a score), and each set records what the gate refused.
+gets an instruction at the door, never a score), and each set records what the gate refused. Each
+point is the strictest per-set threshold at its FAR plus a held-out margin (``heldout``): a
+threshold set on some people lets in more than its FAR of people it never saw.
 Pre-aligned 112x112 chips (``faces_dev/celebs``) are padded with a replicated border first so
-that the detector sees a whole face. Scores are single image pairs (one enrolment frame,
-one probe frame): the statistic every decision uses, at its most permissive frame counts.
+that the detector sees a whole face. Scores are templates of 5 photos against single probe photos
+(``template_scores``): the statistic every decision uses, at its most permissive frame counts;
+single photo pairs are recorded beside them.
 """
 
 from __future__ import annotations
