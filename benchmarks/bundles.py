@@ -31,7 +31,6 @@ from benchmarks.face_bundle import video_faces, video_pairs  # noqa: E402
 from converters.operating_points import DEV_SETS, embed_folder  # noqa: E402
 from edge_verify.metrics import eer, rates, threshold_at_far  # noqa: E402
 from edge_verify.pipeline import Verifier, VerifierOptions  # noqa: E402
-from edge_verify.quality import assess  # noqa: E402
 from edge_verify.sources import read_image  # noqa: E402
 
 BUNDLES = ("resnet29", "sface", "fused")
@@ -49,7 +48,7 @@ def video_scores(verifier: Verifier, data: Path, strangers: np.ndarray) -> tuple
     faces, tracks = video_faces(
         data / "video" / "short_hamilton_clip.mp4",
         verifier.detector,
-        keep=lambda img, face: assess(verifier.align(img, face)[0], face.size).ok,
+        keep=lambda img, face: verifier.gate(verifier.align(img, face)[0], face).ok,
     )
     a, b = video_pairs(np.array([f[0] for f in faces]), tracks)
     e = verifier.embed_chips([verifier.align(img, face) for _, img, face in faces])

@@ -1,4 +1,4 @@
-"""Default face bundle vs dlib's own pipeline on ../shared/data/faces: accuracy, latency, size.
+"""The dlib ResNet's face bundle (resnet29) vs dlib's own pipeline on ../shared/data/faces: accuracy, latency, size.
 
     python benchmarks/face_bundle.py [--data ../shared/data] [--repeat 20]
 
@@ -127,12 +127,13 @@ def main() -> None:
     from edge_verify.bundle import load_bundle
     from edge_verify.detect import FaceDetector
     from edge_verify.embedder import Embedder
-    from edge_verify.quality import assess
+    from edge_verify.quality import QualityOptions, assess
     from edge_verify.sources import list_images, read_image
 
     dat = find_dlib_face_model()
     models = dat.parent
-    bundle = load_bundle()
+    bundle = load_bundle("resnet29")  # the dlib ResNet's bundle (the default one is fused)
+    pre = bundle.preprocess
     detector = FaceDetector()
     hog = dlib.get_frontal_face_detector()
     shape = dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat"))
@@ -181,10 +182,12 @@ def main() -> None:
     # the video-derived pairs
     video = args.data / "video" / "short_hamilton_clip.mp4"
     all_faces, _ = video_faces(video, detector)
+
     # the device decides only on faces that pass its quality gate (dark, blurred audience faces do not)
-    faces, tracks = video_faces(
-        video, detector, keep=lambda img, face: assess(align_face(img, face, bundle.preprocess), face.size).ok
-    )
+    def gate(img, face) -> bool:  # as the device applies it (pipeline.Verifier.gate): head turn included
+        return assess(align_face(img, face, pre), face.size, QualityOptions(), pre.template, face.landmarks).ok
+
+    faces, tracks = video_faces(video, detector, keep=gate)
     genuine = video_pairs(np.array([f[0] for f in faces]), tracks)
     video_chips = np.stack([align_face(img, face, bundle.preprocess) for _, img, face in faces])
     dlib_video = []

@@ -2,6 +2,7 @@
 on the labelled development sets (faces_dev/celebs, faces_dev/yaleb, faces).
 
     python benchmarks/operating_points.py [--data ../shared/data] [--bundle fused|resnet29|sface|all]
+                                          [--heldout-draws K]
 
 Prints, per bundle, from the shipped int8 model(s) through the device pipeline:
 1. the quality gate: per set, the share of images it refuses and by which cue; which Yale B images
@@ -9,6 +10,11 @@ Prints, per bundle, from the shipped int8 model(s) through the device pipeline:
 2. each operating point on the captures the gate accepts (shipped threshold / recomputed now): FAR
    and FRR per set with 95% Wilson intervals, for templates of 5 photos against single probe photos
    (what the points are calibrated on) and for single photo pairs;
+2b. the held-out check (``--heldout-draws K``, default 20; 0 skips it): FAR at each shipped point,
+   pooled with a 95% Wilson interval, on trials not used to set it: K other template draws of the
+   same people, and K random splits of each set's people (the calibration rerun without half, a
+   ninth, or one of them and measured on the impostor trials involving those people), without and
+   with the shipped held-out margin;
 3. the template statistic: at equal FAR (the strictest per-set threshold at FAR 1e-3 for those
    counts), FRR of the mean cosine over every (probe, enrolment) pair against the cosine with the
    template's direction (shipped), for E = 1, 3, 5 enrolment photos and K = 1, 3 probe photos;
@@ -35,11 +41,18 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from converters.operating_points import DEV_SETS, DevSet, calibrate_points  # noqa: E402
+from converters.operating_points import (  # noqa: E402
+    DEV_SETS,
+    HELDOUT_FOLDS,
+    DevSet,
+    calibrate_points,
+    heldout,
+    heldout_text,
+)
 from edge_verify.bundle import PACKAGED_BUNDLES  # noqa: E402
 from edge_verify.errors import EdgeVerifyError  # noqa: E402
 from edge_verify.matcher import MAX_TEMPLATE_FRAMES, unit  # noqa: E402
-from edge_verify.metrics import pair_scores  # noqa: E402
+from edge_verify.metrics import pair_scores, template_scores  # noqa: E402
 from edge_verify.operating import (  # noqa: E402
     ThresholdChoice,
     conservative_threshold,
@@ -160,7 +173,10 @@ def points_section(bundle, sets: list[Embedded]) -> dict:
     print(f"\n2. operating points on gated captures (E = {MAX_TEMPLATE_FRAMES} photos vs single probes; single pairs)")
     for name, point in bundle.operating_points.items():
         again = fresh["operating_points"][name]
-        print(f"  {name:<10} shipped {point.threshold:.4f} / recomputed {again['threshold']:.4f} at FAR {point.far:g}")
+        print(
+            f"  {name:<10} shipped {point.threshold:.4f} / recomputed {again['threshold']:.4f} at FAR {point.far:g}"
+            f" (held-out margin {again['heldout_margin']:+.3f})"
+        )
         for m in again["measured"]:
             fa, fr = round(m["far"] * m["impostor_pairs"]), round(m["frr"] * m["genuine_pairs"])
             sp = m["single_pairs"]
@@ -172,6 +188,61 @@ def points_section(bundle, sets: list[Embedded]) -> dict:
                 f"FRR {rate(sfr, sp['genuine_pairs'], True)}"
             )
     return fresh
+
+
+# -- 2b. held-out check ----------------------------------------------------------------------------
+def heldout_section(bundle, gated: list[DevSet], draws: int) -> bool:
+    """FAR at each shipped point on trials not used to set it; True when `default` keeps FAR <= its
+    target on every set in every check."""
+    points = bundle.operating_points
+    fars = sorted({p.far for p in points.values()})
+    impostors = [s.scores()[1] for s in gated]
+    margins = {n: round(p.threshold - conservative_threshold(impostors, p.far), 4) for n, p in points.items()}
+    print(
+        f"\n2b. held-out check at the shipped points (FAR pooled over {draws} draws, 95% Wilson; "
+        "trials share images, so the intervals are optimistic)"
+    )
+    print(f"  a) other template draws (seeds 1..{draws}; the points were set on seed 0), same people and photos:")
+    events = {(n, s.name): [0, 0] for n in points for s in gated}
+    for s in gated:
+        for seed in range(1, draws + 1):
+            imp = template_scores(s.embeddings, s.labels, seed=seed)[1]
+            for n, p in points.items():
+                events[(n, s.name)][0] += int(np.sum(imp >= p.threshold))
+                events[(n, s.name)][1] += len(imp)
+    for n, p in points.items():
+        cells = "  ".join(f"{s.name.split('/')[-1]} {heldout_text(events[(n, s.name)])}" for s in gated)
+        print(f"    {n:<10} {p.threshold:.4f} (FAR {p.far:g}): {cells}")
+    ok = all(fa <= points["default"].far * n for (name, _), (fa, n) in events.items() if name == "default")
+    print(
+        "  b) people left out: each set's people split into groups; the calibration (strictest per-set threshold"
+        " at the FAR) rerun without one group, measured on the impostor trials involving someone of it"
+        f" ({draws} random splits, other splits than the ones that set the margin); the shipped margin is"
+        " the shipped threshold minus the plain threshold recomputed on all the people:"
+    )
+    splits = (
+        (2, "half the people"),
+        (HELDOUT_FOLDS, f"1/{HELDOUT_FOLDS} of the people"),
+        (max(s.identities for s in gated), "one person"),
+    )
+    for folds, label in splits:
+        held = heldout(gated, fars, folds=folds, repeats=draws, seed=1001)
+        for n, p in points.items():
+            plain, shipped = held.events(p.far), held.events(p.far, margins[n])
+            print(f"    left out {label}, {n} (FAR {p.far:g}; margin needed here {held.margin(p.far):+.3f}):")
+            for s in gated:
+                print(
+                    f"      {s.name:<18} plain {heldout_text(plain[s.name])}  "
+                    f"with the shipped margin {margins[n]:+.3f}: {heldout_text(shipped[s.name])}"
+                )
+            if n == "default" and folds > 2:  # calibrations from nearly all the people, as the shipped one
+                ok &= all(fa <= p.far * t for fa, t in shipped.values())
+    verdict = "met" if ok else "NOT met"
+    print(
+        f"  held-out FAR at `default` <= {points['default'].far:g} on every set, calibrated without a ninth or"
+        f" without one of the people: {verdict} (without half of them: see above)"
+    )
+    return ok
 
 
 # -- 3. the template statistic ----------------------------------------------------------------------
@@ -249,7 +320,7 @@ def one_to_n_section(bundle, gated: list[DevSet], rng) -> None:
                 templates[(s.name, identity)] = (unit(unit(s.embeddings[idx[:MAX_TEMPLATE_FRAMES]]).mean(0))[0], idx)
     for n in (10, 50, 100, 1000):
         choice = gallery_threshold(base, n, margin)
-        note = "" if choice.far_resolved else " (below what every set resolved: the curve's strictest entry; warned)"
+        note = "" if choice.far_resolved else " (below what every set resolved; warned)"
         print(f"  N={n:<5} threshold {choice.value:.4f}{note}")
         for s in gated:
             ids = [i for (name, i) in templates if name == s.name]
@@ -287,7 +358,7 @@ def one_to_n_section(bundle, gated: list[DevSet], rng) -> None:
 
 
 # -- 5. targets -----------------------------------------------------------------------------------
-def targets(bundle, fresh: dict, stats: dict, gated: list[DevSet]) -> None:
+def targets(bundle, fresh: dict, stats: dict, gated: list[DevSet], heldout_ok: bool | None) -> None:
     default = bundle.operating_point().threshold
     measured = {m["set"]: m for m in fresh["operating_points"]["default"]["measured"]}
     print("\n5. targets at `default` (fused)")
@@ -298,6 +369,8 @@ def targets(bundle, fresh: dict, stats: dict, gated: list[DevSet]) -> None:
         + ", ".join(f"{n.split('/')[-1]} {m['far']:.1e}" for n, m in measured.items())
         + f" (upper 95% {worst:.1e})"
     )
+    if heldout_ok is not None:
+        print(f"  the same on trials not used to set it (2b): {'met' if heldout_ok else 'NOT met'}")
     celebs = measured.get("faces_dev/celebs")
     if celebs:
         single = celebs["single_pairs"]["frr"]
@@ -320,6 +393,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--bundle", default="fused", help="fused, resnet29, sface, a directory, or all")
+    parser.add_argument(
+        "--heldout-draws",
+        type=int,
+        default=20,
+        metavar="K",
+        help="held-out check (2b): K other template draws and K people splits per set (0: skip it; default 20)",
+    )
     args = parser.parse_args()
     if not (args.data / "faces_dev").is_dir():
         sys.exit(f"{args.data}: faces_dev/ not found (the labelled development sets)")
@@ -337,10 +417,11 @@ def main() -> None:
         gate_section(sets)
         fresh = points_section(bundle, sets)
         gated = [s.gated() for s in sets]
+        heldout_ok = heldout_section(bundle, gated, args.heldout_draws) if args.heldout_draws > 0 else None
         stats = statistic_section(bundle, gated, rng)
         one_to_n_section(bundle, gated, rng)
         if bundle.name == "face-fused-v1":
-            targets(bundle, fresh, stats, gated)
+            targets(bundle, fresh, stats, gated, heldout_ok)
 
 
 if __name__ == "__main__":

@@ -21,19 +21,19 @@ def pair_scores(embeddings: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray,
     return scores[same], scores[~same]
 
 
-def template_scores(
-    embeddings: np.ndarray, labels: np.ndarray, frames: int = 5, draws: int = 20
-) -> tuple[np.ndarray, np.ndarray]:
-    """Scores of the decision statistic at the counts that accept most impostors: templates of
-    ``frames`` photos of one identity (up to ``draws`` distinct draws; all but one photo for an
-    identity with fewer), each scored against every other photo of that identity (genuine) and
-    every photo of the other identities (impostor). Deterministic (seeded)."""
-    rng = np.random.default_rng(0)
+def template_draws(
+    embeddings: np.ndarray, labels: np.ndarray, frames: int = 5, draws: int = 20, seed: int = 0
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(identity, photo indices, direction) of each template ``template_scores`` scores: up to
+    ``draws`` distinct draws of ``frames`` photos per identity (all but one photo for an identity
+    with fewer); the direction is the unit mean, as ``matcher.score`` takes it. Deterministic for a
+    given ``seed``."""
+    rng = np.random.default_rng(seed)
     u = unit(embeddings)
     labels = np.asarray(labels)
-    genuine, impostor = [], []
+    out = []
     for identity in sorted(set(labels.tolist())):
-        mine, others = np.flatnonzero(labels == identity), np.flatnonzero(labels != identity)
+        mine = np.flatnonzero(labels == identity)
         if len(mine) < 2:
             continue
         e = min(frames, len(mine) - 1)
@@ -41,10 +41,23 @@ def template_scores(
             subsets = [np.array(c) for c in itertools.combinations(mine, e)]
         else:
             subsets = [rng.choice(mine, e, replace=False) for _ in range(draws)]
-        for subset in subsets:
-            direction = unit(u[subset].mean(0))[0]  # as ``matcher.score`` takes a template's direction
-            genuine.append(u[np.setdiff1d(mine, subset)] @ direction)
-            impostor.append(u[others] @ direction)
+        out += [(identity, subset, unit(u[subset].mean(0))[0]) for subset in subsets]
+    return out
+
+
+def template_scores(
+    embeddings: np.ndarray, labels: np.ndarray, frames: int = 5, draws: int = 20, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of the decision statistic at the counts that accept most impostors: each template of
+    ``template_draws`` scored against every other photo of its identity (genuine) and every photo
+    of the other identities (impostor)."""
+    u = unit(embeddings)
+    labels = np.asarray(labels)
+    genuine, impostor = [], []
+    for identity, subset, direction in template_draws(u, labels, frames, draws, seed):
+        mine = np.flatnonzero(labels == identity)
+        genuine.append(u[np.setdiff1d(mine, subset)] @ direction)
+        impostor.append(u[labels != identity] @ direction)
     if not genuine:
         return np.zeros(0), np.zeros(0)
     return np.concatenate(genuine), np.concatenate(impostor)
@@ -52,13 +65,19 @@ def template_scores(
 
 def threshold_at_far(impostor: np.ndarray, far: float) -> float:
     """Smallest threshold with false-accept rate <= far (accept when score >= threshold)."""
+    return thresholds_at_fars(impostor, [far])[0]
+
+
+def thresholds_at_fars(impostor: np.ndarray, fars) -> list[float]:
+    """``threshold_at_far`` for each of ``fars``, sorting the scores once."""
     imp = np.sort(np.asarray(impostor, np.float64))[::-1]
     if imp.size == 0:
-        return float("nan")
-    allowed = int(np.floor(far * imp.size))  # impostors that may be accepted
-    if allowed >= imp.size:
-        return float(imp[-1])
-    return float(np.nextafter(imp[allowed], np.inf))
+        return [float("nan")] * len(fars)
+    out = []
+    for far in fars:
+        allowed = int(np.floor(far * imp.size))  # impostors that may be accepted
+        out.append(float(imp[-1]) if allowed >= imp.size else float(np.nextafter(imp[allowed], np.inf)))
+    return out
 
 
 def rates(genuine: np.ndarray, impostor: np.ndarray, threshold: float) -> tuple[float, float]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge_verify.errors import UsageError
-from edge_verify.metrics import threshold_at_far
+from edge_verify.metrics import thresholds_at_fars
 
 STATISTIC = (
     "mean over the K probe frames of one track of their cosine with the unit mean of the template's "
@@ -135,14 +135,19 @@ def measure(genuine: np.ndarray, impostor: np.ndarray, threshold: float, set_nam
 def conservative_threshold(impostor_sets: list[np.ndarray], far: float) -> float:
     """The strictest of the per-set thresholds at ``far``; a set too small to resolve ``far`` gives
     its threshold at the smallest FAR it does resolve (a lower bound on what it would need)."""
-    values = []
-    for impostor in impostor_sets:
-        if len(impostor) == 0:
-            continue
-        values.append(threshold_at_far(impostor, max(far, MIN_EVENTS / len(impostor))))
+    return conservative_thresholds(impostor_sets, [far])[0]
+
+
+def conservative_thresholds(impostor_sets: list[np.ndarray], fars) -> list[float]:
+    """``conservative_threshold`` at each of ``fars``, sorting each set once."""
+    values = [
+        thresholds_at_fars(impostor, [max(far, MIN_EVENTS / len(impostor)) for far in fars])
+        for impostor in impostor_sets
+        if len(impostor)
+    ]
     if not values:
         raise ValueError("no impostor scores")
-    return round_up(max(values))
+    return [round_up(max(per_set)) for per_set in zip(*values, strict=True)]
 
 
 def far_curve(impostor_sets: list[np.ndarray]) -> list[list]:

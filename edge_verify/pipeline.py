@@ -181,27 +181,19 @@ class Verifier:
         else:
             faces = self.detect(frame) if faces is None else faces
             located = [(face, self.align(frame, face)) for face in faces]
-        # quality is judged on the first model's chip
-        template = self.members[0][0].template if self.detector is not None else None
-        observations = [
-            Observation(
-                f,
-                c[0],
-                assess(
-                    c[0],
-                    None if f is None else f.size,
-                    self.options.quality,
-                    template,
-                    None if f is None else f.landmarks,
-                ),
-            )
-            for f, c in located
-        ]
+        observations = [Observation(f, c[0], self.gate(c[0], f)) for f, c in located]
         good = [(obs, chips) for obs, (_, chips) in zip(observations, located, strict=True) if obs.quality.ok]
         if good:
             for (obs, _), emb in zip(good, self.embed_chips([chips for _, chips in good]), strict=True):
                 obs.embedding = emb
         return observations
+
+    def gate(self, chip: np.ndarray, face: Face | None) -> QualityReport:
+        """The quality gate as every decision applies it: on the first model's ``chip`` of ``face``
+        (None: a whole frame without a detector), with its size and landmarks (head turn)."""
+        if face is None:
+            return assess(chip, None, self.options.quality)
+        return assess(chip, face.size, self.options.quality, self.members[0][0].template, face.landmarks)
 
     def align(self, frame: np.ndarray, face: Face) -> list[np.ndarray]:
         """The face's chip for each model (one, or one per member of a fused bundle)."""

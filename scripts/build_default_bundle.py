@@ -36,8 +36,10 @@ Steps, all recorded in bundle.json:
 6. Operating points (converters/operating_points.py): the shipped int8 model embeds the labelled
    development sets present under --data (faces_dev/celebs, faces_dev/yaleb, faces) through the
    device pipeline; each point (strict 1e-4, default 1e-3, convenient 1e-2) takes the strictest
-   per-set threshold at its FAR, with FAR/FRR, pair counts and 95% intervals per set recorded in
-   bundle.json, plus the 1:N FAR curve. The data itself is never copied into the repository.
+   per-set threshold at its FAR plus a held-out margin (the smallest 0.001 step that keeps the FAR
+   of people left out of the calibration at its FAR), with FAR/FRR, pair counts and 95% intervals
+   per set recorded in bundle.json, plus the 1:N FAR curve (with the same margins). The data itself
+   is never copied into the repository.
 7. Known-answer self-test (edge_verify/selftest.py): the int8 model's embeddings of the packaged
    sample photos, which doctor, the kiosk and bench compare with what the device computes.
 Only model_int8.tflite and bundle.json are shipped in the package (the fp32 model is 22 MB and is

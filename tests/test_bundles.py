@@ -70,12 +70,12 @@ def test_enroll_check_across_bundles(store_path):
         assert bad.returncode == 1, bad.stdout + bad.stderr
     listed = {i["identity"]: i["bundle"] for i in json.loads(run_cli("list", "--json", *s).stdout)["identities"]}
     assert listed == {
-        "astronaut": "face-resnet29-v1 1.3.0",
-        "astronaut-sface": "face-sface-v1 2.1.0",
-        "astronaut-fused": "face-fused-v1 2.1.0",
+        "astronaut": "face-resnet29-v1 1.4.0",
+        "astronaut-sface": "face-sface-v1 2.2.0",
+        "astronaut-fused": "face-fused-v1 2.2.0",
     }
     doctor = json.loads(run_cli("doctor", "--bundle", "sface", "--json", *s).stdout)["checks"]["store"]["detail"]
-    assert "1 from face-sface-v1 2.1.0" in doctor and "2 made by another bundle" in doctor
+    assert "1 from face-sface-v1 2.2.0" in doctor and "2 made by another bundle" in doctor
 
 
 def test_fused_score_is_weighted_member_cosine():
