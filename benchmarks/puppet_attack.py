@@ -66,11 +66,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fps", type=float, default=15)
     parser.add_argument("--modes", default="injected,screen", help="comma-separated: injected, screen")
+    parser.add_argument("--people", help="comma-separated folder names under faces/ (default: every shared person)")
     args = parser.parse_args()
     cv2.setNumThreads(1)
     detector, mesh, antispoof = FaceDetector(), FaceMesh(), AntiSpoof()
     options = LivenessOptions()
     people = sorted(d for d in (args.data / "faces").iterdir() if d.is_dir())
+    if args.people:
+        people = [args.data / "faces" / name for name in args.people.split(",")]
     print(
         f"photo puppet vs the challenge ({options.length} actions, {options.min_turns} turns, reaction window "
         f"{options.react_min_s}-{options.step_timeout_s} s, min_depth {options.min_depth}) and the anti-spoofing "
@@ -113,7 +116,7 @@ def main() -> None:
                 if result.real is not None:
                     reals.append(result.real)
                 if result.state != "passed":
-                    reasons[mode][result.reason.split(" (")[0].split(" in ")[0]] += 1
+                    reasons[mode][result.reason.split(":")[0].split(" (")[0].split(" in ")[0]] += 1
                 turn_depths += [e.depth for e in result.events if e.kind != "blink" and e.depth is not None]
                 blinks += sum(e.kind == "blink" for e in result.events)
                 frame_ms[mode] += [s * 1e3 for s in actor.render_s]
