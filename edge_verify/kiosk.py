@@ -82,7 +82,6 @@ class KioskConfig:
     max_frames: int | None = None  # stop after this many frames (tests, benchmarks)
     liveness: str = "challenge"  # off | passive | challenge: presentation-attack check per tracked face
     liveness_sequence: str | None = None  # a fixed challenge (tests); default: random for each track
-    liveness_framing: bool = True  # a straight frame around the face (a screen's or print's edge) fails a check
     liveness_step_timeout_s: float = 2.0  # reaction window: each prompted action must begin within this
     liveness_max_failures: int = 3  # failed or abandoned checks of one face before it is locked out until it leaves
     liveness_alarm_failures: int = 5  # this many failed or abandoned checks at the kiosk within the window ...
@@ -227,9 +226,7 @@ class Kiosk:
             config.debounce,
             liveness=config.liveness,
             liveness_options=LivenessOptions(
-                step_timeout_s=config.liveness_step_timeout_s,
-                max_failures=config.liveness_max_failures,
-                framing=config.liveness_framing,
+                step_timeout_s=config.liveness_step_timeout_s, max_failures=config.liveness_max_failures
             ),
             sequence=parse_sequence(config.liveness_sequence) if config.liveness_sequence else None,
         )

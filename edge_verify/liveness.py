@@ -24,7 +24,6 @@ import numpy as np
 from edge_verify.antispoof import AntiSpoof, TrackScore
 from edge_verify.detect import Face, FaceDetector
 from edge_verify.errors import UsageError
-from edge_verify.framing import framing_sides
 from edge_verify.landmarks import FaceMesh, Mesh, face_from_mesh
 from edge_verify.track import iou
 
@@ -75,9 +74,6 @@ class LivenessOptions:
     max_failures: int = 3  # failed or abandoned checks per track before it is locked out until the face leaves
     model_frames: int = 5  # anti-spoofing model: frames it must have scored before a check can pass
     model_min_s: float = 10.0  # ... and seconds: a phone replay scored 0.42 over its first 6 s, 0.375 over 10
-    framing: bool = True  # look for a screen's or print's straight border around the face (edge_verify.framing)
-    framed_sides: int = 3  # a straight edge beyond this many sides of the face: a screen's or print's border
-    max_framed_share: float = 0.1  # ... in this share of the scored frames fails the check (edge_verify.framing)
 
 
 @dataclass(frozen=True)
@@ -365,7 +361,6 @@ class Check:
         self.result = LivenessResult(mode)
         self.model_threshold: float | None = None  # set: the anti-spoofing model must pass too
         self._real = TrackScore(min_frames=self.options.model_frames)
-        self._framed = [0, 0]  # frames with a straight frame around the face, frames measured
         self._done = False  # the check's own cues passed; waiting for the model's minimum time
 
     def observe_real(self, p_real: float) -> None:
@@ -374,12 +369,6 @@ class Check:
         if r.state == "pending":
             self._real.add(p_real)
             r.real, r.real_frames = self._real.mean, self._real.frames
-
-    def observe_framing(self, sides: int) -> None:
-        """How many sides of this frame's face box have a straight edge beyond them (``framing``)."""
-        if self.result.state == "pending":
-            self._framed[0] += sides >= self.options.framed_sides
-            self._framed[1] += 1
 
     def feed(self, s: Sample) -> LivenessResult:
         r = self.result
@@ -431,12 +420,6 @@ class Check:
             if not live:
                 self._fail(
                     s, f"anti-spoofing model: mean P(real) {r.real:.2f} below {threshold:.2f} (a screen or print)"
-                )
-                return
-            framed, measured = self._framed
-            if measured and framed >= self.options.max_framed_share * measured:
-                self._fail(
-                    s, f"a straight frame around the face in {framed} of {measured} frames (a screen's or print's edge)"
                 )
                 return
         r.state, r.finished = "passed", s.time
@@ -604,7 +587,6 @@ class LivenessMonitor:
         self.previous: Mesh | None = None
         self.placed: Face | None = None  # the face the last landmarks were found in
         self.trace: list[TracePoint] = []
-        self._scored = 0  # frames the anti-spoofing model scored
 
     @property
     def result(self) -> LivenessResult:
@@ -634,9 +616,6 @@ class LivenessMonitor:
             return self.result
         if self.antispoof is not None and face is not None and self.placed is face:  # the face that moved
             self.check.observe_real(self.antispoof.score(frame_bgr, face))
-            self._scored += 1
-            if self.check.options.framing and self._scored % 2:  # every other frame: a held-up border stays
-                self.check.observe_framing(framing_sides(frame_bgr, face.box))
         return self.check.feed(s)
 
 

@@ -186,7 +186,6 @@ def settings_form(csrf: str, config, **changes) -> dict:
         {"liveness_sequence": "blink"},  # a known challenge: a prepared video answers it
         {"source": "rtsp://attacker.example/replay"},  # the camera replaced by someone else's stream
         {"allow_unencrypted_camera": "true"},  # a camera stream anyone on the network can replace
-        {"liveness_framing": "false"},  # a phone held up in view of its own border
         {"identity": ""},  # 1:1 for one person widened to everyone enrolled
         {"webhook_allow_hosts": "attacker.example", "webhook": "http://attacker.example/"},  # decisions sent away
         {"webhook": "http://127.0.0.1:2375/containers/create"},  # posted to another service of the device

@@ -215,14 +215,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     live = args.liveness == "on" and verifier.detector is not None
     if live:
         from edge_verify.antispoof import AntiSpoof
-        from edge_verify.framing import framing_sides
         from edge_verify.landmarks import FaceMesh
 
         mesh = FaceMesh(backend=args.backend, threads=args.threads)
         antispoof = AntiSpoof(args.backend, args.threads)
     stages = {"capture": [], "detect": [], "align": [], "invoke": [], "match": []}
     if live:
-        stages.update(landmarks=[], antispoof=[], framing=[])
+        stages.update(landmarks=[], antispoof=[])
     template = np.ones(verifier.bundle.embedding_size, np.float32)
     faces_seen = 0
     start = time.perf_counter()
@@ -246,16 +245,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 cosine(e, template)
             t5 = time.perf_counter()
             times = [t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4]
-            if live:  # the liveness check of every tracked face: landmarks, anti-spoofing model, border cue
+            if live:  # the liveness check of every tracked face: its landmarks, then the anti-spoofing model
                 for f in faces:
                     mesh.landmarks(frame.image, f)
                 t6 = time.perf_counter()
                 for f in faces:
                     antispoof.score(frame.image, f)
-                t7 = time.perf_counter()
-                for f in faces if frames % 2 == 0 else []:  # on every other frame, as the check does
-                    framing_sides(frame.image, f.box)
-                times += [t6 - t5, t7 - t6, time.perf_counter() - t7]
+                times += [t6 - t5, time.perf_counter() - t6]
             for name, dt in zip(stages, times, strict=True):
                 stages[name].append(dt)
             faces_seen += len(chips)

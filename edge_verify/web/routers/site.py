@@ -31,7 +31,6 @@ READ_ONLY_SETTINGS = {
     "webhook",
     "webhook_allow_hosts",
     "liveness_sequence",
-    "liveness_framing",
 }
 LIVENESS_RANK = {"off": 0, "passive": 1, "challenge": 2}
 # setting -> +1 (a higher value is stricter) or -1 (a lower value is stricter)
