@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
@@ -12,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
@@ -174,6 +176,9 @@ class CaptureSource(FrameSource):
         if self.live:
             ms = int(self.timeout_s * 1000)
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+        if isinstance(self.target, str) and self.target.partition("://")[0].lower() in TLS_STREAMS:
+            # FFmpeg before 9 accepts any certificate unless asked: a stand-in camera would be believed
+            os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "tls_verify;1")
         cap = cv2.VideoCapture(self.target, cv2.CAP_ANY, params)
         if not cap.isOpened():
             cap.release()
@@ -279,16 +284,24 @@ class PiCameraSource(FrameSource):
         self._cam.stop()
 
 
-TLS_STREAMS = {"rtsps", "https", "srtp", "tls"}  # FFmpeg protocols that encrypt and authenticate the server
+TLS_STREAMS = {"rtsps", "https"}  # camera streams over TLS; CaptureSource asks FFmpeg to verify the certificate
 
 
 def unencrypted_stream(spec: str) -> str | None:
     """The scheme of a network camera stream that travels without TLS (``rtsp``, ``http``, ``udp``, ...):
-    anyone on its network path can replace the picture. None for cameras, files and TLS streams."""
+    anyone on its network path can replace the picture. None for cameras, files, TLS streams and a
+    stream from this machine itself (a restreamer on 127.0.0.1 that serves a camera wired to it)."""
     scheme, sep, _ = spec.partition("://")
-    if not sep or scheme.lower() in TLS_STREAMS or scheme.lower() == "file":
+    scheme = scheme.strip().lower()
+    if not sep or scheme in TLS_STREAMS or scheme == "file":
         return None
-    return scheme.lower()
+    try:
+        host = urlsplit(spec.strip()).hostname or ""
+        if host == "localhost" or ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:  # not an address literal, or not a URL at all
+        pass
+    return scheme
 
 
 def open_source(spec: str, timeout_s: float = 5.0) -> FrameSource:

@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from edge_verify.errors import UsageError
 from edge_verify.kiosk import Kiosk, KioskConfig, build_actions
 from edge_verify.store import TemplateStore
 from tests.conftest import ROOT, SAMPLES, make_video
@@ -283,7 +284,7 @@ def test_a_camera_stream_anyone_on_the_network_can_replace_is_refused(tmp_path, 
 
     enrolled_store.close()
     try:
-        r = run_cli("kiosk", "--source", "rtsp://door:s3cret@127.0.0.1:9/cam", "--store", str(store_path), timeout=60)
+        r = run_cli("kiosk", "--source", "rtsp://door:s3cret@192.0.2.10/cam", "--store", str(store_path), timeout=60)
     except subprocess.TimeoutExpired:
         pytest.fail("the kiosk kept trying to open an unencrypted stream instead of refusing it")
     assert r.returncode == 2, r.stderr
@@ -294,6 +295,11 @@ def test_a_camera_stream_anyone_on_the_network_can_replace_is_refused(tmp_path, 
     toml.write_text('[kiosk]\nsource = "http://192.168.1.20/video.mjpg"\n')
     r = run_cli("kiosk", "--config", str(toml), "--store", str(store_path), timeout=60)
     assert r.returncode == 2 and "unencrypted http stream" in r.stderr
-    for source in ("rtsps://127.0.0.1/cam", "https://cam.local/video.mjpg", "0", "/dev/video0", "door.mp4"):
+    for source in ("srtp://10.0.0.5:5004", " RTSP://cam/1", "udp://0.0.0.0:5000", "rtsp://127.0.0.2.evil.example/c"):
+        with pytest.raises(UsageError, match="unencrypted"):
+            KioskConfig(source=source)
+    ok = ("rtsps://10.0.0.5/cam", "https://cam.local/video.mjpg", "0", "/dev/video0", "door.mp4")
+    ok += ("rtsp://127.0.0.1:8554/cam", "http://localhost:1984/api/stream.mjpeg", "rtsp://[::1]/cam")  # restreamers
+    for source in ok:
         assert KioskConfig(source=source).source == source
     assert KioskConfig(source="rtsp://127.0.0.1/cam", allow_unencrypted_camera=True).allow_unencrypted_camera
