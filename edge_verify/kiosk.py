@@ -305,10 +305,11 @@ class Kiosk:
         events = self._failed_checks(self.tracks.failed, name, now)
         for track in ready:
             result = self.tracks.result(track) if self.config.liveness != "off" else None
-            decision = self.decide(track.take(self.config.debounce))
-            if result is not None and decision.accepted:
+            probes = track.take(self.config.debounce)
+            decision = self.decide(probes)
+            event = self._fire(decision, track.id, name, result, redecide=lambda p=probes: self.decide(p))
+            if result is not None and event is not None and event.accepted:
                 self._lockouts = 0  # an enrolled person came in: the lock-outs start again from the shortest
-            event = self._fire(decision, track.id, name, result)
             if event is not None:
                 events.append(event)
         if not events:
@@ -417,41 +418,49 @@ class Kiosk:
         liveness: LivenessResult | None = None,
         audit_always: bool = False,
         alert: str | None = None,
+        redecide: Callable[[], Decision] | None = None,
     ) -> Event | None:
         """Audit a decision, then act on it. Outcomes rest for ``cooldown_s``: within it a repeated
         outcome is neither audited nor acted on, except a decision that a passed liveness check
         authorised (each pass is one decision) and rows marked ``audit_always`` (failed checks,
-        alerts), which are audited and only their actions rest."""
-        key = alert or (decision.identity if decision.accepted else "<rejected>")
+        alerts), which are audited and only their actions rest. ``redecide``: decide again on the
+        store as it is when the row is written, if another process changed it since the frame began."""
         now = self.clock()
-        resting = now - self._last_fired.get(key, -np.inf) < self.config.cooldown_s
-        if liveness is not None and liveness.state == "passed":
-            resting = False
-        if resting and not audit_always:
-            return None
-        event = Event(
-            time.time(),
-            decision.accepted,
-            decision.identity,
-            decision.score,
-            self.threshold,
-            name,
-            track,
-            decision.frames,
-            liveness.summary() if liveness else None,
-            alert=alert,
-        )
-        # the audit row is committed before anything can open the door; no row, no action
         try:
-            event.audit_id = self.store.record(
-                "kiosk",
-                self.verifier.bundle.fingerprint,
-                decision,
-                claimed=self.config.identity,
-                source=name,
-                liveness=event.liveness,
-                detail=alert,
-            )
+            # the write lock: no removal or calibration can commit between this decision and its row
+            with self.store.transaction():
+                if redecide is not None and decision.accepted and self.store.data_version() != self._version:
+                    self._load()  # committed while this frame was processed: decide on what is in force now
+                    self.reloads += 1
+                    decision = redecide()
+                key = alert or (decision.identity if decision.accepted else "<rejected>")
+                resting = now - self._last_fired.get(key, -np.inf) < self.config.cooldown_s
+                if liveness is not None and liveness.state == "passed":
+                    resting = False
+                if resting and not audit_always:
+                    return None
+                event = Event(
+                    time.time(),
+                    decision.accepted,
+                    decision.identity,
+                    decision.score,
+                    self.threshold,
+                    name,
+                    track,
+                    decision.frames,
+                    liveness.summary() if liveness else None,
+                    alert=alert,
+                )
+                # the audit row is committed before anything can open the door; no row, no action
+                event.audit_id = self.store.record(
+                    "kiosk",
+                    self.verifier.bundle.fingerprint,
+                    decision,
+                    claimed=self.config.identity,
+                    source=name,
+                    liveness=event.liveness,
+                    detail=alert,
+                )
         except StoreError as exc:
             log.error("decision not audited, so not acted on: %s", exc)
             self.status = {"state": "store busy", "error": str(exc)}

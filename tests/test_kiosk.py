@@ -303,3 +303,35 @@ def test_a_camera_stream_anyone_on_the_network_can_replace_is_refused(tmp_path, 
     for source in ok:
         assert KioskConfig(source=source).source == source
     assert KioskConfig(source="rtsp://127.0.0.1/cam", allow_unencrypted_camera=True).allow_unencrypted_camera
+
+
+def test_a_removal_committed_while_a_frame_is_decided_lets_nobody_in(tmp_path, verifier, enrolled_store, pins):
+    """`edge-verify remove` (or the web app) commits while the kiosk is deciding on a frame of that very
+    person: the door must not open after the removal was confirmed. The decision is checked against
+    the store under the write lock that its audit row takes, and made again if the store changed."""
+    video = tmp_path / "door.avi"
+    make_video(video, [("astronaut_check.jpg", 6)])
+    config = KioskConfig(
+        source=str(video), liveness="off", identity="astronaut", debounce=1, cooldown_s=0, relay_pin=17,
+        relay_pulse_s=0.01, max_frames=6,
+    )  # fmt: skip
+    kiosk = Kiosk(config, verifier, enrolled_store, build_actions(config))
+    decide, removed = kiosk.decide, []
+
+    def removed_meanwhile(probes):
+        decision = decide(probes)
+        if decision.accepted and not removed:  # the frame was decided on the old store; now the removal lands
+            with TemplateStore(enrolled_store.path) as other:
+                other.remove("astronaut", source="another process")
+            removed.append(time.time())
+        return decision
+
+    kiosk.decide = removed_meanwhile
+    kiosk.run(threading.Event())
+    time.sleep(0.1)
+    assert removed and kiosk.frames == 6
+    assert not any(e.accepted for e in kiosk.events), [(e.accepted, e.score) for e in kiosk.events]
+    assert [s.state for s in pins.pin(17).states] == [False]  # the relay never moved
+    rows = enrolled_store.audit_log()
+    assert rows[-1].command != "kiosk" or not rows[-1].accepted
+    assert not any(r.command == "kiosk" and r.accepted for r in rows)
