@@ -275,12 +275,14 @@ class Kiosk:
         )
         self.threshold = self.choice.value
 
-    def refresh(self) -> None:
-        """Pick up enrolments, removals and calibrations committed by other processes."""
-        if self.store.data_version() != self._version:
-            self._load()
-            self.reloads += 1
-            log.info("store changed: %d identities, threshold %.4f", len(self.gallery), self.threshold)
+    def refresh(self) -> bool:
+        """Pick up enrolments, removals and calibrations committed by other processes; whether any were."""
+        if self.store.data_version() == self._version:
+            return False
+        self._load()
+        self.reloads += 1
+        log.info("store changed: %d identities, threshold %.4f", len(self.gallery), self.threshold)
+        return True
 
     # -- one frame ------------------------------------------------------------------------------
     def decide(self, probes: np.ndarray) -> Decision:
@@ -429,10 +431,8 @@ class Kiosk:
         try:
             # the write lock: no removal or calibration can commit between this decision and its row
             with self.store.transaction():
-                if redecide is not None and decision.accepted and self.store.data_version() != self._version:
-                    self._load()  # committed while this frame was processed: decide on what is in force now
-                    self.reloads += 1
-                    decision = redecide()
+                if redecide is not None and decision.accepted and self.refresh():
+                    decision = redecide()  # committed while this frame was processed: decide on what is in force
                 key = alert or (decision.identity if decision.accepted else "<rejected>")
                 resting = now - self._last_fired.get(key, -np.inf) < self.config.cooldown_s
                 if liveness is not None and liveness.state == "passed":
